@@ -1,0 +1,14 @@
+//! `devicehub-emulator`: a local cloud that speaks AWS IoT Core's protocols, and simulated
+//! shipping-desk devices, so that DeviceHub runs and is tested on one machine with no cloud
+//! account and no hardware.
+//!
+//! # Layout
+//! - [`cloud`]: the AWS IoT Core role (broker, device shadow, jobs, fleet provisioning) and the
+//!   shipping application's HTTP API.
+//! - [`printers`]: printer simulators that listen on TCP like network printers and decode what
+//!   they receive back into bitmaps.
+//!
+//! The emulator shares no code with DeviceHub itself: the two meet only on the wire.
+
+pub mod cloud;
+pub mod printers;

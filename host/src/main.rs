@@ -1,0 +1,3 @@
+//! The `devicehub` command line.
+
+fn main() {}
