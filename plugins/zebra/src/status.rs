@@ -19,6 +19,13 @@ use thiserror::Error;
 const STX: u8 = 0x02;
 const ETX: u8 = 0x03;
 
+/// The ZPL host status request. It is a tilde command: the printer answers at once, even in the
+/// middle of a job, without waiting for `^XA ... ^XZ`.
+pub const HOST_STATUS_REQUEST: &[u8] = b"~HS";
+
+/// The EPL2 error report request; EPL2 commands end with a line feed.
+pub const EPL_ERROR_REPORT_REQUEST: &[u8] = b"^ee\r\n";
+
 /// Why a status answer could not be parsed.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum StatusError {
@@ -94,8 +101,11 @@ pub enum PrinterState {
     Paused,
     /// Out of ribbon (thermal transfer printing).
     RibbonOut,
+    /// Printing or holding work: labels remain in the current batch or formats wait in the
+    /// receive buffer. New jobs queue behind it.
+    Busy,
     /// Another condition that stops printing; the summary's detail names it.
-    Fault,
+    Error,
 }
 
 /// A printer state plus a sentence naming every other condition worth showing.
@@ -410,7 +420,8 @@ impl HostStatus {
     ///
     /// Precedence follows what the operator must fix first: an open head hides every other
     /// problem, then missing paper, then missing ribbon, then faults that stop printing, then
-    /// a pause (which paper-out and head-open also cause, so it comes last).
+    /// a pause (which paper-out and head-open also cause, so it comes last). A printer with
+    /// none of these but with work in hand is [`PrinterState::Busy`].
     pub fn summary(&self) -> StatusSummary {
         let s1 = &self.string1;
         let s2 = &self.string2;
@@ -420,12 +431,12 @@ impl HostStatus {
             (s2.ribbon_out, PrinterState::RibbonOut, "ribbon out"),
             (
                 s1.over_temperature,
-                PrinterState::Fault,
+                PrinterState::Error,
                 "print head over temperature",
             ),
             (
                 s1.diagnostic_mode,
-                PrinterState::Fault,
+                PrinterState::Error,
                 "communications diagnostic mode active",
             ),
             (s1.paused, PrinterState::Paused, "paused"),
@@ -460,14 +471,36 @@ impl HostStatus {
             // The first stopping condition becomes the state; the rest are listed as detail.
             if state == PrinterState::Ready && condition_state != PrinterState::Ready {
                 state = condition_state;
-                if condition_state != PrinterState::Fault {
+                if condition_state != PrinterState::Error {
                     continue;
                 }
             }
             details.push(text.to_string());
         }
+        // Work in hand is worth showing whatever the state: a paused printer with labels left
+        // will print them once resumed.
+        if s2.labels_remaining > 0 {
+            details.push(format!(
+                "{} remaining in batch",
+                count(s2.labels_remaining, "label", "labels")
+            ));
+        }
+        if s1.formats_in_buffer > 0 {
+            details.push(format!(
+                "{} waiting in receive buffer",
+                count(s1.formats_in_buffer, "format", "formats")
+            ));
+        }
+        if state == PrinterState::Ready && (s2.labels_remaining > 0 || s1.formats_in_buffer > 0) {
+            state = PrinterState::Busy;
+        }
         StatusSummary::from_conditions(state, details)
     }
+}
+
+/// "1 label", "3 labels".
+fn count(n: u32, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// The answer to EPL2 `^ee`: one or more two-digit error codes (`00` = no error).
@@ -482,7 +515,7 @@ impl EplErrorReport {
     ///
     /// `07` (head up) wins over `08` (paper or ribbon out, which EPL2 does not tell apart and is
     /// therefore reported as [`PrinterState::PaperOut`]); any other non-zero code is a
-    /// [`PrinterState::Fault`]. EPL2 has no pause report, so a paused printer reads as ready.
+    /// [`PrinterState::Error`]. EPL2 has no pause report, so a paused printer reads as ready.
     pub fn summary(&self) -> StatusSummary {
         let mut codes: Vec<u8> = self.codes.iter().copied().filter(|&c| c != 0).collect();
         codes.dedup();
@@ -493,7 +526,7 @@ impl EplErrorReport {
         } else if codes.is_empty() {
             PrinterState::Ready
         } else {
-            PrinterState::Fault
+            PrinterState::Error
         };
         let details = codes
             .iter()
@@ -704,7 +737,13 @@ mod tests {
         let status = parse_host_status(&buf).expect("parses");
         assert!(status.string2.ribbon_out);
         assert_eq!(status.string2.labels_remaining, 3);
-        assert_eq!(status.summary().state, PrinterState::RibbonOut);
+        assert_eq!(
+            status.summary(),
+            StatusSummary {
+                state: PrinterState::RibbonOut,
+                detail: Some("3 labels remaining in batch".to_string())
+            }
+        );
     }
 
     #[test]
@@ -737,11 +776,12 @@ mod tests {
         assert_eq!(
             status.summary(),
             StatusSummary {
-                state: PrinterState::Fault,
+                state: PrinterState::Error,
                 detail: Some(
                     "print head over temperature; print head under temperature; \
                      configuration data lost (corrupt RAM); receive buffer full; \
-                     partial format in progress; label waiting to be taken"
+                     partial format in progress; label waiting to be taken; \
+                     2 formats waiting in receive buffer"
                         .to_string()
                 ),
             }
@@ -758,6 +798,24 @@ mod tests {
         let summary = parse_host_status(&buf).expect("parses").summary();
         assert_eq!(summary.state, PrinterState::Ready);
         assert_eq!(summary.detail.as_deref(), Some("receive buffer full"));
+    }
+
+    #[test]
+    fn printing_answer_is_busy() {
+        let buf = answer(
+            "030,0,0,1218,001,0,0,0,000,0,0,0",
+            "001,0,0,0,1,2,4,0,00000012,1,000",
+            "1234,0",
+        );
+        assert_eq!(
+            parse_host_status(&buf).expect("parses").summary(),
+            StatusSummary {
+                state: PrinterState::Busy,
+                detail: Some(
+                    "12 labels remaining in batch; 1 format waiting in receive buffer".to_string()
+                )
+            }
+        );
     }
 
     #[test]
@@ -983,7 +1041,7 @@ mod tests {
         assert_eq!(
             report.summary(),
             StatusSummary {
-                state: PrinterState::Fault,
+                state: PrinterState::Error,
                 detail: Some("cutter jammed or not installed (81)".to_string())
             }
         );
