@@ -72,6 +72,9 @@ pub enum EplError {
 ///
 /// Layout: `\r\nN\r\nq{w}\r\nQ{h},{gap}\r\n[D{d}\r\n][S{s}\r\n]GW0,0,{bytes_per_row},{rows},{data}\r\nP{copies}\r\n`.
 /// The leading CR LF ends any half-received command left in the printer's buffer before `N`.
+///
+/// Fails with [`EplError::Bitmap`] when the bitmap's data does not match its dimensions and
+/// with [`EplError::OptionOutOfRange`] when an option is outside what the printer accepts.
 pub fn encode_epl2(label: &Bitmap, opts: &EplOptions) -> Result<Vec<u8>, EplError> {
     label.validate()?;
     check_range("copies", opts.copies, 1, MAX_COPIES)?;

@@ -124,6 +124,9 @@ pub enum ZplError {
 /// Encodes `label` as one complete ZPL II label format.
 ///
 /// Layout: `[~SDnn]^XA[^MNx][^MMx][^PRn][^MDn]^PW{w}^LL{h}^LH0,0^FO0,0^GFA,{b},{c},{d},{data}^FS^PQ{copies},0,1,Y^XZ`.
+///
+/// Fails with [`ZplError::Bitmap`] when the bitmap's data does not match its dimensions and
+/// with [`ZplError::OptionOutOfRange`] when an option is outside what the printer accepts.
 pub fn encode_zpl(label: &Bitmap, opts: &ZplOptions) -> Result<Vec<u8>, ZplError> {
     label.validate()?;
     check_range("copies", i64::from(opts.copies), 1, i64::from(MAX_COPIES))?;
