@@ -1,4 +1,19 @@
 //! DeviceHub: the agent that connects a shipping desk's printers, scales and scanners to a cloud
 //! shipping application.
+//!
+//! # Layout
+//! - [`config`]: the config file and the device table.
+//! - [`plugins`]: loading driver plugins and choosing one for each device.
+//! - [`devices`]: opening devices and running each on its own thread; USB discovery.
+//! - [`transport`]: TCP, serial, USB and capture transports handed to plugins.
+//! - [`render`]: GIF, PNG, JPEG and PDF to 1-bit bitmaps at a printer's resolution.
+//! - [`print`]: from a print file to a printed label: render, encode, send.
+//! - [`cli`]: the command-line interface the `devicehub` binary runs.
 
+pub mod cli;
+pub mod config;
+pub mod devices;
+pub mod plugins;
+pub mod print;
 pub mod render;
+pub mod transport;

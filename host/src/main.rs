@@ -1,3 +1,7 @@
-//! The `devicehub` command line.
+//! The `devicehub` binary: parses the command line and hands over to the library.
 
-fn main() {}
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    devicehub::cli::main(devicehub::cli::Cli::parse())
+}

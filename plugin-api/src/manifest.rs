@@ -150,7 +150,9 @@ pub struct PluginManifest {
 impl PluginManifest {
     /// The printer profile named `name`.
     pub fn printer_profile(&self, name: &str) -> Option<&PrinterProfile> {
-        self.printer_profiles.iter().find(|p| p.name.as_str() == name)
+        self.printer_profiles
+            .iter()
+            .find(|p| p.name.as_str() == name)
     }
 
     /// The table row for `vendor_id:product_id`.

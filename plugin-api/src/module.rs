@@ -5,10 +5,7 @@
 //! minor version of this API. The marker moves only with a breaking (major) version.
 
 use abi_stable::{
-    library::RootModule,
-    package_version_strings,
-    sabi_types::VersionStrings,
-    std_types::RResult,
+    library::RootModule, package_version_strings, sabi_types::VersionStrings, std_types::RResult,
     StableAbi,
 };
 
@@ -29,14 +26,12 @@ pub struct PluginMod {
     /// Returns the plugin's manifest.
     pub manifest: extern "C" fn() -> RResult<PluginManifest, PluginError>,
     /// Opens a printer over `transport`.
-    pub open_printer:
-        extern "C" fn(&OpenRequest, TransportBox) -> RResult<PrinterBox, PluginError>,
+    pub open_printer: extern "C" fn(&OpenRequest, TransportBox) -> RResult<PrinterBox, PluginError>,
     /// Opens a scale over `transport`.
     pub open_scale: extern "C" fn(&OpenRequest, TransportBox) -> RResult<ScaleBox, PluginError>,
     /// Opens a scanner over `transport`.
     #[sabi(last_prefix_field)]
-    pub open_scanner:
-        extern "C" fn(&OpenRequest, TransportBox) -> RResult<ScannerBox, PluginError>,
+    pub open_scanner: extern "C" fn(&OpenRequest, TransportBox) -> RResult<ScannerBox, PluginError>,
 }
 
 impl RootModule for PluginMod_Ref {

@@ -82,7 +82,9 @@ impl ScriptedTransport {
 fn lock(mutex: &Mutex<Script>) -> MutexGuard<'_, Script> {
     // A test that panicked while holding the lock has already failed; keep going so that the
     // original panic is what the test reports.
-    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn disconnected() -> TransportError {
@@ -264,10 +266,7 @@ mod tests {
         let mut t = transport.into_box();
         t.write(RSlice::from_slice(b"~HS~HS")).unwrap();
         assert_eq!(t.read(10, 10).unwrap().as_slice(), b"OKOK");
-        assert_eq!(
-            t.read(10, 1).unwrap_err().kind,
-            TransportErrorKind::Timeout
-        );
+        assert_eq!(t.read(10, 1).unwrap_err().kind, TransportErrorKind::Timeout);
     }
 
     #[test]

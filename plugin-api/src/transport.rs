@@ -109,7 +109,8 @@ impl TransportBox {
         timeout_ms: u32,
         mut complete: impl FnMut(&[u8]) -> bool,
     ) -> Result<Vec<u8>, TransportError> {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms.into());
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_millis(timeout_ms.into());
         let mut gathered = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(std::time::Instant::now());
@@ -131,5 +132,11 @@ impl TransportBox {
                 Err(err) => return Err(err),
             }
         }
+    }
+}
+
+impl std::fmt::Debug for TransportBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Transport({})", self.info().description)
     }
 }

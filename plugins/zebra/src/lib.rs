@@ -5,6 +5,12 @@
 //! plugin's transport code can be changed without touching them and they can be tested byte by byte.
 
 pub mod bitmap;
+pub mod driver;
 pub mod epl;
 pub mod status;
 pub mod zpl;
+
+devicehub_plugin_api::export_plugin! {
+    manifest: driver::manifest,
+    printer: driver::open,
+}

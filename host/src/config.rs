@@ -1,0 +1,346 @@
+//! The config file (`devicehub.toml`): where DeviceHub keeps its state, where its plugins are,
+//! and the device table for devices that cannot be discovered (network and serial).
+//!
+//! Unknown keys are errors, so that a misspelled key is reported with its file and line instead
+//! of being silently ignored.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use crate::transport::serial::SerialSettings;
+
+/// The whole config file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Where DeviceHub keeps certificates, the last shadow state, the job journal and logs.
+    /// Default: the platform's data directory (`~/.local/share/devicehub` on Linux).
+    #[serde(default)]
+    pub data_dir: Option<PathBuf>,
+    /// The folder plugins are loaded from. Default: see [`default_plugins_dir`].
+    #[serde(default)]
+    pub plugins_dir: Option<PathBuf>,
+    /// Log filter, e.g. "info" or "devicehub=debug".
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+    /// USB discovery.
+    #[serde(default)]
+    pub usb: UsbConfig,
+    /// Devices that cannot be discovered, and USB devices bound to a particular plugin.
+    #[serde(default)]
+    pub devices: Vec<DeviceEntry>,
+}
+
+fn default_log_level() -> String {
+    "info".to_string()
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: None,
+            plugins_dir: None,
+            log_level: default_log_level(),
+            usb: UsbConfig::default(),
+            devices: Vec::new(),
+        }
+    }
+}
+
+/// USB discovery settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsbConfig {
+    /// Whether to look for USB devices at all.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How often to rescan the bus where the platform gives no plug/unplug events, in ms.
+    #[serde(default = "default_poll_ms")]
+    pub poll_interval_ms: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_poll_ms() -> u64 {
+    2000
+}
+
+impl Default for UsbConfig {
+    fn default() -> Self {
+        UsbConfig {
+            enabled: true,
+            poll_interval_ms: default_poll_ms(),
+        }
+    }
+}
+
+/// One row of the device table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceEntry {
+    /// The ID jobs and commands use for the device, e.g. "shipping-zebra".
+    pub id: String,
+    /// Where the device is: `tcp://HOST:PORT` (network printers, port 9100 by convention),
+    /// `serial:///dev/ttyUSB0` (or `serial://COM3`), or `usb://VID:PID` to bind a USB device to
+    /// the plugin named here.
+    pub address: String,
+    /// The device's USB ID (`0A5F:0141`), which chooses the plugin and model as it would for a
+    /// USB device. One of `usb_id` and `plugin` is needed.
+    #[serde(default)]
+    pub usb_id: Option<String>,
+    /// The plugin that drives the device, by name (overrides the USB ID's choice).
+    #[serde(default)]
+    pub plugin: Option<String>,
+    /// The plugin profile (e.g. "epl2-203"); default: the model's, else the plugin's default.
+    #[serde(default)]
+    pub profile: Option<String>,
+    /// Line settings for serial devices.
+    #[serde(default)]
+    pub serial: Option<SerialSettings>,
+    /// Settings passed to the plugin (see the plugin's documentation).
+    #[serde(default)]
+    pub settings: BTreeMap<String, String>,
+}
+
+/// Why the config could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is invalid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config file {path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl Config {
+    /// Reads the config at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::parse(&text, path)
+    }
+
+    /// Reads `path` if it exists; a missing file at the default location means defaults.
+    pub fn load_or_default(path: &Path) -> Result<Config, ConfigError> {
+        if path.exists() {
+            Config::load(path)
+        } else {
+            Ok(Config::default())
+        }
+    }
+
+    /// Parses config text; `path` is only used in messages.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string().trim_end().replace('\n', " "),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            message,
+        };
+        let mut seen = std::collections::BTreeSet::new();
+        for device in &self.devices {
+            if device.id.is_empty()
+                || !device
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.:".contains(c))
+            {
+                return Err(invalid(format!(
+                    "device id {:?} must be letters, digits and - _ . : only",
+                    device.id
+                )));
+            }
+            if !seen.insert(device.id.as_str()) {
+                return Err(invalid(format!("device id '{}' appears twice", device.id)));
+            }
+            if device.usb_id.is_none() && device.plugin.is_none() {
+                return Err(invalid(format!(
+                    "device '{}' needs `usb_id` or `plugin` to choose its driver",
+                    device.id
+                )));
+            }
+            if let Some(usb_id) = &device.usb_id {
+                if crate::plugins::parse_usb_id(usb_id).is_none() {
+                    return Err(invalid(format!(
+                        "device '{}': usb_id {usb_id:?} is not VID:PID in hex (e.g. 0A5F:0141)",
+                        device.id
+                    )));
+                }
+            }
+            DeviceAddress::parse(&device.address)
+                .map_err(|e| invalid(format!("device '{}': {e}", device.id)))?;
+        }
+        Ok(())
+    }
+
+    /// The data directory: the configured one or the platform default.
+    pub fn data_dir(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+}
+
+/// Where a configured device is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceAddress {
+    Tcp(String),
+    Serial(String),
+    Usb { vendor_id: u16, product_id: u16 },
+}
+
+impl DeviceAddress {
+    /// Parses `tcp://HOST:PORT`, `serial://PATH` or `usb://VID:PID`.
+    pub fn parse(text: &str) -> Result<DeviceAddress, String> {
+        if let Some(rest) = text.strip_prefix("tcp://") {
+            let (host, port) = rest
+                .rsplit_once(':')
+                .ok_or_else(|| format!("address {text:?} needs a port (tcp://HOST:PORT)"))?;
+            if host.is_empty() || port.parse::<u16>().is_err() {
+                return Err(format!("address {text:?} is not tcp://HOST:PORT"));
+            }
+            Ok(DeviceAddress::Tcp(rest.to_string()))
+        } else if let Some(rest) = text.strip_prefix("serial://") {
+            if rest.is_empty() {
+                return Err(format!("address {text:?} names no serial port"));
+            }
+            Ok(DeviceAddress::Serial(rest.to_string()))
+        } else if let Some(rest) = text.strip_prefix("usb://") {
+            let (vendor_id, product_id) = crate::plugins::parse_usb_id(rest)
+                .ok_or_else(|| format!("address {text:?} is not usb://VID:PID"))?;
+            Ok(DeviceAddress::Usb {
+                vendor_id,
+                product_id,
+            })
+        } else {
+            Err(format!(
+                "address {text:?} must start with tcp://, serial:// or usb://"
+            ))
+        }
+    }
+}
+
+/// The platform's data directory for DeviceHub.
+pub fn default_data_dir() -> PathBuf {
+    dirs::data_local_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("devicehub")
+}
+
+/// The platform's config file location.
+pub fn default_config_path() -> PathBuf {
+    dirs::config_dir()
+        .unwrap_or_else(std::env::temp_dir)
+        .join("devicehub")
+        .join("devicehub.toml")
+}
+
+/// Where plugins are loaded from when the config names no folder, and how to pick files there:
+/// 1. `DEVICEHUB_PLUGINS_DIR`;
+/// 2. a `plugins` folder beside the executable (an installed DeviceHub);
+/// 3. the executable's own folder, drivers only (a cargo build puts the plugin libraries
+///    beside the `devicehub` binary);
+/// 4. `/usr/lib/devicehub/plugins` on Linux.
+pub fn default_plugins_dir() -> (PathBuf, crate::plugins::Selection) {
+    use crate::plugins::Selection;
+    if let Some(dir) = std::env::var_os("DEVICEHUB_PLUGINS_DIR") {
+        return (PathBuf::from(dir), Selection::AllLibraries);
+    }
+    if let Some(exe_dir) = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_path_buf))
+    {
+        let beside = exe_dir.join("plugins");
+        if beside.is_dir() {
+            return (beside, Selection::AllLibraries);
+        }
+        let has_drivers = std::fs::read_dir(&exe_dir).is_ok_and(|entries| {
+            entries.filter_map(|e| e.ok()).any(|e| {
+                e.file_name()
+                    .to_str()
+                    .is_some_and(|n| n.contains("devicehub_driver_"))
+            })
+        });
+        if has_drivers {
+            return (exe_dir, Selection::DriversOnly);
+        }
+    }
+    (
+        PathBuf::from("/usr/lib/devicehub/plugins"),
+        Selection::AllLibraries,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../assets/devicehub.example.toml");
+
+    #[test]
+    fn shipped_example_parses_and_round_trips() {
+        let config = Config::parse(EXAMPLE, Path::new("devicehub.example.toml")).unwrap();
+        assert!(!config.devices.is_empty());
+        let text = toml::to_string(&config).unwrap();
+        let again = Config::parse(&text, Path::new("round-trip")).unwrap();
+        assert_eq!(config, again);
+    }
+
+    #[test]
+    fn misspelled_key_is_named() {
+        let err = Config::parse("log_levle = \"debug\"\n", Path::new("x.toml")).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("log_levle") && text.contains("x.toml"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn device_without_driver_choice_is_refused() {
+        let err = Config::parse(
+            "[[devices]]\nid = \"a\"\naddress = \"tcp://127.0.0.1:9100\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("usb_id` or `plugin`"), "{err}");
+    }
+
+    #[test]
+    fn addresses_parse() {
+        assert_eq!(
+            DeviceAddress::parse("tcp://10.0.0.5:9100"),
+            Ok(DeviceAddress::Tcp("10.0.0.5:9100".into()))
+        );
+        assert_eq!(
+            DeviceAddress::parse("serial:///dev/ttyUSB0"),
+            Ok(DeviceAddress::Serial("/dev/ttyUSB0".into()))
+        );
+        assert!(DeviceAddress::parse("tcp://printer").is_err());
+        assert!(DeviceAddress::parse("lpt1").is_err());
+    }
+
+    #[test]
+    fn duplicate_device_ids_are_refused() {
+        let text = "[[devices]]\nid = \"a\"\naddress = \"tcp://h:1\"\nplugin = \"zebra\"\n\
+                    [[devices]]\nid = \"a\"\naddress = \"tcp://h:2\"\nplugin = \"zebra\"\n";
+        let err = Config::parse(text, Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("twice"), "{err}");
+    }
+}

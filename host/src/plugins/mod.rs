@@ -1,0 +1,487 @@
+//! Finding, checking and loading driver plugins, and choosing a plugin for a device.
+//!
+//! Every library in the plugins folder is tried on its own; one bad file refuses itself with a
+//! one-line reason and never stops the others (or the host) from loading.
+//!
+//! # Conflict rule
+//! When several loaded plugins claim the same USB vendor/product ID, the device goes to:
+//! 1. the plugin a device-table entry in the config file names, if any;
+//! 2. otherwise the plugin with the better [`SupportLevel`] for that model;
+//! 3. otherwise the plugin whose name sorts first.
+//!
+//! Each conflict is logged once at load time and listed by `devicehub plugins`.
+//!
+//! When two libraries carry the same plugin name, the higher plugin version is kept and the
+//! other refused as a duplicate; on equal versions the file whose name sorts first is kept.
+
+mod library_check;
+
+use std::{
+    collections::BTreeMap,
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use abi_stable::library::{lib_header_from_path, LibraryError};
+use devicehub_plugin_api::{
+    DeviceKind, Ieee1284Match, PluginManifest, PluginMod_Ref, SupportLevel, API_FEATURES,
+    API_VERSION,
+};
+pub use library_check::{check_library_bytes, check_library_file, LibraryCheckError};
+
+/// The file name extension of shared libraries on this platform.
+pub const LIBRARY_EXTENSION: &str = std::env::consts::DLL_EXTENSION;
+
+/// A plugin that loaded and passed every check.
+pub struct LoadedPlugin {
+    pub path: PathBuf,
+    pub manifest: PluginManifest,
+    pub version: semver::Version,
+    pub module: PluginMod_Ref,
+}
+
+impl fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.manifest.name.as_str())
+            .field("version", &self.version)
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl LoadedPlugin {
+    pub fn name(&self) -> &str {
+        self.manifest.name.as_str()
+    }
+}
+
+/// A file in the plugins folder that was not loaded, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedPlugin {
+    pub path: PathBuf,
+    /// One line a user can act on.
+    pub reason: String,
+}
+
+/// Which plugin drives a USB ID, and with which model row.
+#[derive(Debug, Clone)]
+pub struct UsbBinding {
+    pub plugin: Arc<LoadedPlugin>,
+    pub model: String,
+    pub profile: String,
+    pub support: SupportLevel,
+}
+
+/// Two or more plugins claiming one USB ID, and which one won.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsbConflict {
+    pub vendor_id: u16,
+    pub product_id: u16,
+    pub winner: String,
+    pub losers: Vec<String>,
+}
+
+/// The plugins loaded from a folder, and the registry from USB IDs to plugins built from them.
+#[derive(Debug, Default)]
+pub struct PluginSet {
+    pub dir: PathBuf,
+    pub plugins: Vec<Arc<LoadedPlugin>>,
+    pub refused: Vec<RefusedPlugin>,
+    pub conflicts: Vec<UsbConflict>,
+    usb: BTreeMap<(u16, u16), Vec<UsbBinding>>,
+}
+
+/// How library files are picked out of the plugins folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Selection {
+    /// Every shared library in the folder (an installed plugins folder).
+    AllLibraries,
+    /// Only libraries whose name starts with `devicehub_driver_` (or `libdevicehub_driver_`):
+    /// used when the folder is a build output directory that holds other libraries too.
+    DriversOnly,
+}
+
+impl PluginSet {
+    /// Loads every plugin in `dir`. A missing folder gives an empty set and one refusal naming it.
+    pub fn load_dir(dir: &Path, selection: Selection) -> PluginSet {
+        let mut set = PluginSet {
+            dir: dir.to_path_buf(),
+            ..PluginSet::default()
+        };
+        let entries = match std::fs::read_dir(dir) {
+            Ok(entries) => entries,
+            Err(err) => {
+                set.refused.push(RefusedPlugin {
+                    path: dir.to_path_buf(),
+                    reason: format!("cannot read the plugins folder: {err}"),
+                });
+                return set;
+            }
+        };
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok())
+            .map(|e| e.path())
+            .filter(|p| is_candidate(p, selection))
+            .collect();
+        files.sort();
+        let mut loaded = Vec::new();
+        for path in files {
+            match load_plugin(&path) {
+                Ok(plugin) => loaded.push(plugin),
+                Err(reason) => {
+                    tracing::warn!(path = %path.display(), "plugin refused: {reason}");
+                    set.refused.push(RefusedPlugin { path, reason });
+                }
+            }
+        }
+        set.add_deduplicated(loaded);
+        set.build_registry();
+        for plugin in &set.plugins {
+            tracing::info!(
+                plugin = plugin.name(),
+                version = %plugin.version,
+                path = %plugin.path.display(),
+                "plugin loaded"
+            );
+        }
+        set
+    }
+
+    /// Keeps one plugin per name (see the module docs), refusing the others.
+    fn add_deduplicated(&mut self, loaded: Vec<LoadedPlugin>) {
+        let mut by_name: BTreeMap<String, LoadedPlugin> = BTreeMap::new();
+        for plugin in loaded {
+            let name = plugin.name().to_string();
+            match by_name.remove(&name) {
+                None => {
+                    by_name.insert(name, plugin);
+                }
+                Some(kept) => {
+                    let (keep, drop) = if plugin.version > kept.version {
+                        (plugin, kept)
+                    } else {
+                        (kept, plugin)
+                    };
+                    let reason = format!(
+                        "duplicate of plugin '{}' {} from {}",
+                        keep.name(),
+                        keep.version,
+                        keep.path.display()
+                    );
+                    tracing::warn!(path = %drop.path.display(), "plugin refused: {reason}");
+                    self.refused.push(RefusedPlugin {
+                        path: drop.path.clone(),
+                        reason,
+                    });
+                    by_name.insert(name, keep);
+                }
+            }
+        }
+        self.plugins = by_name.into_values().map(Arc::new).collect();
+    }
+
+    fn build_registry(&mut self) {
+        self.usb.clear();
+        for plugin in &self.plugins {
+            for model in plugin.manifest.usb_models.iter() {
+                self.usb
+                    .entry((model.vendor_id, model.product_id))
+                    .or_default()
+                    .push(UsbBinding {
+                        plugin: plugin.clone(),
+                        model: model.model.to_string(),
+                        profile: model.profile.to_string(),
+                        support: model.support,
+                    });
+            }
+        }
+        self.conflicts.clear();
+        for ((vid, pid), bindings) in self.usb.iter_mut() {
+            // Best first: better support, then plugin name.
+            bindings.sort_by(|a, b| {
+                b.support
+                    .cmp(&a.support)
+                    .then_with(|| a.plugin.name().cmp(b.plugin.name()))
+            });
+            if bindings.len() > 1 {
+                let conflict = UsbConflict {
+                    vendor_id: *vid,
+                    product_id: *pid,
+                    winner: bindings[0].plugin.name().to_string(),
+                    losers: bindings[1..]
+                        .iter()
+                        .map(|b| b.plugin.name().to_string())
+                        .collect(),
+                };
+                tracing::warn!(
+                    usb_id = %format_usb_id(*vid, *pid),
+                    winner = %conflict.winner,
+                    losers = ?conflict.losers,
+                    "several plugins claim this USB ID; the winner drives it unless the config names another"
+                );
+                self.conflicts.push(conflict);
+            }
+        }
+    }
+
+    /// The plugin named `name`.
+    pub fn plugin(&self, name: &str) -> Option<&Arc<LoadedPlugin>> {
+        self.plugins.iter().find(|p| p.name() == name)
+    }
+
+    /// The binding that drives `vendor_id:product_id`, following the conflict rule; `preferred`
+    /// names a plugin from the config file's device table.
+    pub fn lookup_usb(
+        &self,
+        vendor_id: u16,
+        product_id: u16,
+        preferred: Option<&str>,
+    ) -> Option<&UsbBinding> {
+        let bindings = self.usb.get(&(vendor_id, product_id))?;
+        preferred
+            .and_then(|name| bindings.iter().find(|b| b.plugin.name() == name))
+            .or_else(|| bindings.first())
+    }
+
+    /// Every USB ID in the registry with the plugin that drives it.
+    pub fn usb_ids(&self) -> impl Iterator<Item = ((u16, u16), &UsbBinding)> {
+        self.usb
+            .iter()
+            .filter_map(|(id, bindings)| bindings.first().map(|b| (*id, b)))
+    }
+
+    /// The plugin and profile for a printer identified only by its IEEE-1284 device ID.
+    pub fn lookup_ieee1284(&self, device_id: &str) -> Option<(Arc<LoadedPlugin>, String)> {
+        let fields = parse_ieee1284(device_id);
+        self.plugins.iter().find_map(|plugin| {
+            plugin
+                .manifest
+                .ieee1284_matches
+                .iter()
+                .find(|rule| ieee1284_rule_matches(rule, &fields))
+                .map(|rule| (plugin.clone(), rule.profile.to_string()))
+        })
+    }
+}
+
+/// The fields of an IEEE-1284 device ID (`MFG:Zebra;MDL:ZD620;CMD:ZPL;`), keys upper-cased and
+/// long names folded to the short ones.
+pub fn parse_ieee1284(device_id: &str) -> BTreeMap<String, String> {
+    device_id
+        .split(';')
+        .filter_map(|pair| pair.split_once(':'))
+        .map(|(k, v)| {
+            let key = match k.trim().to_ascii_uppercase().as_str() {
+                "MANUFACTURER" => "MFG".to_string(),
+                "MODEL" => "MDL".to_string(),
+                "COMMAND SET" => "CMD".to_string(),
+                other => other.to_string(),
+            };
+            (key, v.trim().to_string())
+        })
+        .collect()
+}
+
+fn ieee1284_rule_matches(rule: &Ieee1284Match, fields: &BTreeMap<String, String>) -> bool {
+    let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
+    let mfg_ok = get("MFG").eq_ignore_ascii_case(rule.manufacturer.as_str());
+    let mdl_ok = get("MDL")
+        .to_ascii_lowercase()
+        .starts_with(&rule.model_prefix.as_str().to_ascii_lowercase());
+    let cmd_ok = rule.command_set.is_empty()
+        || get("CMD")
+            .split(',')
+            .any(|c| c.trim().eq_ignore_ascii_case(rule.command_set.as_str()));
+    mfg_ok && mdl_ok && cmd_ok
+}
+
+/// `0A5F:0141`.
+pub fn format_usb_id(vendor_id: u16, product_id: u16) -> String {
+    format!("{vendor_id:04X}:{product_id:04X}")
+}
+
+/// Parses `0A5F:0141` (hex, case-insensitive).
+pub fn parse_usb_id(text: &str) -> Option<(u16, u16)> {
+    let (v, p) = text.trim().split_once(':')?;
+    let v = u16::from_str_radix(v.trim_start_matches("0x"), 16).ok()?;
+    let p = u16::from_str_radix(p.trim_start_matches("0x"), 16).ok()?;
+    Some((v, p))
+}
+
+fn is_candidate(path: &Path, selection: Selection) -> bool {
+    let ext_ok = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case(LIBRARY_EXTENSION));
+    if !ext_ok || !path.is_file() {
+        return false;
+    }
+    match selection {
+        Selection::AllLibraries => true,
+        Selection::DriversOnly => path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+            n.starts_with("devicehub_driver_") || n.starts_with("libdevicehub_driver_")
+        }),
+    }
+}
+
+/// Loads and checks one plugin library, or says in one line why not.
+pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, String> {
+    check_library_file(path).map_err(|e| e.to_string())?;
+    let header = lib_header_from_path(path).map_err(|e| describe_library_error(&e))?;
+    let module = header
+        .init_root_module::<PluginMod_Ref>()
+        .map_err(|e| describe_library_error(&e))?;
+    let manifest = module.manifest()()
+        .into_result()
+        .map_err(|e| format!("its manifest could not be read: {e}"))?;
+    let version = check_manifest(&manifest)?;
+    Ok(LoadedPlugin {
+        path: path.to_path_buf(),
+        manifest,
+        version,
+        module,
+    })
+}
+
+/// Checks the API handshake and the manifest's own consistency; returns the plugin's version.
+fn check_manifest(manifest: &PluginManifest) -> Result<semver::Version, String> {
+    let name = manifest.name.as_str();
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    {
+        return Err(format!("invalid plugin name {name:?}"));
+    }
+    let version = semver::Version::parse(manifest.version.as_str())
+        .map_err(|e| format!("plugin '{name}' has an invalid version: {e}"))?;
+    let theirs = semver::Version::parse(manifest.api_version.as_str())
+        .map_err(|e| format!("plugin '{name}' declares an invalid API version: {e}"))?;
+    let ours = semver::Version::parse(API_VERSION).expect("the crate version is semver");
+    if !api_compatible(&ours, &theirs) {
+        return Err(format!(
+            "plugin '{name}' was built for plugin API {theirs}; this DeviceHub provides {ours}"
+        ));
+    }
+    let missing: Vec<&str> = manifest
+        .required_features
+        .iter()
+        .map(|f| f.as_str())
+        .filter(|f| !API_FEATURES.contains(f))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "plugin '{name}' needs API features this DeviceHub lacks: {}",
+            missing.join(", ")
+        ));
+    }
+    if manifest.kind == DeviceKind::Printer {
+        for model in manifest.usb_models.iter() {
+            if manifest.printer_profile(model.profile.as_str()).is_none() {
+                return Err(format!(
+                    "plugin '{name}' lists model {} with unknown profile '{}'",
+                    model.model, model.profile
+                ));
+            }
+        }
+    }
+    Ok(version)
+}
+
+/// A plugin built for API `theirs` runs on a host providing `ours` when the breaking part of
+/// the version matches (major, or minor below 1.0) and the host is at least as new.
+fn api_compatible(ours: &semver::Version, theirs: &semver::Version) -> bool {
+    let same_line = if ours.major == 0 {
+        theirs.major == 0 && theirs.minor == ours.minor
+    } else {
+        theirs.major == ours.major
+    };
+    same_line && theirs <= ours
+}
+
+/// One line for a loader error; abi_stable's own text for layout errors runs to hundreds of lines.
+fn describe_library_error(err: &LibraryError) -> String {
+    match err {
+        LibraryError::OpenError { err, .. } => {
+            format!("not a loadable library: {}", first_line(&err.to_string()))
+        }
+        LibraryError::GetSymbolError { .. } => {
+            "not a DeviceHub plugin (it exports no DeviceHub root module)".to_string()
+        }
+        LibraryError::InvalidAbiHeader(_) | LibraryError::InvalidCAbi { .. } => {
+            "built with an incompatible version of abi_stable or of the Rust C ABI".to_string()
+        }
+        LibraryError::ParseVersionError(e) => format!("unreadable plugin API version: {e}"),
+        LibraryError::IncompatibleVersionNumber {
+            expected_version,
+            actual_version,
+            ..
+        } => format!(
+            "built against plugin API {actual_version}; this DeviceHub provides {expected_version}"
+        ),
+        LibraryError::AbiInstability(_) => {
+            "built against an incompatible plugin API (its types' layout differs)".to_string()
+        }
+        LibraryError::RootModule { err, .. } => {
+            format!(
+                "its root module failed to start: {}",
+                first_line(&err.to_string())
+            )
+        }
+        LibraryError::Many(errors) => errors
+            .iter()
+            .next()
+            .map(describe_library_error)
+            .unwrap_or_else(|| "unknown loader error".to_string()),
+    }
+}
+
+fn first_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or("")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn api_compatibility_follows_semver() {
+        let v = |s: &str| semver::Version::parse(s).unwrap();
+        assert!(api_compatible(&v("0.1.3"), &v("0.1.0")));
+        assert!(
+            !api_compatible(&v("0.1.0"), &v("0.1.3")),
+            "host older than plugin"
+        );
+        assert!(!api_compatible(&v("0.2.0"), &v("0.1.0")));
+        assert!(api_compatible(&v("1.4.0"), &v("1.2.0")));
+        assert!(!api_compatible(&v("2.0.0"), &v("1.2.0")));
+    }
+
+    #[test]
+    fn usb_ids_parse_and_format() {
+        assert_eq!(parse_usb_id("0A5F:0141"), Some((0x0a5f, 0x0141)));
+        assert_eq!(parse_usb_id("0x0a5f:0x0141"), Some((0x0a5f, 0x0141)));
+        assert_eq!(parse_usb_id("zebra"), None);
+        assert_eq!(format_usb_id(0x0a5f, 0x141), "0A5F:0141");
+    }
+
+    #[test]
+    fn ieee1284_rules_match_fields() {
+        let rule = Ieee1284Match {
+            manufacturer: "Printer".into(),
+            model_prefix: "Thermal".into(),
+            command_set: "XPP".into(),
+            profile: "tspl-203".into(),
+        };
+        let rollo = parse_ieee1284("MFG:Printer;MDL:Thermal Printer;CMD:XPP,XL;");
+        assert!(ieee1284_rule_matches(&rule, &rollo));
+        let other = parse_ieee1284("MANUFACTURER:Zebra;MODEL:ZD620;COMMAND SET:ZPL;");
+        assert!(!ieee1284_rule_matches(&rule, &other));
+        assert_eq!(other.get("MFG").map(String::as_str), Some("Zebra"));
+    }
+}

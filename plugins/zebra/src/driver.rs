@@ -1,0 +1,452 @@
+//! The plugin itself: the manifest with the USB ID table, and the printer that checks status,
+//! encodes pages with [`crate::zpl`] or [`crate::epl`], and sends them over the host's transport.
+//!
+//! # Settings
+//! Per device (config file) or per job; job settings win:
+//! - `compression`: `auto` (default: the smaller of Z64 and ACS per label), `z64` or `acs`.
+//! - `darkness`: 0..=30 (ZPL `~SD`) or 0..=15 (EPL2 `D`).
+//! - `speed`: inches per second (ZPL `^PR`) or the EPL2 speed code (`S`).
+//! - `media`: `gap`, `mark` or `continuous`.
+//! - `print_mode`: `tear`, `peel`, `cut` or `rewind` (ZPL only).
+//! - `status_timeout_ms`: how long to wait for a status answer (default 2000).
+//! - `check_status`: `false` to skip status checks for printers with no back channel.
+
+use devicehub_plugin_api::{
+    setting, DeviceKind, ErrorKind, InputKind, LoadedMedia, MediaKind, OpenRequest, PluginError,
+    PluginManifest, PrintInput, PrintJob, PrintReport, Printer, PrinterProfile, PrinterState,
+    PrinterStatus, RasterPage, Setting, SupportLevel, TransportBox, TransportErrorKind, UsbModel,
+    API_VERSION,
+};
+
+use crate::{
+    bitmap::Bitmap,
+    epl::{encode_epl2, EplMedia, EplOptions},
+    status::{
+        epl_error_report_len, host_status_answer_len, parse_epl_error_report, parse_host_status,
+        PrinterState as ZebraState, StatusSummary, EPL_ERROR_REPORT_REQUEST, HOST_STATUS_REQUEST,
+    },
+    zpl::{encode_zpl, Darkness, MediaTracking, PrintMode, ZplCompression, ZplOptions},
+};
+
+const VENDOR_ZEBRA: u16 = 0x0A5F;
+
+/// Says whether the bytes read so far hold a whole status answer.
+type AnswerComplete = fn(&[u8]) -> bool;
+
+/// The USB ID table: (product ID, model, support level, profile). Resolution cannot be told
+/// from the USB ID (203 and 300 dpi variants share IDs): 300 dpi printers set `profile`.
+const MODELS: &[(u16, &str, SupportLevel, &str)] = &[
+    (0x0009, "LP2844", SupportLevel::Supported, "epl2-203"),
+    (0x0027, "LP2844-Z", SupportLevel::Supported, "zpl-203"),
+    (0x0062, "GK420d", SupportLevel::Supported, "zpl-203"),
+    (0x0080, "GK420d", SupportLevel::Supported, "zpl-203"),
+    (0x0081, "GK420t", SupportLevel::Supported, "zpl-203"),
+    (0x0084, "GX420d", SupportLevel::Supported, "zpl-203"),
+    (0x008C, "ZP450", SupportLevel::Supported, "zpl-203"),
+    (
+        0x00A1,
+        "TLP2824 Plus",
+        SupportLevel::Supported,
+        "zpl-203-2in",
+    ),
+    (0x00D1, "GC420d", SupportLevel::Supported, "zpl-203"),
+    (0x0110, "ZD500", SupportLevel::Supported, "zpl-203"),
+    (0x011C, "ZD410", SupportLevel::Supported, "zpl-203-2in"),
+    (0x0141, "ZD620", SupportLevel::Supported, "zpl-203"),
+    (0x0172, "ZT411", SupportLevel::Limited, "zpl-203"),
+];
+
+/// Longest label the desktop models take: 39 in at 203 dpi.
+const MAX_LENGTH_203: u32 = 7900;
+
+fn profile(name: &str, language: &str, dpi: u32, width_dots: u32) -> PrinterProfile {
+    PrinterProfile {
+        name: name.into(),
+        language: language.into(),
+        dpi,
+        width_dots,
+        max_length_dots: MAX_LENGTH_203 * dpi / 203,
+        media: vec![
+            MediaKind::DieCut,
+            MediaKind::BlackMark,
+            MediaKind::Continuous,
+        ]
+        .into(),
+        inputs: vec![InputKind::Raster, InputKind::Raw].into(),
+    }
+}
+
+/// The plugin's manifest.
+pub fn manifest() -> PluginManifest {
+    PluginManifest {
+        name: "zebra".into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        api_version: API_VERSION.into(),
+        required_features: vec!["printer.raster".into(), "transport.stream".into()].into(),
+        kind: DeviceKind::Printer,
+        description: "Zebra label printers: ZPL II (Z64/ACS graphics) and EPL2".into(),
+        usb_models: MODELS
+            .iter()
+            .map(|&(product_id, model, support, profile)| UsbModel {
+                vendor_id: VENDOR_ZEBRA,
+                product_id,
+                model: model.into(),
+                support,
+                profile: profile.into(),
+            })
+            .collect::<Vec<_>>()
+            .into(),
+        ieee1284_matches: vec![devicehub_plugin_api::Ieee1284Match {
+            manufacturer: "Zebra Technologies".into(),
+            model_prefix: "".into(),
+            command_set: "ZPL".into(),
+            profile: "zpl-203".into(),
+        }]
+        .into(),
+        printer_profiles: vec![
+            profile("zpl-203", "ZPL II", 203, 832),
+            profile("zpl-300", "ZPL II", 300, 1248),
+            profile("zpl-203-2in", "ZPL II", 203, 448),
+            profile("epl2-203", "EPL2", 203, 832),
+        ]
+        .into(),
+        default_profile: Some("zpl-203".into()).into(),
+    }
+}
+
+/// The printer language a profile speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Language {
+    Zpl,
+    Epl2,
+}
+
+/// An open Zebra printer.
+#[derive(Debug)]
+pub struct ZebraPrinter {
+    device_id: String,
+    language: Language,
+    width_dots: u32,
+    settings: Vec<Setting>,
+    transport: TransportBox,
+}
+
+/// Opens a Zebra printer (no I/O happens here).
+pub fn open(request: &OpenRequest, transport: TransportBox) -> Result<ZebraPrinter, PluginError> {
+    let manifest = manifest();
+    let profile = manifest
+        .printer_profile(request.profile.as_str())
+        .ok_or_else(|| {
+            PluginError::new(
+                ErrorKind::InvalidJob,
+                format!("unknown Zebra profile '{}'", request.profile),
+            )
+        })?;
+    Ok(ZebraPrinter {
+        device_id: request.device_id.to_string(),
+        language: if profile.language.as_str() == "EPL2" {
+            Language::Epl2
+        } else {
+            Language::Zpl
+        },
+        width_dots: profile.width_dots,
+        settings: request.settings.to_vec(),
+        transport,
+    })
+}
+
+impl ZebraPrinter {
+    /// A setting from the job, else from the device.
+    fn setting<'a>(&'a self, job: Option<&'a PrintJob>, key: &str) -> Option<&'a str> {
+        job.and_then(|j| setting(&j.settings, key))
+            .or_else(|| setting(&self.settings, key))
+    }
+
+    fn number<T: std::str::FromStr>(
+        &self,
+        job: Option<&PrintJob>,
+        key: &str,
+    ) -> Result<Option<T>, PluginError> {
+        self.setting(job, key)
+            .map(|v| {
+                v.trim().parse::<T>().map_err(|_| {
+                    PluginError::new(
+                        ErrorKind::InvalidJob,
+                        format!("setting {key} = {v:?} is not a number"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    fn status_timeout_ms(&self) -> Result<u32, PluginError> {
+        Ok(self.number(None, "status_timeout_ms")?.unwrap_or(2000))
+    }
+
+    fn zpl_options(&self, job: &PrintJob) -> Result<ZplOptions, PluginError> {
+        let bad = |key: &str, value: &str, allowed: &str| {
+            PluginError::new(
+                ErrorKind::InvalidJob,
+                format!("setting {key} = {value:?} is not one of {allowed}"),
+            )
+        };
+        let compression = match self.setting(Some(job), "compression") {
+            None | Some("auto") => ZplCompression::Auto,
+            Some("z64") => ZplCompression::Z64,
+            Some("acs") => ZplCompression::Acs,
+            Some(other) => return Err(bad("compression", other, "auto, z64, acs")),
+        };
+        let media = match self.setting(Some(job), "media") {
+            None => None,
+            Some("gap") => Some(MediaTracking::Gap),
+            Some("mark") => Some(MediaTracking::BlackMark),
+            Some("continuous") => Some(MediaTracking::Continuous),
+            Some(other) => return Err(bad("media", other, "gap, mark, continuous")),
+        };
+        let print_mode = match self.setting(Some(job), "print_mode") {
+            None => None,
+            Some("tear") => Some(PrintMode::TearOff),
+            Some("peel") => Some(PrintMode::PeelOff),
+            Some("cut") => Some(PrintMode::Cutter),
+            Some("rewind") => Some(PrintMode::Rewind),
+            Some(other) => return Err(bad("print_mode", other, "tear, peel, cut, rewind")),
+        };
+        Ok(ZplOptions {
+            copies: job.copies,
+            compression,
+            darkness: self
+                .number::<u8>(Some(job), "darkness")?
+                .map(Darkness::Absolute),
+            speed_ips: self.number(Some(job), "speed")?,
+            media,
+            print_mode,
+        })
+    }
+
+    fn epl_options(&self, job: &PrintJob) -> Result<EplOptions, PluginError> {
+        let media = match self.setting(Some(job), "media") {
+            None | Some("gap") => EplMedia::Gap(24),
+            Some("mark") => EplMedia::BlackMark(24),
+            Some("continuous") => EplMedia::Continuous,
+            Some(other) => {
+                return Err(PluginError::new(
+                    ErrorKind::InvalidJob,
+                    format!("setting media = {other:?} is not one of gap, mark, continuous"),
+                ))
+            }
+        };
+        Ok(EplOptions {
+            copies: job.copies,
+            media,
+            density: self.number(Some(job), "darkness")?,
+            speed: self.number(Some(job), "speed")?,
+        })
+    }
+
+    fn encode_page(&self, page: &RasterPage, job: &PrintJob) -> Result<Vec<u8>, PluginError> {
+        if page.width > self.width_dots {
+            return Err(PluginError::new(
+                ErrorKind::MediaMismatch,
+                format!(
+                    "the page is {} dots wide; this printer prints at most {} dots",
+                    page.width, self.width_dots
+                ),
+            ));
+        }
+        let bitmap = Bitmap::new(page.width, page.height, &page.data)
+            .map_err(|e| PluginError::new(ErrorKind::InvalidJob, format!("bad page: {e}")))?;
+        let invalid =
+            |e: &dyn std::fmt::Display| PluginError::new(ErrorKind::InvalidJob, e.to_string());
+        match self.language {
+            Language::Zpl => encode_zpl(&bitmap, &self.zpl_options(job)?).map_err(|e| invalid(&e)),
+            Language::Epl2 => {
+                encode_epl2(&bitmap, &self.epl_options(job)?).map_err(|e| invalid(&e))
+            }
+        }
+    }
+
+    fn encode_job(&self, job: &PrintJob) -> Result<Vec<u8>, PluginError> {
+        if job.copies == 0 {
+            return Err(PluginError::new(
+                ErrorKind::InvalidJob,
+                "copies must be at least 1",
+            ));
+        }
+        match &job.input {
+            PrintInput::Raster(pages) => {
+                if pages.is_empty() {
+                    return Err(PluginError::new(
+                        ErrorKind::InvalidJob,
+                        "the job has no pages",
+                    ));
+                }
+                let mut bytes = Vec::new();
+                for page in pages.iter() {
+                    bytes.extend(self.encode_page(page, job)?);
+                }
+                Ok(bytes)
+            }
+            PrintInput::Raw(bytes) => Ok(bytes.to_vec()),
+            PrintInput::Pdf(_) => Err(PluginError::new(
+                ErrorKind::InvalidJob,
+                "Zebra printers do not take PDF; the host renders it first",
+            )),
+        }
+    }
+
+    /// Asks for status; `None` when the transport has no way back from the printer.
+    fn query_status(&mut self) -> Result<Option<StatusSummary>, PluginError> {
+        if self.setting(None, "check_status") == Some("false") {
+            return Ok(None);
+        }
+        let timeout = self.status_timeout_ms()?;
+        let (request, complete): (&[u8], AnswerComplete) = match self.language {
+            Language::Zpl => (HOST_STATUS_REQUEST, |b| host_status_answer_len(b).is_some()),
+            Language::Epl2 => (EPL_ERROR_REPORT_REQUEST, |b| {
+                epl_error_report_len(b).is_some()
+            }),
+        };
+        self.transport.write(request.into()).into_result()?;
+        let answer = match self.transport.read_until(timeout, complete) {
+            Ok(answer) => answer,
+            Err(err) if err.kind == TransportErrorKind::Unsupported => return Ok(None),
+            Err(err) if err.kind == TransportErrorKind::Timeout => {
+                // Zebra documents that some printers stay silent while faulted.
+                return Err(PluginError::not_ready(
+                    PrinterState::Offline,
+                    format!(
+                        "the printer did not answer a status request within {timeout} ms \
+                         (it may be off, out of paper or have its head open)"
+                    ),
+                ));
+            }
+            Err(err) => return Err(err.into()),
+        };
+        let summary = match self.language {
+            Language::Zpl => parse_host_status(&answer).map(|s| s.summary()),
+            Language::Epl2 => parse_epl_error_report(&answer).map(|s| s.summary()),
+        }
+        .map_err(|e| {
+            PluginError::new(
+                ErrorKind::Protocol,
+                format!("the printer's status answer could not be read: {e}"),
+            )
+        })?;
+        Ok(Some(summary))
+    }
+}
+
+fn map_state(state: ZebraState) -> PrinterState {
+    match state {
+        ZebraState::Ready => PrinterState::Ready,
+        ZebraState::Busy => PrinterState::Busy,
+        ZebraState::PaperOut => PrinterState::PaperOut,
+        ZebraState::HeadOpen => PrinterState::HeadOpen,
+        ZebraState::Paused => PrinterState::Paused,
+        ZebraState::RibbonOut => PrinterState::RibbonOut,
+        ZebraState::Error => PrinterState::Error,
+    }
+}
+
+fn describe(summary: &StatusSummary) -> String {
+    let state = map_state(summary.state).as_str();
+    match &summary.detail {
+        Some(detail) => format!("{state}; {detail}"),
+        None => state.to_string(),
+    }
+}
+
+impl Printer for ZebraPrinter {
+    fn status(&mut self) -> Result<PrinterStatus, PluginError> {
+        match self.query_status() {
+            Ok(Some(summary)) => Ok(PrinterStatus {
+                state: map_state(summary.state),
+                detail: describe(&summary).into(),
+                media: None::<LoadedMedia>.into(),
+            }),
+            Ok(None) => Ok(PrinterStatus {
+                state: PrinterState::Ready,
+                detail: "status not available over this connection".into(),
+                media: None::<LoadedMedia>.into(),
+            }),
+            Err(err) if err.kind == ErrorKind::NotReady => Ok(PrinterStatus {
+                state: err
+                    .printer_state
+                    .into_option()
+                    .unwrap_or(PrinterState::Offline),
+                detail: err.message,
+                media: None::<LoadedMedia>.into(),
+            }),
+            Err(err) if matches!(err.kind, ErrorKind::Transport) => Ok(PrinterStatus {
+                state: PrinterState::Offline,
+                detail: err.message,
+                media: None::<LoadedMedia>.into(),
+            }),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn encode(&mut self, job: &PrintJob) -> Result<Vec<u8>, PluginError> {
+        self.encode_job(job)
+    }
+
+    fn print(&mut self, job: &PrintJob) -> Result<PrintReport, PluginError> {
+        // Encode first: a job that cannot be encoded never disturbs the printer.
+        let bytes = self.encode_job(job)?;
+        let checked = match self.query_status()? {
+            Some(summary) => {
+                let state = map_state(summary.state);
+                if !state.can_print() {
+                    return Err(PluginError::not_ready(
+                        state,
+                        format!("printer {} reports {}", self.device_id, describe(&summary)),
+                    ));
+                }
+                true
+            }
+            None => false,
+        };
+        self.transport
+            .write(bytes.as_slice().into())
+            .into_result()?;
+        let pages = match &job.input {
+            PrintInput::Raster(pages) => pages.len() as u32,
+            _ => 1,
+        };
+        let mut detail = format!(
+            "{} {}",
+            match self.language {
+                Language::Zpl => "ZPL",
+                Language::Epl2 => "EPL2",
+            },
+            if checked {
+                "status checked"
+            } else {
+                "status not available"
+            }
+        );
+        // A fault that appears while the job is taken in (paper running out mid-batch) shows in
+        // the next status answer; report it instead of claiming success.
+        if checked {
+            if let Some(summary) = self.query_status()? {
+                let state = map_state(summary.state);
+                if !state.can_print() {
+                    return Err(PluginError::not_ready(
+                        state,
+                        format!(
+                            "printer {} reports {} after the job was sent; it may be partly printed",
+                            self.device_id,
+                            describe(&summary)
+                        ),
+                    ));
+                }
+                detail = format!("{detail}; printer {}", describe(&summary));
+            }
+        }
+        Ok(PrintReport {
+            bytes_sent: bytes.len() as u64,
+            labels: pages.saturating_mul(job.copies),
+            detail: detail.into(),
+        })
+    }
+}
