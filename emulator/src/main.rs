@@ -11,9 +11,15 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Simulated printers that decode what they receive into labels.
+    #[command(subcommand)]
+    Printer(devicehub_emulator::printers::cli::PrinterCommand),
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Printer(command) => Ok(devicehub_emulator::printers::cli::run(command)?),
+    }
 }

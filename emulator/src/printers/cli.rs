@@ -1,0 +1,188 @@
+//! The `devicehub-emulator printer ...` subcommand: starts one printer simulator, prints one
+//! JSON line saying where it listens, and serves until SIGINT, SIGTERM or the end of standard
+//! input, so that a test that spawns it cannot leak it.
+//!
+//! The announcement line is an interface other tests rely on:
+//! `{"family":"zebra","language":"zpl","print":"127.0.0.1:PORT","control":"http://127.0.0.1:PORT"}`
+
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+use super::zebra::{ZebraConfig, ZebraLanguage, ZebraSimulator};
+use super::{RunningPrinter, StartError};
+
+/// Printer simulators.
+#[derive(Debug, Subcommand)]
+pub enum PrinterCommand {
+    /// A Zebra label printer speaking ZPL II or EPL2 on a raw TCP print port.
+    Zebra(ZebraArgs),
+}
+
+/// Options of `printer zebra`.
+#[derive(Debug, Args)]
+pub struct ZebraArgs {
+    /// The printer language.
+    #[arg(long, value_enum, default_value = "zpl")]
+    pub language: ZebraLanguage,
+    /// Print resolution: 203 or 300 dots per inch.
+    #[arg(long, default_value_t = 203, value_parser = parse_dpi)]
+    pub dpi: u32,
+    /// Print head width in dots (default: 4 inches at the resolution).
+    #[arg(long)]
+    pub width_dots: Option<u32>,
+    /// The print port's address (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    pub listen: SocketAddr,
+    /// The control API's address (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub control: SocketAddr,
+    /// Also write every printed label to this directory as label-NNNN.png.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Keep serving when standard input ends (for running detached, with stdin closed).
+    #[arg(long)]
+    pub ignore_stdin: bool,
+}
+
+fn parse_dpi(text: &str) -> Result<u32, String> {
+    match text {
+        "203" => Ok(203),
+        "300" => Ok(300),
+        other => Err(format!("{other} is not 203 or 300")),
+    }
+}
+
+/// Why the printer subcommand failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PrinterCliError {
+    /// The async runtime could not be built.
+    #[error("starting the async runtime failed")]
+    Runtime(#[source] std::io::Error),
+    /// The simulator did not start.
+    #[error("starting the printer simulator failed")]
+    Start(#[from] StartError),
+    /// The announcement line could not be written.
+    #[error("writing the announcement line to standard output failed")]
+    Announce(#[source] std::io::Error),
+    /// Installing the SIGTERM handler failed.
+    #[error("installing the signal handler failed")]
+    Signal(#[source] std::io::Error),
+}
+
+/// The one line printed on start.
+#[derive(Debug, Serialize)]
+struct Announcement<'a> {
+    family: &'a str,
+    language: &'a str,
+    print: String,
+    control: String,
+}
+
+/// Runs a printer subcommand to completion on its own runtime. Call it from a plain `main`,
+/// not from inside a tokio runtime (use [`run_async`] there).
+pub fn run(command: PrinterCommand) -> Result<(), PrinterCliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(PrinterCliError::Runtime)?;
+    runtime.block_on(run_async(command))
+}
+
+/// Runs a printer subcommand inside an existing runtime.
+pub async fn run_async(command: PrinterCommand) -> Result<(), PrinterCliError> {
+    // Logs go to standard error: standard output carries only the announcement line. A
+    // subscriber installed by the caller is kept.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    match command {
+        PrinterCommand::Zebra(args) => {
+            let language = args.language;
+            let printer = ZebraSimulator::start(ZebraConfig {
+                language,
+                dpi: args.dpi,
+                width_dots: args.width_dots,
+                listen: args.listen,
+                control: args.control,
+                out_dir: args.out_dir,
+            })
+            .await?;
+            announce("zebra", language.name(), &printer)?;
+            wait_for_stop(args.ignore_stdin).await?;
+            printer.shutdown().await;
+            Ok(())
+        }
+    }
+}
+
+fn announce(family: &str, language: &str, printer: &RunningPrinter) -> Result<(), PrinterCliError> {
+    let line = serde_json::to_string(&Announcement {
+        family,
+        language,
+        print: printer.print_addr().to_string(),
+        control: printer.control_url(),
+    })
+    .map_err(|error| PrinterCliError::Announce(error.into()))?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").map_err(PrinterCliError::Announce)?;
+    stdout.flush().map_err(PrinterCliError::Announce)
+}
+
+/// Resolves on SIGINT, SIGTERM, or the end of standard input (unless ignored).
+async fn wait_for_stop(ignore_stdin: bool) -> Result<(), PrinterCliError> {
+    let (stdin_closed_tx, stdin_closed) = tokio::sync::oneshot::channel::<()>();
+    if !ignore_stdin {
+        // Reading stdin blocks, so it gets its own thread. The thread is not joined: it may be
+        // blocked in read() when a signal ends the process, and process exit ends it.
+        std::thread::Builder::new()
+            .name("stdin-watch".into())
+            .spawn(move || {
+                let mut sink = Vec::new();
+                let mut stdin = std::io::stdin().lock();
+                loop {
+                    sink.clear();
+                    match stdin.read_until(b'\n', &mut sink) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                }
+                let _ = stdin_closed_tx.send(());
+            })
+            .map_err(PrinterCliError::Signal)?;
+    }
+    let stdin_watch = async move {
+        if ignore_stdin {
+            std::future::pending::<()>().await;
+        } else {
+            let _ = stdin_closed.await;
+        }
+    };
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(PrinterCliError::Signal)?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, stopping"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received, stopping"),
+            () = stdin_watch => tracing::info!("standard input closed, stopping"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received, stopping"),
+            () = stdin_watch => tracing::info!("standard input closed, stopping"),
+        }
+    }
+    Ok(())
+}
