@@ -672,3 +672,43 @@ fn command_line_announces_itself_and_stops_when_stdin_closes() {
     let _ = child.kill();
     panic!("the simulator did not stop after its standard input closed");
 }
+
+#[tokio::test]
+async fn configuration_dump_and_300_dpi_defaults() {
+    let printer = ZebraSimulator::start(ZebraConfig {
+        dpi: 300,
+        ..ZebraConfig::default()
+    })
+    .await
+    .expect("the simulator starts");
+    let status = get_json(&printer, "/status").await;
+    assert_eq!(status["dpi"], 300);
+    assert_eq!(status["width_dots"], 1200);
+    assert_eq!(status["model"], "ZD620");
+
+    let mut connection = PrintConnection::open(&printer).await;
+    assert_eq!(
+        connection.host_status().await,
+        expected_host_status(false, false, false, 1800, 0, false, 0)
+    );
+    connection.send(b"^XA^MD15^PR6^HH^XZ").await;
+    let mut dump = Vec::new();
+    while !dump.ends_with(b"\x03\r\n") {
+        dump.extend(connection.read_lines(1).await);
+    }
+    let dump = String::from_utf8(dump).expect("ASCII");
+    assert!(dump.starts_with('\x02'), "{dump:?}");
+    for line in [
+        "+15.0",
+        "DARKNESS",
+        "6 IPS",
+        "PRINT SPEED",
+        "1200",
+        "PRINT WIDTH",
+        "1800",
+        "LABEL LENGTH",
+        "300 DPI",
+    ] {
+        assert!(dump.contains(line), "{line} missing from {dump:?}");
+    }
+}

@@ -121,9 +121,13 @@ impl ZebraShared {
     }
 
     /// The `^HH` answer: the configuration listing the printer returns to the host, framed
-    /// STX ... ETX like every Zebra answer, one setting per CR LF line.
-    pub(crate) fn configuration_report(&self, printer: &PrinterState) -> Vec<u8> {
-        let settings = self.settings();
+    /// STX ... ETX like every Zebra answer, one setting per CR LF line. `settings` are the
+    /// ones in force where the command stands (inside a format, its own changes count).
+    pub(crate) fn configuration_report(
+        &self,
+        printer: &PrinterState,
+        settings: &ZplSettings,
+    ) -> Vec<u8> {
         let faults = printer.faults();
         let value = |key: &str, default: &str| {
             settings
@@ -277,5 +281,28 @@ impl ZebraSimulator {
             decoders,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+impl ZebraShared {
+    /// A 203-dpi ZPL printer's shared state with the given default label size.
+    pub(crate) fn for_tests(width: u32, length: u32) -> Arc<Self> {
+        Arc::new(Self {
+            info: PrinterInfo {
+                family: "zebra".to_owned(),
+                model: "ZD620".to_owned(),
+                language: "zpl".to_owned(),
+                dpi: 203,
+                width_dots: width,
+            },
+            settings: Mutex::new(ZplSettings {
+                width,
+                length,
+                home: (0, 0),
+                inverted: false,
+                values: BTreeMap::new(),
+            }),
+        })
     }
 }

@@ -176,7 +176,11 @@ impl ZplDecoder {
                 return Step::Consumed(after);
             }
             b"HH" => {
-                reply.extend(self.zebra.configuration_report(printer));
+                let settings = match &self.format {
+                    Some(format) => format.settings.clone(),
+                    None => self.zebra.settings(),
+                };
+                reply.extend(self.zebra.configuration_report(printer, &settings));
                 return Step::Consumed(after);
             }
             b"GF" => return self.graphic_field(buf, after, at_eof, printer, reply),
@@ -465,4 +469,79 @@ impl PrintStreamDecoder for ZplDecoder {
 
 fn is_prefix(byte: u8) -> bool {
     byte == b'^' || byte == b'~'
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::printers::store::PrinterInfo;
+
+    fn printer() -> PrinterState {
+        let info = PrinterInfo {
+            family: "zebra".to_owned(),
+            model: "ZD620".to_owned(),
+            language: LANGUAGE.to_owned(),
+            dpi: 203,
+            width_dots: 812,
+        };
+        PrinterState::new(info, None, None)
+    }
+
+    /// Feeds `stream` in the given pieces, then ends it; returns the replies, the labels'
+    /// bits and the errors' reasons.
+    fn decode(stream: &[u8], cuts: &[usize]) -> (Vec<u8>, Vec<Vec<u8>>, Vec<String>) {
+        let printer = printer();
+        let mut decoder = ZplDecoder::new(ZebraShared::for_tests(812, 1218));
+        let mut reply = Vec::new();
+        let mut from = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&stream.len())) {
+            decoder.feed(&stream[from..cut], &printer, &mut reply);
+            from = cut;
+        }
+        decoder.finish(&printer, StreamEnd::Closed);
+        let bits = (0..printer.labels().len())
+            .map(|i| printer.label(i).expect("listed").1.as_bytes().to_vec())
+            .collect();
+        let errors = printer.errors().into_iter().map(|e| e.reason).collect();
+        (reply, bits, errors)
+    }
+
+    fn stream() -> Vec<u8> {
+        // Binary data holding both prefixes, hex with a status query inside, and ACS.
+        let mut stream = b"^XA^PW16^LL3^FO4,1^GFB,2,2,1,".to_vec();
+        stream.extend([b'^', b'~']);
+        stream.extend(b"^FS^PQ2^XZ\r\n~HS^xa^pw16^ll2^gfa,4,4,2,F0~HS0F\r\n8001^fs^xz");
+        stream.extend(b"^XA^PW16^LL2^FO0,0^GFA,4,4,2,H0HF\n:^FS^XZ");
+        stream
+    }
+
+    #[test]
+    fn every_split_point_decodes_the_same() {
+        let whole = decode(&stream(), &[]);
+        assert_eq!(whole.1.len(), 3, "{whole:?}");
+        assert!(whole.2.is_empty(), "{whole:?}");
+        assert_eq!(whole.0.iter().filter(|&&b| b == 0x02).count(), 6);
+        for cut in 1..stream().len() {
+            assert_eq!(decode(&stream(), &[cut]), whole, "split at {cut}");
+        }
+        let every_byte: Vec<usize> = (1..stream().len()).collect();
+        assert_eq!(decode(&stream(), &every_byte), whole);
+    }
+
+    #[test]
+    fn binary_prefix_bytes_land_in_the_bitmap() {
+        let (_, bits, _) = decode(&stream(), &[]);
+        // 0x5E = 0101_1110 at x = 4 on row 1, 0x7E on row 2; row 0 is blank.
+        assert_eq!(bits[0], vec![0x00, 0x00, 0x05, 0xE0, 0x07, 0xE0]);
+        assert_eq!(bits[1], vec![0xF0, 0x0F, 0x80, 0x01]);
+        assert_eq!(bits[2], vec![0x00, 0xFF, 0x00, 0xFF]);
+    }
+
+    #[test]
+    fn a_stream_ending_inside_a_format_is_an_incomplete_error() {
+        let (_, bits, errors) = decode(b"^XA^PW16^LL2^GFA,2,2,1,FF", &[]);
+        assert!(bits.is_empty());
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains("inside a format"), "{errors:?}");
+    }
 }
