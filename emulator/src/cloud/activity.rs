@@ -160,20 +160,34 @@ mod tests {
     fn keeps_a_bounded_ring_and_tracks_heartbeats_and_presence() {
         let activity = ThingActivity::default();
         for i in 0..(MESSAGES_PER_THING + 10) {
-            activity.record("devicehub/desk-1/events/scale", format!("{{\"n\":{i}}}").as_bytes(), 5);
+            activity.record(
+                "devicehub/desk-1/events/scale",
+                format!("{{\"n\":{i}}}").as_bytes(),
+                5,
+            );
         }
         activity.record("devicehub/desk-1/heartbeat", b"{\"uptime\":1}", 7);
-        activity.record("$aws/events/presence/disconnected/desk-1", b"{\"disconnectReason\":\"CONNECTION_LOST\"}", 9);
+        activity.record(
+            "$aws/events/presence/disconnected/desk-1",
+            b"{\"disconnectReason\":\"CONNECTION_LOST\"}",
+            9,
+        );
         let all = activity.messages("desk-1", 0, usize::MAX);
         assert_eq!(all.len(), MESSAGES_PER_THING);
         assert_eq!(all.last().map(|m| m.channel.as_str()), Some("heartbeat"));
         let status = activity.status("desk-1");
         assert_eq!(status.last_heartbeat_at, Some(7));
         assert_eq!(status.connected, Some(false));
-        assert_eq!(status.last_disconnect_reason.as_deref(), Some("CONNECTION_LOST"));
+        assert_eq!(
+            status.last_disconnect_reason.as_deref(),
+            Some("CONNECTION_LOST")
+        );
         let last = all.last().map(|m| m.sequence).unwrap_or(0);
         assert!(activity.messages("desk-1", last, 10).is_empty());
         activity.record("devicehub/desk-1/scan", b"\xff\x00", 10);
-        assert!(activity.messages("desk-1", last, 10)[0].payload.get("base64").is_some());
+        assert!(activity.messages("desk-1", last, 10)[0]
+            .payload
+            .get("base64")
+            .is_some());
     }
 }

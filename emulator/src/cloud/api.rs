@@ -85,14 +85,20 @@ impl IntoResponse for ApiError {
             Self::BadSignature => (StatusCode::UNAUTHORIZED, "BadSignature"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "NotFound"),
             Self::Conflict(_) => (StatusCode::CONFLICT, "Conflict"),
-            Self::UnsupportedMedia(_) => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType"),
+            Self::UnsupportedMedia(_) => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType")
+            }
             Self::Internal(detail) => {
                 // Details stay in the log; the client learns only that it failed.
                 tracing::error!("API request failed: {detail}");
                 (StatusCode::INTERNAL_SERVER_ERROR, "InternalError")
             }
         };
-        (status, Json(json!({"error": code, "message": self.to_string()}))).into_response()
+        (
+            status,
+            Json(json!({"error": code, "message": self.to_string()})),
+        )
+            .into_response()
     }
 }
 
@@ -112,7 +118,10 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/things/{thing}/print-jobs", post(submit_print_job))
         .route("/things/{thing}/scale-requests", post(submit_scale_request))
         .route("/things/{thing}/jobs", get(list_jobs))
-        .route("/things/{thing}/jobs/{job_id}", get(get_job).delete(cancel_job))
+        .route(
+            "/things/{thing}/jobs/{job_id}",
+            get(get_job).delete(cancel_job),
+        )
         .layer(DefaultBodyLimit::max(MAX_PRINT_FILE_BYTES))
         .with_state(state)
 }
@@ -192,7 +201,10 @@ async fn create_activation_code(
     let now = state.clock.now_epoch_s();
     let code = state
         .registry()
-        .create_activation_code(now, request.ttl_seconds.unwrap_or(DEFAULT_ACTIVATION_CODE_TTL_S))
+        .create_activation_code(
+            now,
+            request.ttl_seconds.unwrap_or(DEFAULT_ACTIVATION_CODE_TTL_S),
+        )
         .map_err(internal)?;
     Ok((StatusCode::CREATED, Json(json!(code))))
 }
@@ -477,7 +489,9 @@ async fn submit_print_job(
         let request: PrintByUrl =
             serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
         if !request.url.starts_with("https://") {
-            return Err(ApiError::BadRequest("the print file URL must be https".into()));
+            return Err(ApiError::BadRequest(
+                "the print file URL must be https".into(),
+            ));
         }
         if !["gif", "png", "pdf"].contains(&request.format.as_str()) {
             return Err(ApiError::UnsupportedMedia(format!(
@@ -524,7 +538,14 @@ async fn submit_print_job(
             "copies": query.copies,
         })
     };
-    create_job(&state, &thing_name, "print", document, query.step_timeout_minutes).await
+    create_job(
+        &state,
+        &thing_name,
+        "print",
+        document,
+        query.step_timeout_minutes,
+    )
+    .await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -552,14 +573,23 @@ async fn submit_scale_request(
     };
     if let Some(unit) = &request.unit {
         if !["g", "kg", "oz", "lb"].contains(&unit.as_str()) {
-            return Err(ApiError::BadRequest(format!("unit {unit} is not g, kg, oz or lb")));
+            return Err(ApiError::BadRequest(format!(
+                "unit {unit} is not g, kg, oz or lb"
+            )));
         }
     }
     let mut document = json!({"operation": "scale.read"});
     if let Some(unit) = request.unit {
         document["unit"] = Value::String(unit);
     }
-    create_job(&state, &thing_name, "scale", document, request.step_timeout_minutes).await
+    create_job(
+        &state,
+        &thing_name,
+        "scale",
+        document,
+        request.step_timeout_minutes,
+    )
+    .await
 }
 
 async fn list_jobs(
@@ -626,10 +656,12 @@ async fn get_file(
     Query(query): Query<FileQuery>,
 ) -> Result<Response, ApiError> {
     let url_path = format!("/files/{name}");
-    if !state
-        .url_signer
-        .verify(&url_path, query.expires, &query.signature, state.clock.now_epoch_s())
-    {
+    if !state.url_signer.verify(
+        &url_path,
+        query.expires,
+        &query.signature,
+        state.clock.now_epoch_s(),
+    ) {
         // S3 answers an expired or tampered presigned URL with 403.
         return Ok((
             StatusCode::FORBIDDEN,

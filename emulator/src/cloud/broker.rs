@@ -266,7 +266,9 @@ impl Broker {
         }
         let client_id = connect.client_id.clone();
         if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_BYTES {
-            let _ = conn.write_packet(&refuse(ConnectReturnCode::BadClientId)).await;
+            let _ = conn
+                .write_packet(&refuse(ConnectReturnCode::BadClientId))
+                .await;
             return;
         }
         let role = self
@@ -282,7 +284,9 @@ impl Broker {
         };
         let Some(role) = role.filter(|_| authorized) else {
             tracing::info!(client_id, certificate = %peer.certificate_id, "connection refused: not authorized");
-            let _ = conn.write_packet(&refuse(ConnectReturnCode::NotAuthorized)).await;
+            let _ = conn
+                .write_packet(&refuse(ConnectReturnCode::NotAuthorized))
+                .await;
             return;
         };
 
@@ -475,11 +479,7 @@ impl Broker {
             }
             Packet::Subscribe(subscribe) => {
                 // AWS IoT Core sends no SUBACK at all for a QoS 2 subscription.
-                if subscribe
-                    .filters
-                    .iter()
-                    .any(|f| f.qos == QoS::ExactlyOnce)
-                {
+                if subscribe.filters.iter().any(|f| f.qos == QoS::ExactlyOnce) {
                     return Ok(None);
                 }
                 let mut codes = Vec::with_capacity(subscribe.filters.len());
@@ -492,7 +492,9 @@ impl Broker {
                         if topics::valid_filter(&filter.path)
                             && topics::may_subscribe(role, &filter.path)
                         {
-                            session.subscriptions.insert(filter.path.clone(), filter.qos);
+                            session
+                                .subscriptions
+                                .insert(filter.path.clone(), filter.qos);
                             codes.push(SubscribeReasonCode::Success(filter.qos));
                         } else {
                             tracing::info!(client_id, filter = %filter.path, "subscription refused by policy");

@@ -75,8 +75,8 @@ pub fn server_config(
     let mut config = if require_client_certificate {
         let mut roots = RootCertStore::empty();
         roots.add(ca.ca_certificate_der()?)?;
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-            .build()?;
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build()?;
         builder
             .with_client_cert_verifier(verifier)
             .with_single_cert(chain, key)?
@@ -85,6 +85,28 @@ pub fn server_config(
     };
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
+}
+
+/// A TLS client configuration that trusts the CA certificates in `ca_pem` (no client
+/// certificate), for HTTPS clients of the emulator.
+pub fn client_config_trusting(ca_pem: &[u8]) -> Result<rustls::ClientConfig, ListenerError> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = RootCertStore::empty();
+    for der in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+        let der = der.map_err(|e| {
+            ListenerError::Pki(PkiError::BadPem {
+                path: "CA certificate".into(),
+                reason: e.to_string(),
+            })
+        })?;
+        roots.add(der)?;
+    }
+    Ok(
+        rustls::ClientConfig::builder_with_provider(crypto_provider())
+            .with_safe_default_protocol_versions()?
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
 }
 
 /// Binds a listener for `kind` on `address` (port 0 picks a free port).
@@ -176,9 +198,12 @@ async fn serve(
             // The broker reads a byte stream; an in-memory pipe turns WebSocket binary
             // messages into one (MQTT packets may span or share messages).
             let (broker_side, bridge_side) = tokio::io::duplex(64 * 1024);
-            tokio::join!(broker.serve_connection(broker_side, peer, shutdown), async move {
-                bridge(ws, bridge_side).await;
-            });
+            tokio::join!(
+                broker.serve_connection(broker_side, peer, shutdown),
+                async move {
+                    bridge(ws, bridge_side).await;
+                }
+            );
         }
     }
 }

@@ -23,18 +23,19 @@ pub struct Outgoing {
     pub payload: Vec<u8>,
 }
 
-pub mod jobs;
-pub mod shadow;
 pub mod activity;
 pub mod api;
 pub mod broker;
+pub mod cli;
 pub mod files;
+pub mod jobs;
 pub mod listeners;
 pub mod mosquitto;
 pub mod pki;
 pub mod provisioning;
 pub mod registry;
 pub mod runtime;
+pub mod shadow;
 pub mod signing;
 pub mod topics;
 

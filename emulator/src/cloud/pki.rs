@@ -9,8 +9,7 @@ use std::path::{Path, PathBuf};
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -109,7 +108,11 @@ impl CertificateAuthority {
             set_validity(&mut params, CA_VALIDITY_DAYS);
             let cert = params.self_signed(&key)?;
             // The key is written first: a CA certificate without its key would be useless.
-            write(&ca_key_path, key.serialize_pem().as_bytes(), Visibility::OwnerOnly)?;
+            write(
+                &ca_key_path,
+                key.serialize_pem().as_bytes(),
+                Visibility::OwnerOnly,
+            )?;
             write(&ca_cert_path, cert.pem().as_bytes(), Visibility::Public)?;
             (cert.pem(), key)
         };
@@ -152,7 +155,11 @@ impl CertificateAuthority {
             set_validity(&mut params, CA_VALIDITY_DAYS);
             params.serial_number = Some(random_serial());
             let cert = params.signed_by(&key, &ca.issuer)?;
-            write(&server_key_path, key.serialize_pem().as_bytes(), Visibility::OwnerOnly)?;
+            write(
+                &server_key_path,
+                key.serialize_pem().as_bytes(),
+                Visibility::OwnerOnly,
+            )?;
             write(&server_cert_path, cert.pem().as_bytes(), Visibility::Public)?;
             ca.server_certificate_pem = cert.pem();
             ca.server_key_pem = key.serialize_pem();
@@ -164,12 +171,12 @@ impl CertificateAuthority {
             let certificate_pem = read(&cloud_cert_path)?;
             IssuedKeyPair {
                 certificate: IssuedCertificate {
-                    certificate_id: certificate_id_from_pem(&certificate_pem).ok_or_else(
-                        || PkiError::BadPem {
+                    certificate_id: certificate_id_from_pem(&certificate_pem).ok_or_else(|| {
+                        PkiError::BadPem {
                             path: cloud_cert_path.clone(),
                             reason: "no certificate in the file".to_string(),
-                        },
-                    )?,
+                        }
+                    })?,
                     certificate_pem,
                 },
                 private_key_pem: read(&cloud_key_path)?,
@@ -250,7 +257,8 @@ impl CertificateAuthority {
         csr_pem: &str,
         common_name: &str,
     ) -> Result<IssuedCertificate, PkiError> {
-        let mut csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::InvalidCsr)?;
+        let mut csr =
+            CertificateSigningRequestParams::from_pem(csr_pem).map_err(PkiError::InvalidCsr)?;
         csr.params = client_params(common_name);
         let cert = csr.signed_by(&self.issuer)?;
         Ok(IssuedCertificate {

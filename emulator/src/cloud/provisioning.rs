@@ -187,10 +187,11 @@ impl ProvisioningService {
             })?;
         }
         let mut templates = BTreeMap::new();
-        let entries = std::fs::read_dir(&dir).map_err(|source| ProvisioningError::ReadTemplates {
-            path: dir.clone(),
-            source,
-        })?;
+        let entries =
+            std::fs::read_dir(&dir).map_err(|source| ProvisioningError::ReadTemplates {
+                path: dir.clone(),
+                source,
+            })?;
         for entry in entries {
             let entry = entry.map_err(|source| ProvisioningError::ReadTemplates {
                 path: dir.clone(),
@@ -200,14 +201,17 @@ impl ProvisioningService {
             if path.extension().and_then(|e| e.to_str()) != Some("json") {
                 continue;
             }
-            let bytes = std::fs::read(&path).map_err(|source| ProvisioningError::ReadTemplates {
-                path: path.clone(),
-                source,
-            })?;
-            let template: ProvisioningTemplate = serde_json::from_slice(&bytes)
-                .map_err(|source| ProvisioningError::BadTemplate {
+            let bytes =
+                std::fs::read(&path).map_err(|source| ProvisioningError::ReadTemplates {
                     path: path.clone(),
                     source,
+                })?;
+            let template: ProvisioningTemplate =
+                serde_json::from_slice(&bytes).map_err(|source| {
+                    ProvisioningError::BadTemplate {
+                        path: path.clone(),
+                        source,
+                    }
                 })?;
             templates.insert(template.template_name.clone(), template);
         }
@@ -289,7 +293,11 @@ impl ProvisioningService {
         }))
     }
 
-    fn create_certificate_from_csr(&mut self, request: &Value, now: u64) -> Result<Value, Rejection> {
+    fn create_certificate_from_csr(
+        &mut self,
+        request: &Value,
+        now: u64,
+    ) -> Result<Value, Rejection> {
         let Some(csr) = request
             .get("certificateSigningRequest")
             .and_then(Value::as_str)
@@ -312,7 +320,12 @@ impl ProvisioningService {
         }))
     }
 
-    fn register_thing(&mut self, template_name: &str, request: &Value, now: u64) -> Result<Value, Rejection> {
+    fn register_thing(
+        &mut self,
+        template_name: &str,
+        request: &Value,
+        now: u64,
+    ) -> Result<Value, Rejection> {
         let template = self
             .templates
             .get(template_name)
@@ -396,7 +409,10 @@ impl ProvisioningService {
         }
 
         if template.pre_provisioning_hook.is_some() {
-            let code = parameters.get("ActivationCode").cloned().unwrap_or_default();
+            let code = parameters
+                .get("ActivationCode")
+                .cloned()
+                .unwrap_or_default();
             if let Err(refusal) = self.registry().check_activation_code(&code, now) {
                 let why = match refusal {
                     ActivationRefusal::Unknown => "the activation code is unknown",
@@ -426,7 +442,10 @@ impl ProvisioningService {
                     format!("template {template_name} has no AWS::IoT::Thing resource"),
                 )
             })?;
-        let properties = thing_resource.get("Properties").cloned().unwrap_or(Value::Null);
+        let properties = thing_resource
+            .get("Properties")
+            .cloned()
+            .unwrap_or(Value::Null);
         let thing_name = properties
             .get("ThingName")
             .map(|v| evaluate(v, &parameters))
@@ -492,10 +511,13 @@ fn evaluate(value: &Value, parameters: &BTreeMap<String, String>) -> Result<Stri
         Value::Bool(b) => Ok(b.to_string()),
         Value::Object(map) if map.len() == 1 => {
             if let Some(name) = map.get("Ref").and_then(Value::as_str) {
-                return parameters
-                    .get(name)
-                    .cloned()
-                    .ok_or_else(|| Rejection::new(400, "InvalidParameters", format!("parameter {name} is missing")));
+                return parameters.get(name).cloned().ok_or_else(|| {
+                    Rejection::new(
+                        400,
+                        "InvalidParameters",
+                        format!("parameter {name} is missing"),
+                    )
+                });
             }
             if let Some(Value::Array(args)) = map.get("Fn::Join") {
                 if let [Value::String(separator), Value::Array(parts)] = args.as_slice() {

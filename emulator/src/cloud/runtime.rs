@@ -13,7 +13,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -315,7 +317,12 @@ impl Services {
 pub async fn publish_all(client: &AsyncClient, outgoing: Vec<Outgoing>) {
     for message in outgoing {
         if let Err(e) = client
-            .publish(message.topic.clone(), QoS::AtLeastOnce, false, message.payload)
+            .publish(
+                message.topic.clone(),
+                QoS::AtLeastOnce,
+                false,
+                message.payload,
+            )
             .await
         {
             tracing::warn!(topic = %message.topic, "cannot publish: {e}");
@@ -363,8 +370,16 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
             let mut ports = Vec::new();
             for (kind, port, alpn) in [
                 (ListenerKind::MutualTls, *mqtt_port, &[][..]),
-                (ListenerKind::Alpn, *alpn_port, &[listeners::AWS_MQTT_ALPN][..]),
-                (ListenerKind::WebSocket, *websocket_port, &[b"http/1.1".as_slice()][..]),
+                (
+                    ListenerKind::Alpn,
+                    *alpn_port,
+                    &[listeners::AWS_MQTT_ALPN][..],
+                ),
+                (
+                    ListenerKind::WebSocket,
+                    *websocket_port,
+                    &[b"http/1.1".as_slice()][..],
+                ),
             ] {
                 let tls = listeners::server_config(&ca, true, alpn)?;
                 let listener = listeners::bind(SocketAddr::new(LOOPBACK, port)).await?;
@@ -392,14 +407,22 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
                 None,
             )
         }
-        BrokerMode::External { host, port } => (host.clone(), *port, None, None, Some(format!("mqtts://{host}:{port}"))),
+        BrokerMode::External { host, port } => (
+            host.clone(),
+            *port,
+            None,
+            None,
+            Some(format!("mqtts://{host}:{port}")),
+        ),
     };
 
-    let mosquitto_config = mosquitto::write_config(&data_dir, &ca, mqtt_port_for_mosquitto(&config.broker))
-        .map_err(|source| CloudError::Write {
-            path: data_dir.join(mosquitto::CONFIG_FILE),
-            source,
-        })?;
+    let mosquitto_config =
+        mosquitto::write_config(&data_dir, &ca, mqtt_port_for_mosquitto(&config.broker)).map_err(
+            |source| CloudError::Write {
+                path: data_dir.join(mosquitto::CONFIG_FILE),
+                source,
+            },
+        )?;
 
     // The services' MQTT client.
     let mut options = MqttOptions::new(CLOUD_CLIENT_ID, mqtt_host.clone(), mqtt_port);
@@ -468,7 +491,12 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
         print_url_ttl_s: config.print_url_ttl_s,
     });
     let files_tls = listeners::server_config(&ca, false, &[b"http/1.1"])?;
-    tasks.spawn(api::serve_files(files_listener, files_tls, state.clone(), shutdown.clone()));
+    tasks.spawn(api::serve_files(
+        files_listener,
+        files_tls,
+        state.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(api::serve_api(http_listener, state, shutdown.clone()));
 
     let endpoints = Endpoints {
@@ -487,9 +515,11 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
     };
     let endpoints_path = Endpoints::path(&data_dir);
     let text = serde_json::to_vec_pretty(&endpoints).expect("endpoints are plain data");
-    write_atomic(&endpoints_path, &text, Visibility::Public).map_err(|source| CloudError::Write {
-        path: endpoints_path,
-        source,
+    write_atomic(&endpoints_path, &text, Visibility::Public).map_err(|source| {
+        CloudError::Write {
+            path: endpoints_path,
+            source,
+        }
     })?;
     Ok(RunningCloud {
         endpoints,
@@ -513,8 +543,11 @@ fn client_tls(ca: &CertificateAuthority) -> Result<Arc<rustls::ClientConfig>, Cl
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.ca_certificate_der()?)?;
     let identity = ca.cloud_client();
-    let chain = vec![CertificateDer::from_pem_slice(identity.certificate.certificate_pem.as_bytes())
-        .map_err(|e| CloudError::ClientIdentity(e.to_string()))?];
+    let chain =
+        vec![
+            CertificateDer::from_pem_slice(identity.certificate.certificate_pem.as_bytes())
+                .map_err(|e| CloudError::ClientIdentity(e.to_string()))?,
+        ];
     let key = PrivateKeyDer::from_pem_slice(identity.private_key_pem.as_bytes())
         .map_err(|e| CloudError::ClientIdentity(e.to_string()))?;
     let config = rustls::ClientConfig::builder_with_provider(listeners::crypto_provider())
@@ -529,7 +562,10 @@ fn client_tls(ca: &CertificateAuthority) -> Result<Arc<rustls::ClientConfig>, Cl
 enum Inbound {
     Connected,
     Subscribed,
-    Publish { topic: String, payload: bytes::Bytes },
+    Publish {
+        topic: String,
+        payload: bytes::Bytes,
+    },
 }
 
 /// Owns the rumqttc event loop and only polls it, so that the MQTT connection never waits for

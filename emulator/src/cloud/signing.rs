@@ -82,12 +82,15 @@ impl UrlSigner {
         let path = data_dir.join("pki").join("url-signing.key");
         match std::fs::read_to_string(&path) {
             Ok(text) => {
-                let bytes = hex::decode(text.trim()).ok().filter(|b| b.len() == 32).ok_or_else(|| {
-                    std::io::Error::new(
-                        std::io::ErrorKind::InvalidData,
-                        format!("{} does not hold a 32-byte hex key", path.display()),
-                    )
-                })?;
+                let bytes = hex::decode(text.trim())
+                    .ok()
+                    .filter(|b| b.len() == 32)
+                    .ok_or_else(|| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            format!("{} does not hold a 32-byte hex key", path.display()),
+                        )
+                    })?;
                 let mut key = [0u8; 32];
                 key.copy_from_slice(&bytes);
                 Ok(Self { key })
@@ -128,11 +131,51 @@ mod tests {
     #[test]
     fn request_signatures_verify_and_reject_tampering() {
         let sig = sign_request("secret", "POST", "/things/a/print-jobs", 100, b"body");
-        assert!(verify_request("secret", "POST", "/things/a/print-jobs", 100, b"body", &sig, 120));
-        assert!(!verify_request("secret", "POST", "/things/a/print-jobs", 100, b"bodY", &sig, 120));
-        assert!(!verify_request("other", "POST", "/things/a/print-jobs", 100, b"body", &sig, 120));
-        assert!(!verify_request("secret", "POST", "/things/a/print-jobs", 100, b"body", &sig, 100 + MAX_CLOCK_SKEW_S + 1));
-        assert!(!verify_request("secret", "POST", "/things/a/print-jobs", 100, b"body", "zz", 100));
+        assert!(verify_request(
+            "secret",
+            "POST",
+            "/things/a/print-jobs",
+            100,
+            b"body",
+            &sig,
+            120
+        ));
+        assert!(!verify_request(
+            "secret",
+            "POST",
+            "/things/a/print-jobs",
+            100,
+            b"bodY",
+            &sig,
+            120
+        ));
+        assert!(!verify_request(
+            "other",
+            "POST",
+            "/things/a/print-jobs",
+            100,
+            b"body",
+            &sig,
+            120
+        ));
+        assert!(!verify_request(
+            "secret",
+            "POST",
+            "/things/a/print-jobs",
+            100,
+            b"body",
+            &sig,
+            100 + MAX_CLOCK_SKEW_S + 1
+        ));
+        assert!(!verify_request(
+            "secret",
+            "POST",
+            "/things/a/print-jobs",
+            100,
+            b"body",
+            "zz",
+            100
+        ));
     }
 
     #[test]

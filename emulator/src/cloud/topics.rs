@@ -95,9 +95,9 @@ pub fn may_publish(role: &CertificateRole, topic: &str) -> bool {
         CertificateRole::Service => true,
         CertificateRole::Pending => false,
         CertificateRole::Claim => CLAIM_PUBLISH.iter().any(|p| matches(topic, p)),
-        CertificateRole::Thing { thing_name } => thing_patterns(thing_name)
-            .iter()
-            .any(|p| matches(topic, p)),
+        CertificateRole::Thing { thing_name } => {
+            thing_patterns(thing_name).iter().any(|p| matches(topic, p))
+        }
     }
 }
 
@@ -124,7 +124,10 @@ mod tests {
         assert!(!matches("a", "a/#"), "# does not match the parent level");
         assert!(!matches("$aws/things/x", "#"));
         assert!(!matches("$aws/things/x", "+/things/x"));
-        assert!(matches("$aws/things/x/shadow/get", "$aws/things/+/shadow/#"));
+        assert!(matches(
+            "$aws/things/x/shadow/get",
+            "$aws/things/+/shadow/#"
+        ));
         assert!(!matches("a/b", "a/b/c"));
         assert!(!matches("a/b/c", "a/b"));
     }
@@ -163,7 +166,10 @@ mod tests {
             "$aws/provisioning-templates/DeviceHubFleet/provision/json"
         ));
         assert!(!may_publish(&role, "$aws/things/desk-1/shadow/update"));
-        assert!(may_subscribe(&role, "$aws/certificates/create/json/accepted"));
+        assert!(may_subscribe(
+            &role,
+            "$aws/certificates/create/json/accepted"
+        ));
         assert!(may_subscribe(
             &role,
             "$aws/provisioning-templates/DeviceHubFleet/provision/json/+"

@@ -1,0 +1,22 @@
+//! Conformance suite for the emulator's cloud: starts the real emulator (library call, every
+//! port 0) and drives it only over the wire, with an MQTT client over mutual TLS, ALPN and
+//! WebSocket, and HTTP, as DeviceHub or an AWS SDK would.
+//!
+//! Modules:
+//! - `support`: starting and restarting the emulator, MQTT and HTTP clients, fixtures.
+//! - `provisioning`: fleet provisioning by claim, valid and refused requests, token expiry.
+//! - `transports`: the three listeners, a foreign CA refused, ALPN required on its port.
+//! - `authorization`: per-thing and claim policies enforced by the embedded broker.
+//! - `shadow`: Device Shadow rows from the reference over the wire.
+//! - `jobs`: Jobs rows over the wire, signed print and scale jobs, signed print-file URLs.
+//! - `durability`: things, shadows and jobs survive a restart on the same data directory.
+//! - `mosquitto`: the generated Mosquitto configuration enforces per-thing ACLs.
+
+mod authorization;
+mod durability;
+mod jobs;
+mod mosquitto;
+mod provisioning;
+mod shadow;
+mod support;
+mod transports;
