@@ -117,6 +117,7 @@ async fn hex_graphic_prints_pixel_for_pixel_with_copies() {
     assert_eq!(label["copies"], 3);
     assert_eq!(label["language"], "zpl");
     assert_eq!(label["encoding"], "hex");
+    assert_eq!(label["clipped"], false);
     // The job is everything from ^XA to ^XZ: the trailing CR LF is not part of it.
     assert_eq!(label["bytes_received"], job.len() as u64 - 2);
     assert_label_pixels(&printer, 0, &expected_label()).await;
@@ -711,4 +712,20 @@ async fn configuration_dump_and_300_dpi_defaults() {
     ] {
         assert!(dump.contains(line), "{line} missing from {dump:?}");
     }
+}
+
+#[tokio::test]
+async fn graphic_outside_the_label_is_clipped_and_flagged() {
+    let printer = start_zebra(ZebraLanguage::Zpl).await;
+    let mut connection = PrintConnection::open(&printer).await;
+    // A 16-dot wide graphic at x = 4 on a 12-dot label: its last 8 dots fall off.
+    connection
+        .send(b"^XA^PW12^LL1^FO4,0^GFA,2,2,2,FFFF^FS^XZ")
+        .await;
+    connection.host_status().await;
+    let labels = get_json(&printer, "/labels").await;
+    assert_eq!(labels[0]["clipped"], true);
+    let (width, _, bits) = label_bits(&printer, 0).await;
+    assert_eq!(width, 12);
+    assert_eq!(bits, vec![0x0F, 0xF0]);
 }

@@ -70,6 +70,8 @@ pub struct DecodedLabel {
     pub encoding: String,
     /// Bytes of the stream that made up this label's job.
     pub bytes_received: u64,
+    /// Whether some black dots of a graphic fell outside the label and were cut off.
+    pub clipped: bool,
     /// Commands the simulator accepted but ignored.
     pub unsupported_commands: BTreeSet<String>,
     /// Raw parameters of setting commands (print rate, darkness, media tracking...), keyed by
@@ -98,6 +100,9 @@ pub struct LabelRecord {
     pub time: String,
     /// Number of black dots on one copy.
     pub black_dots: u64,
+    /// Whether some black dots of a graphic fell outside the label and were cut off: a sign
+    /// that the job's `^PW`/`^LL` (or `q`/`Q`) do not fit its graphic.
+    pub clipped: bool,
     /// Commands accepted but ignored.
     pub unsupported_commands: BTreeSet<String>,
     /// Raw parameters of setting commands.
@@ -307,6 +312,7 @@ impl PrinterState {
             bytes_received: label.bytes_received,
             time,
             black_dots: label.bitmap.black_dots(),
+            clipped: label.clipped,
             unsupported_commands: label.unsupported_commands,
             settings: label.settings,
         };

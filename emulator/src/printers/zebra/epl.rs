@@ -256,9 +256,10 @@ impl EplDecoder {
         }
         let settings = self.zebra.settings();
         let mut bitmap = Bitmap::new(settings.width, settings.length);
+        let mut clipped = false;
         for graphic in &self.form.graphics {
             // EPL2 GW: bit 0 is black.
-            bitmap.draw_packed(
+            clipped |= bitmap.draw_packed(
                 graphic.x,
                 graphic.y,
                 graphic.bytes_per_row,
@@ -277,6 +278,7 @@ impl EplDecoder {
             language: LANGUAGE.to_owned(),
             encoding: encoding.to_owned(),
             bytes_received: bytes,
+            clipped,
             unsupported_commands: self.form.unsupported.clone(),
             settings: self.form.settings.clone(),
         });

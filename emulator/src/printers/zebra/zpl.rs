@@ -403,8 +403,9 @@ impl ZplDecoder {
         }
         let settings = format.settings;
         let mut bitmap = Bitmap::new(settings.width, settings.length);
+        let mut clipped = false;
         for graphic in &format.graphics {
-            bitmap.draw_packed(
+            clipped |= bitmap.draw_packed(
                 graphic.x,
                 graphic.y,
                 graphic.bytes_per_row,
@@ -433,6 +434,7 @@ impl ZplDecoder {
             language: LANGUAGE.to_owned(),
             encoding,
             bytes_received: bytes,
+            clipped,
             unsupported_commands: format.unsupported,
             settings: values,
         });
