@@ -17,6 +17,9 @@
 //!   order they were created; its head is "the next job". `notify` is published when the pending
 //!   list gains or loses an execution or one changes status; `notify-next` when the head changes
 //!   (without `execution` when nothing is pending).
+//! - `start-next` returns an execution that is already IN_PROGRESS as it is (its
+//!   `statusDetails` and step timer are only set when it moves a QUEUED execution to
+//!   IN_PROGRESS); an update changes them.
 //! - Only the device statuses IN_PROGRESS, SUCCEEDED, FAILED and REJECTED may be set by an
 //!   update, and only from QUEUED or IN_PROGRESS: anything else is `InvalidStateTransition`
 //!   with the current `executionState`.

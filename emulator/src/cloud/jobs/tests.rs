@@ -257,6 +257,30 @@ fn start_next_starts_the_oldest_queued_execution_and_then_returns_the_running_on
 }
 
 #[test]
+fn start_next_validates_its_request_before_starting_anything() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut service = open(dir.path());
+    create(&mut service, "job-1", T0);
+    for body in [
+        json!({"statusDetails": {"k": 1}}),
+        json!({"statusDetails": ["k"]}),
+        json!({"stepTimeoutInMinutes": 0}),
+        json!({"stepTimeoutInMinutes": 10_081}),
+    ] {
+        let messages = send(
+            &mut service,
+            &format!("{JOBS}/start-next"),
+            body.clone(),
+            T0 + 1,
+        );
+        assert_eq!(messages.len(), 1, "{messages:#?}");
+        let answer = first_on(&messages, &format!("{JOBS}/start-next/rejected"));
+        assert_eq!(answer["code"], json!("InvalidRequest"), "{body}");
+    }
+    assert_eq!(status_of(&service, "job-1"), json!("QUEUED"));
+}
+
+#[test]
 fn in_progress_executions_come_before_older_queued_ones() {
     let dir = TempDir::new().expect("temp dir");
     let mut service = open(dir.path());

@@ -746,6 +746,12 @@ fn thing_and_shadow_names_are_validated() {
         400,
         "Invalid shadow name",
     );
+    let topic = "$aws/things/desk-1/shadow/name//get";
+    assert_rejection(
+        &rejected(&mut service, topic, b"", T0),
+        400,
+        "Invalid shadow name",
+    );
     // The longest legal names work.
     let topic = format!(
         "$aws/things/{}/shadow/name/{}",
