@@ -384,10 +384,7 @@ impl ShadowService {
         let client_token = body.client_token.clone();
         if !self.admit(&key.thing_name, now_epoch_s) {
             return reject(
-                Rejection::new(
-                    429,
-                    "The Device Shadow service will generate this error message when there are more than 10 in-flight requests.",
-                ),
+                Rejection::new(429, "Too Many Requests"),
                 client_token.as_deref(),
             );
         }

@@ -43,11 +43,13 @@ pub(crate) struct LoadedRecords<T> {
 }
 
 /// Makes a name from an MQTT topic safe and unambiguous as a file name on every platform:
-/// ASCII letters, digits, `_` and `-` stay as they are, every other byte becomes `%XX`.
+/// lower-case ASCII letters, digits, `_` and `-` stay as they are, every other byte becomes
+/// `%XX`. Upper-case letters are encoded too because thing names are case-sensitive while the
+/// default file systems of macOS and Windows are not: `Desk-1` and `desk-1` must not share a file.
 pub(crate) fn encode_file_name(name: &str) -> String {
     let mut encoded = String::with_capacity(name.len());
     for byte in name.bytes() {
-        if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-' {
+        if byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'_' || byte == b'-' {
             encoded.push(char::from(byte));
         } else {
             encoded.push_str(&format!("%{byte:02X}"));

@@ -979,7 +979,7 @@ fn more_than_ten_requests_from_one_thing_in_one_instant_are_throttled() {
         &send(&mut service, &format!("{NAMED}/update"), body, T0),
         &format!("{NAMED}/update/rejected"),
     );
-    assert_eq!(answer["code"], json!(429));
+    assert_rejection(&answer, 429, "Too Many Requests");
     assert_eq!(answer["clientToken"], json!("burst"));
     let answer = rejected(&mut service, &format!("{CLASSIC}/get"), b"", T0);
     assert_eq!(
@@ -1272,6 +1272,38 @@ fn names_with_colons_and_dollars_are_stored_under_encoded_file_names() {
     assert!(dir.path().join("site%3Adesk/named-%24cfg.json").is_file());
     let service = open(dir.path());
     assert!(service.document("site:desk", Some("$cfg")).is_some());
+}
+
+#[test]
+fn thing_names_differing_only_in_case_never_share_a_file() {
+    let dir = TempDir::new().expect("temp dir");
+    {
+        let mut service = open(dir.path());
+        update_ok(
+            &mut service,
+            "$aws/things/Desk-1/shadow",
+            json!({"state": {"reported": {"who": "upper"}}}),
+            T0,
+        );
+        update_ok(
+            &mut service,
+            "$aws/things/desk-1/shadow",
+            json!({"state": {"reported": {"who": "lower"}}}),
+            T0,
+        );
+    }
+    assert!(dir.path().join("%44esk-1/classic.json").is_file());
+    assert!(dir.path().join("desk-1/classic.json").is_file());
+    let service = open(dir.path());
+    assert!(service.quarantined().is_empty());
+    let upper = service
+        .document("Desk-1", None)
+        .expect("upper-case thing kept");
+    let lower = service
+        .document("desk-1", None)
+        .expect("lower-case thing kept");
+    assert_eq!(upper["state"]["reported"]["who"], json!("upper"));
+    assert_eq!(lower["state"]["reported"]["who"], json!("lower"));
 }
 
 #[test]
