@@ -67,13 +67,13 @@ macro_rules! export_plugin {
         pub fn devicehub_plugin_root_module() -> $crate::PluginMod_Ref {
             use ::abi_stable::prefix_type::PrefixTypeTrait as _;
 
-            extern "C" fn manifest(
+            extern "C" fn __devicehub_manifest(
             ) -> ::abi_stable::std_types::RResult<$crate::PluginManifest, $crate::PluginError> {
                 $crate::guard(|| Ok($manifest()))
             }
 
             #[allow(unused_variables)]
-            extern "C" fn open_printer(
+            extern "C" fn __devicehub_open_printer(
                 request: &$crate::OpenRequest,
                 transport: $crate::TransportBox,
             ) -> ::abi_stable::std_types::RResult<$crate::PrinterBox, $crate::PluginError> {
@@ -92,7 +92,7 @@ macro_rules! export_plugin {
             }
 
             #[allow(unused_variables)]
-            extern "C" fn open_scale(
+            extern "C" fn __devicehub_open_scale(
                 request: &$crate::OpenRequest,
                 transport: $crate::TransportBox,
             ) -> ::abi_stable::std_types::RResult<$crate::ScaleBox, $crate::PluginError> {
@@ -111,7 +111,7 @@ macro_rules! export_plugin {
             }
 
             #[allow(unused_variables)]
-            extern "C" fn open_scanner(
+            extern "C" fn __devicehub_open_scanner(
                 request: &$crate::OpenRequest,
                 transport: $crate::TransportBox,
             ) -> ::abi_stable::std_types::RResult<$crate::ScannerBox, $crate::PluginError> {
@@ -129,11 +129,13 @@ macro_rules! export_plugin {
                 })
             }
 
+            // The entry points carry prefixed names so that they never shadow the plugin's own
+            // functions passed to this macro.
             $crate::PluginMod {
-                manifest,
-                open_printer,
-                open_scale,
-                open_scanner,
+                manifest: __devicehub_manifest,
+                open_printer: __devicehub_open_printer,
+                open_scale: __devicehub_open_scale,
+                open_scanner: __devicehub_open_scanner,
             }
             .leak_into_prefix()
         }

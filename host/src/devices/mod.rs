@@ -398,36 +398,58 @@ impl DeviceWorker {
         }
     }
 
-    /// Prints `job` on this printer.
+    /// Prints `job` on this printer (from a blocking context).
     pub fn print(&self, job: PrintJob) -> Result<PrintReport, DeviceError> {
-        let id = self.spec.id.clone();
-        self.call(move |device| match device {
-            OpenedDevice::Printer(p) => p
-                .print(&job)
-                .into_result()
-                .map_err(|error| DeviceError::Plugin { id, error }),
-            other => Err(DeviceError::WrongKind {
-                id,
-                wanted: "printer",
-                actual: kind_name(other),
-            }),
-        })?
+        self.call(print_task(self.spec.id.clone(), job))?
     }
 
-    /// Asks this printer for its status.
+    /// Prints `job` on this printer (from async code).
+    pub async fn print_async(&self, job: PrintJob) -> Result<PrintReport, DeviceError> {
+        self.call_async(print_task(self.spec.id.clone(), job))
+            .await?
+    }
+
+    /// Asks this printer for its status (from a blocking context).
     pub fn printer_status(&self) -> Result<PrinterStatus, DeviceError> {
-        let id = self.spec.id.clone();
-        self.call(move |device| match device {
-            OpenedDevice::Printer(p) => p
-                .status()
-                .into_result()
-                .map_err(|error| DeviceError::Plugin { id, error }),
-            other => Err(DeviceError::WrongKind {
-                id,
-                wanted: "printer",
-                actual: kind_name(other),
-            }),
-        })?
+        self.call(status_task(self.spec.id.clone()))?
+    }
+
+    /// Asks this printer for its status (from async code).
+    pub async fn printer_status_async(&self) -> Result<PrinterStatus, DeviceError> {
+        self.call_async(status_task(self.spec.id.clone())).await?
+    }
+}
+
+fn print_task(
+    id: String,
+    job: PrintJob,
+) -> impl FnOnce(&mut OpenedDevice) -> Result<PrintReport, DeviceError> + Send + 'static {
+    move |device| match device {
+        OpenedDevice::Printer(p) => p
+            .print(&job)
+            .into_result()
+            .map_err(|error| DeviceError::Plugin { id, error }),
+        other => Err(DeviceError::WrongKind {
+            id,
+            wanted: "printer",
+            actual: kind_name(other),
+        }),
+    }
+}
+
+fn status_task(
+    id: String,
+) -> impl FnOnce(&mut OpenedDevice) -> Result<PrinterStatus, DeviceError> + Send + 'static {
+    move |device| match device {
+        OpenedDevice::Printer(p) => p
+            .status()
+            .into_result()
+            .map_err(|error| DeviceError::Plugin { id, error }),
+        other => Err(DeviceError::WrongKind {
+            id,
+            wanted: "printer",
+            actual: kind_name(other),
+        }),
     }
 }
 

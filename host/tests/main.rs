@@ -1,0 +1,16 @@
+//! DeviceHub's integration tests: real plugin libraries loaded from disk, real printer
+//! simulators over TCP, the real `devicehub` binary.
+//!
+//! One test binary for the crate; each module covers one area:
+
+/// Shared fixtures: plugin libraries, plugin folders, the printer simulator process.
+mod support;
+
+/// Loading plugins: good, incompatible, panicking, foreign, truncated and duplicate files.
+mod plugin_loading;
+
+/// Printing through the Zebra plugin into the simulator, compared pixel for pixel.
+mod zebra_printing;
+
+/// The `devicehub` command line.
+mod cli;
