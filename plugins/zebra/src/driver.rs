@@ -450,3 +450,176 @@ impl Printer for ZebraPrinter {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use devicehub_plugin_api::{
+        abi_stable::std_types::{ROption, RVec},
+        testing::ScriptedTransport,
+    };
+
+    use super::*;
+
+    const HEALTHY: &[u8] = b"\x02030,0,0,1218,000,0,0,0,000,0,0,0\x03\r\n\
+\x02001,0,0,0,1,2,4,0,00000000,1,000\x03\r\n\x021234,0\x03\r\n";
+    const PAPER_OUT: &[u8] = b"\x02030,1,0,1218,000,0,0,0,000,0,0,0\x03\r\n\
+\x02001,0,0,0,1,2,4,0,00000000,1,000\x03\r\n\x021234,0\x03\r\n";
+
+    fn request(profile: &str, settings: &[(&str, &str)]) -> OpenRequest {
+        OpenRequest {
+            device_id: "test".into(),
+            profile: profile.into(),
+            model: ROption::RNone,
+            settings: settings
+                .iter()
+                .map(|(k, v)| Setting::new(k, v))
+                .collect::<Vec<_>>()
+                .into(),
+        }
+    }
+
+    /// A 16 x 2 label: a black left half on the first row, all white on the second.
+    fn job(copies: u32) -> PrintJob {
+        PrintJob {
+            job_id: "job-1".into(),
+            input: PrintInput::Raster(RVec::from(vec![RasterPage {
+                width: 16,
+                height: 2,
+                data: RVec::from(vec![0xFF, 0x00, 0x00, 0x00]),
+            }])),
+            copies,
+            media: ROption::RNone,
+            settings: RVec::new(),
+        }
+    }
+
+    #[test]
+    fn manifest_profiles_cover_every_model() {
+        let m = manifest();
+        for model in m.usb_models.iter() {
+            assert!(
+                m.printer_profile(model.profile.as_str()).is_some(),
+                "{}",
+                model.model
+            );
+        }
+        assert_eq!(
+            m.usb_model(0x0A5F, 0x0009).map(|m| m.profile.as_str()),
+            Some("epl2-203")
+        );
+    }
+
+    #[test]
+    fn print_checks_status_sends_the_format_and_checks_again() {
+        let (transport, script) = ScriptedTransport::new("zebra");
+        script.reply_when(b"~HS", HEALTHY);
+        let mut printer = open(
+            &request("zpl-203", &[("compression", "acs")]),
+            transport.into_box(),
+        )
+        .unwrap();
+        let report = printer.print(&job(3)).unwrap();
+        assert_eq!(report.labels, 3);
+        let written = script.written();
+        // ~HS, the label format, ~HS again.
+        assert!(
+            written.starts_with(b"~HS^XA"),
+            "{:?}",
+            String::from_utf8_lossy(&written)
+        );
+        assert!(written.ends_with(b"^XZ~HS"));
+        let text = String::from_utf8_lossy(&written);
+        assert!(
+            text.contains("^PW16") && text.contains("^LL2") && text.contains("^PQ3"),
+            "{text}"
+        );
+        assert_eq!(report.bytes_sent as usize, written.len() - 6);
+    }
+
+    #[test]
+    fn paper_out_refuses_the_job_before_sending_it() {
+        let (transport, script) = ScriptedTransport::new("zebra");
+        script.reply_when(b"~HS", PAPER_OUT);
+        let mut printer = open(&request("zpl-203", &[]), transport.into_box()).unwrap();
+        let err = printer.print(&job(1)).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotReady);
+        assert_eq!(
+            err.printer_state.into_option(),
+            Some(PrinterState::PaperOut)
+        );
+        assert!(err.message.contains("paper out"), "{}", err.message);
+        assert_eq!(script.written(), b"~HS", "no label bytes were sent");
+        assert_eq!(printer.status().unwrap().state, PrinterState::PaperOut);
+    }
+
+    #[test]
+    fn a_silent_printer_is_reported_offline() {
+        let (transport, _script) = ScriptedTransport::new("zebra");
+        let mut printer = open(
+            &request("zpl-203", &[("status_timeout_ms", "20")]),
+            transport.into_box(),
+        )
+        .unwrap();
+        let err = printer.print(&job(1)).unwrap_err();
+        assert_eq!(err.printer_state.into_option(), Some(PrinterState::Offline));
+        assert_eq!(printer.status().unwrap().state, PrinterState::Offline);
+    }
+
+    #[test]
+    fn epl2_profile_speaks_epl2_and_reads_the_error_report() {
+        let (transport, script) = ScriptedTransport::new("lp2844");
+        script.reply_when(b"^ee\r\n", b"07\r\n");
+        let mut printer = open(&request("epl2-203", &[]), transport.into_box()).unwrap();
+        let err = printer.print(&job(1)).unwrap_err();
+        assert_eq!(
+            err.printer_state.into_option(),
+            Some(PrinterState::HeadOpen)
+        );
+        script.clear_written();
+        let bytes = printer.encode(&job(2)).unwrap();
+        assert!(bytes.starts_with(b"\r\nN\r\n"));
+        assert!(bytes.ends_with(b"P2\r\n"));
+    }
+
+    #[test]
+    fn a_page_wider_than_the_head_is_refused_with_both_widths() {
+        let (transport, _script) = ScriptedTransport::new("zebra");
+        let mut printer = open(&request("zpl-203-2in", &[]), transport.into_box()).unwrap();
+        let mut wide = job(1);
+        wide.input = PrintInput::Raster(RVec::from(vec![RasterPage {
+            width: 800,
+            height: 1,
+            data: RVec::from(vec![0u8; 100]),
+        }]));
+        let err = printer.encode(&wide).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::MediaMismatch);
+        assert!(
+            err.message.contains("800") && err.message.contains("448"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let (transport, _script) = ScriptedTransport::new("zebra");
+        let mut printer = open(
+            &request("zpl-203", &[("compression", "lzw")]),
+            transport.into_box(),
+        )
+        .unwrap();
+        let err = printer.encode(&job(1)).unwrap_err();
+        assert!(err.message.contains("compression") && err.message.contains("lzw"));
+    }
+
+    #[test]
+    fn raw_input_passes_through_unchanged() {
+        let (transport, script) = ScriptedTransport::new("zebra");
+        script.reply_when(b"~HS", HEALTHY);
+        let mut printer = open(&request("zpl-203", &[]), transport.into_box()).unwrap();
+        let mut raw = job(1);
+        raw.input = PrintInput::Raw(RVec::from(b"^XA^FO10,10^FDHello^FS^XZ".to_vec()));
+        printer.print(&raw).unwrap();
+        assert_eq!(script.written(), b"~HS^XA^FO10,10^FDHello^FS^XZ~HS");
+    }
+}
