@@ -14,3 +14,6 @@ mod zebra_printing;
 
 /// The `devicehub` command line.
 mod cli;
+
+/// Repository hygiene: module docs on every source file.
+mod tidy;
