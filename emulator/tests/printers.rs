@@ -729,3 +729,61 @@ async fn graphic_outside_the_label_is_clipped_and_flagged() {
     assert_eq!(width, 12);
     assert_eq!(bits, vec![0x0F, 0xF0]);
 }
+
+#[cfg(unix)]
+#[test]
+fn command_line_stops_on_sigterm_when_told_to_ignore_stdin() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_devicehub-emulator"))
+        .args([
+            "printer",
+            "zebra",
+            "--listen",
+            "127.0.0.1:0",
+            "--ignore-stdin",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the emulator binary starts");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
+        .read_line(&mut line)
+        .expect("the announcement line");
+    // With stdin at end of file from the start, only --ignore-stdin keeps it serving.
+    assert!(line.contains(r#""language":"zpl""#), "{line}");
+    let announcement: serde_json::Value = serde_json::from_str(&line).expect("one JSON line");
+    let control: std::net::SocketAddr = announcement["control"]
+        .as_str()
+        .and_then(|url| url.strip_prefix("http://"))
+        .and_then(|addr| addr.parse().ok())
+        .expect("a control URL");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let status = runtime.block_on(http(control, "GET", "/status", None));
+    assert_eq!(status.status, 200, "it still serves after stdin ended");
+    assert!(
+        child.try_wait().expect("pollable").is_none(),
+        "it serves on"
+    );
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait().expect("the child can be polled") {
+            assert!(status.success(), "{status}");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    panic!("the simulator did not stop on SIGTERM");
+}

@@ -310,3 +310,79 @@ impl PrintStreamDecoder for EplDecoder {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::printers::store::PrinterInfo;
+
+    /// What a stream decoded to: replies, each label's bits with its copies, error reasons.
+    type Decoded = (Vec<u8>, Vec<(Vec<u8>, u32)>, Vec<String>);
+
+    /// Feeds `stream` cut at `cuts`, then ends it.
+    fn decode(stream: &[u8], cuts: &[usize]) -> Decoded {
+        let printer = PrinterState::new(
+            PrinterInfo {
+                family: "zebra".to_owned(),
+                model: "LP2844".to_owned(),
+                language: LANGUAGE.to_owned(),
+                dpi: 203,
+                width_dots: 812,
+            },
+            None,
+            None,
+        );
+        let mut decoder = EplDecoder::new(ZebraShared::for_tests(812, 1218));
+        let mut reply = Vec::new();
+        let mut from = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&stream.len())) {
+            decoder.feed(&stream[from..cut], &printer, &mut reply);
+            from = cut;
+        }
+        decoder.finish(&printer, StreamEnd::Closed);
+        let labels = printer
+            .labels()
+            .iter()
+            .map(|record| {
+                let (_, bitmap) = printer.label(record.index).expect("listed");
+                (bitmap.as_bytes().to_vec(), record.copies)
+            })
+            .collect();
+        let errors = printer.errors().into_iter().map(|e| e.reason).collect();
+        (reply, labels, errors)
+    }
+
+    fn stream() -> Vec<u8> {
+        // GW data holding LF, CR and '^' bytes, which must not end the command.
+        let mut stream = b"\r\nN\r\nq16\r\nQ2,24\r\nA10,10,0,1,1,1,N,\"X\"\r\nGW4,0,1,2,".to_vec();
+        stream.extend([0x0A, 0x5E]);
+        stream.extend(b"\r\nP2,3\r\n^ee\r\nN\nGW0,1,2,1,\x0D\xF0\nP1\n");
+        stream
+    }
+
+    #[test]
+    fn every_split_point_decodes_the_same() {
+        let whole = decode(&stream(), &[]);
+        assert_eq!(whole.0, b"00\r\n");
+        assert!(whole.2.is_empty(), "{whole:?}");
+        // Bit 0 is black: 0x0A = 0000_1010 at x = 4 blackens x 4..8, 9 and 11.
+        assert_eq!(
+            whole.1,
+            vec![
+                (vec![0x0F, 0x50, 0x0A, 0x10], 6),
+                (vec![0x00, 0x00, 0xF2, 0x0F], 1)
+            ]
+        );
+        for cut in 1..stream().len() {
+            assert_eq!(decode(&stream(), &[cut]), whole, "split at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_stream_ending_inside_gw_data_is_an_incomplete_error() {
+        let (_, labels, errors) = decode(b"N\r\nq16\r\nQ2,24\r\nGW0,0,2,2,\xFF\xFF", &[]);
+        assert!(labels.is_empty());
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].contains("inside GW"), "{errors:?}");
+    }
+}
