@@ -334,12 +334,16 @@ async fn serve_connection(
         let budget = state.budget_read(received);
         decoder.feed(&buffer[..budget.accept], &state, &mut reply);
         if !reply.is_empty() {
-            if let Err(error) = stream.write_all(&reply).await {
+            // A host that never reads its answers must not keep the simulator from stopping.
+            let written = tokio::select! {
+                () = wait_for_shutdown(&mut shutdown) => break StreamEnd::Shutdown,
+                written = stream.write_all(&reply) => written,
+            };
+            reply.clear();
+            if let Err(error) = written {
                 tracing::debug!(%error, "writing a status answer failed");
-                reply.clear();
                 break StreamEnd::Closed;
             }
-            reply.clear();
         }
         if budget.drop_connection {
             tracing::info!("dropping the print connection as the injected fault asks");
