@@ -27,6 +27,7 @@ use tokio_rustls::TlsAcceptor;
 
 use super::activity::{ThingMessage, ThingStatus};
 use super::files::{write_atomic, Visibility};
+use super::jobs::JobsError;
 use super::mosquitto::CLAIM_COMMON_NAME;
 use super::pki::CertificateAuthority;
 use super::registry::{valid_thing_name, CertificateRole, Registry, RegistryError, Thing};
@@ -438,6 +439,18 @@ struct PrintByUrl {
     copies: u32,
 }
 
+/// Maps a jobs engine error to the HTTP answer it deserves.
+fn jobs_error(e: JobsError) -> ApiError {
+    match e {
+        JobsError::ExecutionNotFound { .. } => ApiError::NotFound(e.to_string()),
+        JobsError::AlreadyTerminal { .. } | JobsError::ExecutionExists { .. } => {
+            ApiError::Conflict(e.to_string())
+        }
+        JobsError::Load { .. } | JobsError::Save { .. } => internal(e),
+        other => ApiError::BadRequest(other.to_string()),
+    }
+}
+
 fn new_job_id(kind: &str) -> String {
     let id: [u8; 8] = rand::random();
     format!("{kind}-{}", hex::encode(id))
@@ -459,7 +472,7 @@ async fn create_job(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .create_job(thing, &job_id, document.clone(), step_timeout_minutes, now)
-        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        .map_err(jobs_error)?;
     publish_all(&state.mqtt, outgoing).await;
     Ok((
         StatusCode::CREATED,
@@ -638,7 +651,7 @@ async fn cancel_job(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .cancel_job(&thing_name, &job_id, now)
-        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+        .map_err(jobs_error)?;
     publish_all(&state.mqtt, outgoing).await;
     get_job(State(state), Path((thing_name, job_id))).await
 }

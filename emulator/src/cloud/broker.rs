@@ -348,18 +348,23 @@ impl Broker {
             }
         }
 
+        let mut last_heard = tokio::time::Instant::now();
         let reason = match reason {
             Some(reason) => reason,
             None => loop {
+                // Keepalive counts silence from the client only: messages flowing to it do not
+                // keep a dead link open.
+                let silence_deadline = tokio::time::sleep_until(last_heard + silence_limit);
                 tokio::select! {
-                    read = tokio::time::timeout(silence_limit, conn.read_packet()) => {
+                    // Reading is cancel-safe: bytes already read stay in the connection's buffer.
+                    read = conn.read_packet() => {
                         let packet = match read {
-                            Err(_) => break CloseReason::KeepAliveTimeout,
-                            Ok(Err(ReadError::Closed)) => break CloseReason::ConnectionLost("closed by peer".into()),
-                            Ok(Err(ReadError::Io(e))) => break CloseReason::ConnectionLost(e.to_string()),
-                            Ok(Err(ReadError::Codec(e))) => break CloseReason::ProtocolError(e.to_string()),
-                            Ok(Ok(packet)) => packet,
+                            Err(ReadError::Closed) => break CloseReason::ConnectionLost("closed by peer".into()),
+                            Err(ReadError::Io(e)) => break CloseReason::ConnectionLost(e.to_string()),
+                            Err(ReadError::Codec(e)) => break CloseReason::ProtocolError(e.to_string()),
+                            Ok(packet) => packet,
                         };
+                        last_heard = tokio::time::Instant::now();
                         match self.handle_packet(&mut conn, &client_id, &role, &mut outgoing, packet).await {
                             Ok(None) => {}
                             Ok(Some(reason)) => break reason,
@@ -374,6 +379,7 @@ impl Broker {
                         }
                         Some(Outbound::TakenOver) | None => break CloseReason::TakenOver,
                     },
+                    _ = silence_deadline => break CloseReason::KeepAliveTimeout,
                     _ = shutdown.wait() => break CloseReason::Shutdown,
                 }
             },

@@ -129,6 +129,10 @@ pub struct CloudConfig {
     pub files_port: u16,
     /// How long a print file's signed URL stays valid.
     pub print_url_ttl_s: u64,
+    /// Overrides the shadow and jobs engines' per-thing request throttle (AWS answers 429 /
+    /// RequestThrottled beyond it). `None` keeps the engines' AWS-like defaults; benchmarks
+    /// raise it to measure the emulator rather than the throttle.
+    pub requests_per_thing_per_second: Option<u32>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -147,6 +151,7 @@ impl CloudConfig {
             http_port: 8080,
             files_port: 8081,
             print_url_ttl_s: 3600,
+            requests_per_thing_per_second: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -356,6 +361,10 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
         jobs: Arc::new(Mutex::new(JobsService::open(&data_dir.join("jobs"))?)),
         activity: Arc::new(ThingActivity::default()),
     };
+    if let Some(limit) = config.requests_per_thing_per_second {
+        lock(&services.shadow).set_requests_per_thing_per_second(limit);
+        lock(&services.jobs).set_requests_per_thing_per_second(limit);
+    }
 
     let (trigger, shutdown) = ShutdownTrigger::new();
     let mut tasks = JoinSet::new();
@@ -432,7 +441,12 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
     options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
         client_tls(&ca)?,
     )));
-    let (client, eventloop) = AsyncClient::new(options, 1024);
+    let (client, mut eventloop) = AsyncClient::new(options, 1024);
+    // Requests and answers are small messages: without TCP_NODELAY, Nagle's algorithm and
+    // delayed ACKs add tens of milliseconds to every round trip.
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
     let (inbound_tx, inbound_rx) = mpsc::unbounded_channel();
     let (ready_tx, mut ready_rx) = watch::channel(false);
     tasks.spawn(poll_event_loop(eventloop, inbound_tx, shutdown.clone()));

@@ -3,6 +3,7 @@
 //! WebSocket, and HTTP, as DeviceHub or an AWS SDK would.
 //!
 //! Modules:
+//! - `cli`: the command line against a `serve` process.
 //! - `support`: starting and restarting the emulator, MQTT and HTTP clients, fixtures.
 //! - `provisioning`: fleet provisioning by claim, valid and refused requests, token expiry.
 //! - `transports`: the three listeners, a foreign CA refused, ALPN required on its port.
@@ -13,6 +14,7 @@
 //! - `mosquitto`: the generated Mosquitto configuration enforces per-thing ACLs.
 
 mod authorization;
+mod cli;
 mod durability;
 mod jobs;
 mod mosquitto;

@@ -296,6 +296,9 @@ impl Mqtt {
         options.set_clean_session(clean_session);
         options.set_max_packet_size(140 * 1024, 140 * 1024);
         let (client, mut eventloop) = AsyncClient::new(options, 100);
+        let mut network = rumqttc::NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        eventloop.set_network_options(network);
         // The first poll drives the TLS handshake and CONNECT: its outcome is the answer.
         let first = tokio::time::timeout(ANSWER_TIMEOUT, async {
             loop {
