@@ -155,9 +155,9 @@ impl GreyPlane {
     /// Scales to `width` x `height` by nearest neighbour: each output dot copies the source dot
     /// under its centre, so no grey is invented. When the source size is an exact multiple of
     /// the output size this takes every k-th dot, which keeps barcode modules of k dots whole.
-    pub(crate) fn scale_nearest(&self, width: u32, height: u32) -> GreyPlane {
+    pub(crate) fn scale_nearest(self, width: u32, height: u32) -> GreyPlane {
         if width == self.width && height == self.height {
-            return self.clone();
+            return self;
         }
         let (sw, sh) = (u64::from(self.width), u64::from(self.height));
         let (ow, oh) = (u64::from(width), u64::from(height));

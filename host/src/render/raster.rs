@@ -139,28 +139,38 @@ fn decode_gif(input: &[u8], max_pixels: u64) -> Result<GreyPlane, RenderError> {
         .read_into_buffer(&mut indices)
         .map_err(decode_error)?;
 
-    // The first frame on a white canvas the size of the logical screen; any part of the frame
-    // outside the screen is cut off, as viewers do.
     let (width, height) = (u32::from(width), u32::from(height));
-    let mut data = vec![255u8; width as usize * height as usize];
-    let (left, top) = (u32::from(left), u32::from(top));
-    let visible_width = u32::from(frame_width).min(width.saturating_sub(left)) as usize;
-    let visible_height = u32::from(frame_height).min(height.saturating_sub(top));
-    if visible_width > 0 {
-        for (row, source) in indices
-            .chunks_exact(usize::from(frame_width))
-            .take(visible_height as usize)
-            .enumerate()
-        {
-            let start = (top as usize + row) * width as usize + left as usize;
-            for (dot, &index) in data[start..start + visible_width]
-                .iter_mut()
-                .zip(&source[..visible_width])
-            {
-                *dot = grey[usize::from(index)];
+    let data =
+        if (left, top, u32::from(frame_width), u32::from(frame_height)) == (0, 0, width, height) {
+            // The usual case, a frame covering the whole screen: map the indices in place.
+            for dot in &mut indices {
+                *dot = grey[usize::from(*dot)];
             }
-        }
-    }
+            indices
+        } else {
+            // The first frame on a white canvas the size of the logical screen; any part of the
+            // frame outside the screen is cut off, as viewers do.
+            let mut data = vec![255u8; width as usize * height as usize];
+            let (left, top) = (u32::from(left), u32::from(top));
+            let visible_width = u32::from(frame_width).min(width.saturating_sub(left)) as usize;
+            let visible_height = u32::from(frame_height).min(height.saturating_sub(top));
+            if visible_width > 0 {
+                for (row, source) in indices
+                    .chunks_exact(usize::from(frame_width))
+                    .take(visible_height as usize)
+                    .enumerate()
+                {
+                    let start = (top as usize + row) * width as usize + left as usize;
+                    for (dot, &index) in data[start..start + visible_width]
+                        .iter_mut()
+                        .zip(&source[..visible_width])
+                    {
+                        *dot = grey[usize::from(index)];
+                    }
+                }
+            }
+            data
+        };
     Ok(GreyPlane {
         width,
         height,

@@ -161,6 +161,46 @@ fn animated_gif_prints_its_first_frame_only() {
     );
 }
 
+/// A GIF with an 8 x 4 screen and one all-black frame of `width` x `height` at (`left`, `top`),
+/// written with the `gif` crate because `image` always makes the screen the frame's size.
+fn gif_with_offset_frame(left: u16, top: u16, width: u16, height: u16) -> Vec<u8> {
+    let mut out = Vec::new();
+    {
+        let mut encoder =
+            gif::Encoder::new(&mut out, 8, 4, &[255, 255, 255, 0, 0, 0]).expect("GIF header");
+        let frame = gif::Frame {
+            left,
+            top,
+            width,
+            height,
+            buffer: vec![1u8; usize::from(width) * usize::from(height)].into(),
+            ..gif::Frame::default()
+        };
+        encoder.write_frame(&frame).expect("GIF frame");
+    }
+    out
+}
+
+#[test]
+fn gif_frame_smaller_than_its_screen_sits_on_white_and_is_clipped_to_it() {
+    let page = render_one(
+        &gif_with_offset_frame(2, 1, 4, 2),
+        InputFormat::Gif,
+        &options(target_4x6()),
+    );
+    assert_eq!(
+        page.bitmap,
+        expected_bitmap(8, 4, |x, y| (2..6).contains(&x) && (1..3).contains(&y))
+    );
+    // A frame reaching past the right and bottom edges of the screen is cut off there.
+    let page = render_one(
+        &gif_with_offset_frame(6, 2, 4, 4),
+        InputFormat::Gif,
+        &options(target_4x6()),
+    );
+    assert_eq!(page.bitmap, expected_bitmap(8, 4, |x, y| x >= 6 && y >= 2));
+}
+
 #[test]
 fn png_alpha_composites_over_white() {
     // Columns: opaque black, fully transparent black, half transparent black, 40 % opaque
