@@ -9,11 +9,15 @@
 //! - [`render`]: GIF, PNG, JPEG and PDF to 1-bit bitmaps at a printer's resolution.
 //! - [`print`]: from a print file to a printed label: render, encode, send.
 //! - [`cli`]: the command-line interface the `devicehub` binary runs.
+//! - [`storage`]: the data directory: atomic writes, state files, job journal, certificates, logs.
+//! - [`cloud`]: the link to AWS IoT Core (or the emulator) over MQTT.
 
 pub mod cli;
+pub mod cloud;
 pub mod config;
 pub mod devices;
 pub mod plugins;
 pub mod print;
 pub mod render;
+pub mod storage;
 pub mod transport;

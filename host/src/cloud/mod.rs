@@ -1,0 +1,8 @@
+//! The cloud side of DeviceHub: the MQTT link to AWS IoT Core (or the emulator).
+//!
+//! # Layout
+//! - [`link`]: the MQTT connection task, its handle, transports and reconnect policy.
+//! - [`tls`]: the TLS client configuration (CA bundle, client certificate, ALPN).
+
+pub mod link;
+pub mod tls;
