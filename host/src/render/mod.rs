@@ -131,7 +131,9 @@ pub enum Rotation {
 pub struct RenderLimits {
     /// Largest input file accepted, in bytes.
     pub max_input_bytes: usize,
-    /// Largest image (as declared in its header) or rasterized page accepted, in pixels.
+    /// Largest image (as declared in its header) or rasterized page accepted, in pixels. A
+    /// PDF's compressed streams may together inflate to at most 8 bytes per such pixel (room
+    /// for one largest image at 16-bit RGBA).
     pub max_pixels: u64,
     /// Most pages a PDF may have.
     pub max_pages: u32,
@@ -265,6 +267,15 @@ pub enum RenderError {
         /// Declared height.
         height: u64,
         /// The limit it exceeded.
+        limit: u64,
+    },
+    /// A compressed stream inside a PDF inflates to more than the renderer will hold: a zip
+    /// bomb. It was measured without being kept, and nothing was rasterized.
+    #[error("{format} holds compressed streams that inflate past the limit of {limit} bytes")]
+    InflatesTooFar {
+        /// The input's format.
+        format: InputFormat,
+        /// The limit on the inflated size of all streams together, in bytes.
         limit: u64,
     },
     /// A PDF has more pages than [`RenderLimits::max_pages`].

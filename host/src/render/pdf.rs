@@ -1,13 +1,17 @@
 //! PDF input: each page rasterized by `hayro` (pure Rust) straight at the printer's dpi, turned
 //! and shrunk by the rasterizer's transform rather than by resampling pixels afterwards.
 
+use std::io::{self, Read};
 use std::panic::{self, AssertUnwindSafe};
+
+use flate2::read::{DeflateDecoder, ZlibDecoder};
 use std::sync::Arc;
 
 use hayro::hayro_interpret::util::TransformExt;
 use hayro::hayro_interpret::InterpreterSettings;
-use hayro::hayro_syntax::object::Name;
+use hayro::hayro_syntax::object::{Name, Stream};
 use hayro::hayro_syntax::page::Page;
+use hayro::hayro_syntax::Filter;
 use hayro::hayro_syntax::{LoadPdfError, Pdf};
 use hayro::kurbo::Affine;
 use hayro::vello_cpu::color::palette::css::WHITE;
@@ -40,7 +44,7 @@ pub(crate) fn render(
             limit: options.limits.max_pages,
         });
     }
-    check_embedded_images(&pdf, options.limits.max_pixels)?;
+    check_streams(&pdf, options.limits.max_pixels)?;
 
     // The cache holds parsed fonts and glyph outlines; labels repeat them from page to page.
     let cache = RenderCache::new();
@@ -167,9 +171,18 @@ fn render_page<'a>(
     })
 }
 
-/// Refuses documents with an image XObject whose declared size exceeds `max_pixels`: hayro
-/// decodes embedded images whole, so such an image is a decompression bomb inside the PDF.
-fn check_embedded_images(pdf: &Pdf, max_pixels: u64) -> Result<(), RenderError> {
+/// Refuses documents that would make hayro allocate without bound, before it renders them:
+/// an image XObject declaring more than `max_pixels` (hayro decodes embedded images whole), or
+/// Flate streams inflating past 8 bytes per allowed pixel in total (hayro inflates streams
+/// into memory with no cap, so a few kilobytes of deflated zeros can ask for gigabytes).
+///
+/// Inflating is measured by streaming into a sink, so the check itself holds only a small
+/// buffer. It covers streams whose first filter is Flate, which is how PDF writers compress
+/// content, fonts and images; Flate behind another filter, LZW, and the object streams hayro
+/// reads while opening the document are not covered.
+fn check_streams(pdf: &Pdf, max_pixels: u64) -> Result<(), RenderError> {
+    let inflate_limit = max_pixels.saturating_mul(8);
+    let mut inflated_total = 0u64;
     for object in pdf.objects() {
         let Some(stream) = object.into_stream() else {
             continue;
@@ -178,22 +191,73 @@ fn check_embedded_images(pdf: &Pdf, max_pixels: u64) -> Result<(), RenderError> 
         let is_image = dict
             .get::<Name<'_>>(b"Subtype")
             .is_some_and(|subtype| subtype.as_ref() == b"Image");
-        if !is_image {
-            continue;
+        if is_image {
+            let dimension = |key: &[u8]| dict.get::<f64>(key).unwrap_or(0.0).max(0.0) as u64;
+            let (width, height) = (dimension(b"Width"), dimension(b"Height"));
+            if width.saturating_mul(height) > max_pixels {
+                return Err(RenderError::TooManyPixels {
+                    format: InputFormat::Pdf,
+                    what: "embedded image".to_owned(),
+                    width,
+                    height,
+                    limit: max_pixels,
+                });
+            }
         }
-        let dimension = |key: &[u8]| dict.get::<f64>(key).unwrap_or(0.0).max(0.0) as u64;
-        let (width, height) = (dimension(b"Width"), dimension(b"Height"));
-        if width.saturating_mul(height) > max_pixels {
-            return Err(RenderError::TooManyPixels {
+        let budget = inflate_limit.saturating_sub(inflated_total);
+        inflated_total += inflated_size(&stream, budget);
+        if inflated_total > inflate_limit {
+            return Err(RenderError::InflatesTooFar {
                 format: InputFormat::Pdf,
-                what: "embedded image".to_owned(),
-                width,
-                height,
-                limit: max_pixels,
+                limit: inflate_limit,
             });
         }
     }
     Ok(())
+}
+
+/// How many bytes `stream` inflates to, counting at most `budget + 1` (enough to tell that it
+/// is over budget). Streams that are not Flate-compressed count as nothing, and a corrupt
+/// Flate stream counts what inflated before the corruption: hayro decodes no more than that.
+fn inflated_size(stream: &Stream<'_>, budget: u64) -> u64 {
+    if stream.filters().first() != Some(&Filter::FlateDecode) {
+        return 0;
+    }
+    let raw = stream.raw_data();
+    // PDF says zlib, but some writers emit raw deflate; hayro accepts both, and so must the
+    // measurement.
+    let zlib = count_bytes(ZlibDecoder::new(raw.as_ref()), budget);
+    if zlib.valid {
+        zlib.count
+    } else {
+        zlib.count
+            .max(count_bytes(DeflateDecoder::new(raw.as_ref()), budget).count)
+    }
+}
+
+struct Inflated {
+    count: u64,
+    /// Whether inflating got past the header without an error.
+    valid: bool,
+}
+
+fn count_bytes(reader: impl Read, budget: u64) -> Inflated {
+    let mut limited = reader.take(budget.saturating_add(1));
+    let mut buffer = [0u8; 16 * 1024];
+    let mut count = 0u64;
+    loop {
+        match limited.read(&mut buffer) {
+            Ok(0) => return Inflated { count, valid: true },
+            Ok(read) => count += read as u64,
+            Err(error) if error.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => {
+                return Inflated {
+                    count,
+                    valid: count > 0,
+                }
+            }
+        }
+    }
 }
 
 fn load_reason(error: LoadPdfError) -> String {

@@ -16,7 +16,7 @@ use image::{DynamicImage, GrayImage, ImageFormat, Luma, Rgba, RgbaImage};
 
 use super::*;
 use fixtures::*;
-use pdf_writer::{write_pdf, DeclaredImage, PdfPage};
+use pdf_writer::{write_compressed_pdf, write_pdf, DeclaredImage, PdfPage};
 
 fn target_4x6() -> RenderTarget {
     RenderTarget {
@@ -470,6 +470,56 @@ fn pdf_with_an_enormous_embedded_image_is_refused() {
         Err(RenderError::TooManyPixels { what, .. }) => assert_eq!(what, "embedded image"),
         other => panic!("expected the embedded image to be refused, got {other:?}"),
     }
+}
+
+#[test]
+fn pdf_flate_bomb_is_measured_and_refused_without_being_held() {
+    // 16 MB of spaces deflate to about 16 kB; with room for 1 million pixels the streams may
+    // inflate to 8 MB.
+    let mut content = " ".repeat(16 * 1024 * 1024);
+    content.push_str("0 0 10 10 re f");
+    let bomb = write_compressed_pdf(&[PdfPage {
+        width_pt: 288.0,
+        height_pt: 432.0,
+        content,
+    }]);
+    assert!(bomb.len() < 100_000, "bomb is {} bytes", bomb.len());
+    let mut small = options(target_4x6());
+    small.limits.max_pixels = 1_000_000;
+    match render(&bomb, InputFormat::Pdf, &small) {
+        Err(RenderError::InflatesTooFar {
+            limit: 8_000_000, ..
+        }) => {}
+        other => panic!("expected the Flate bomb to be refused, got {other:?}"),
+    }
+}
+
+#[test]
+fn compressed_pdf_content_renders_like_plain_content() {
+    let page = |content: &str| PdfPage {
+        width_pt: 288.0,
+        height_pt: 432.0,
+        content: content.to_owned(),
+    };
+    let content = format!(
+        "{}BT /F1 12 Tf 18 200 Td (COMPRESSED) Tj ET",
+        "18 342 108 72 re f "
+    );
+    let plain = render(
+        &write_pdf(&[page(&content)], None),
+        InputFormat::Pdf,
+        &options(target_4x6()),
+    )
+    .expect("rendering plain content");
+    let compressed = render(
+        &write_compressed_pdf(&[page(&content)]),
+        InputFormat::Pdf,
+        &options(target_4x6()),
+    )
+    .expect("rendering compressed content");
+    assert_eq!(plain, compressed);
+    let filled = inside_pt(PDF_BOX_PT, 432.0, 1);
+    assert_eq!(black_in(&compressed[0].bitmap, filled), area(filled));
 }
 
 #[test]

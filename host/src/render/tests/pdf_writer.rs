@@ -21,6 +21,22 @@ pub(crate) struct DeclaredImage {
 
 /// Serialises a complete PDF 1.4 document with a correct cross-reference table.
 pub(crate) fn write_pdf(pages: &[PdfPage], image: Option<&DeclaredImage>) -> Vec<u8> {
+    write(pages, image, false)
+}
+
+/// Like [`write_pdf`], with each page's content stream Flate-compressed as PDF writers do.
+pub(crate) fn write_compressed_pdf(pages: &[PdfPage]) -> Vec<u8> {
+    write(pages, None, true)
+}
+
+fn deflate(data: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).expect("compressing in memory");
+    encoder.finish().expect("compressing in memory")
+}
+
+fn write(pages: &[PdfPage], image: Option<&DeclaredImage>, compress: bool) -> Vec<u8> {
     // Object numbers: 1 catalog, 2 page tree, 3 font, 4 image (if any), then a page object
     // and its content stream for each page.
     let first_page_object = 5;
@@ -69,8 +85,13 @@ pub(crate) fn write_pdf(pages: &[PdfPage], image: Option<&DeclaredImage>) -> Vec
             )
             .into_bytes(),
         ));
-        let mut stream = format!("<< /Length {} >>\nstream\n", page.content.len()).into_bytes();
-        stream.extend_from_slice(page.content.as_bytes());
+        let (filter, data) = if compress {
+            (" /Filter /FlateDecode", deflate(page.content.as_bytes()))
+        } else {
+            ("", page.content.as_bytes().to_vec())
+        };
+        let mut stream = format!("<< /Length {}{filter} >>\nstream\n", data.len()).into_bytes();
+        stream.extend_from_slice(&data);
         stream.extend_from_slice(b"\nendstream");
         objects.push((id + 1, stream));
     }
