@@ -17,3 +17,9 @@ mod cli;
 
 /// Repository hygiene: module docs on every source file.
 mod tidy;
+
+/// The MQTT link against the emulator: transports, refusals, reconnects, persistent sessions.
+mod mqtt_link;
+
+/// Fixtures for the cloud tests: the emulator's cloud as a child process, link helpers.
+mod support_cloud;
