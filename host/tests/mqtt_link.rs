@@ -2,7 +2,9 @@
 //! round trips, refusals with a clear reason, reconnection after a broker restart and the
 //! persistent session.
 
-use devicehub::cloud::link::{FailureKind, LinkState, Qos};
+use std::time::Duration;
+
+use devicehub::cloud::link::{Backoff, FailureKind, LinkState, Qos};
 use devicehub::storage::DeviceIdentity;
 
 use crate::support_cloud::{next_on, start_link, wait_connected, wait_for_state, Cloud};
@@ -20,6 +22,7 @@ async fn round_trip_over(cloud: &Cloud, thing: &str, transport_name: &str) {
     let filter = format!("devicehub/{thing}/test/#");
     link.handle
         .subscribe(&filter, Qos::AtLeastOnce)
+        .await
         .expect("subscribe");
     assert!(
         !wait_connected(&mut state).await,
@@ -120,10 +123,18 @@ async fn a_certificate_the_cloud_never_issued_is_refused() {
 async fn reconnects_and_resubscribes_after_the_broker_restarts() {
     let mut cloud = Cloud::start();
     let identity = cloud.thing("desk-restart");
-    let (mut link, shutdown) = start_link(cloud.link_config(identity, cloud.mutual_tls()));
+    let mut config = cloud.link_config(identity, cloud.mutual_tls());
+    // Retries half a second apart at least, so that the test sees the first failure of an
+    // outage before a second one replaces it on the watch channel.
+    config.backoff = Backoff {
+        initial: Duration::from_millis(500),
+        max: Duration::from_secs(1),
+    };
+    let (mut link, shutdown) = start_link(config);
     let mut state = link.handle.state();
     link.handle
         .subscribe("devicehub/desk-restart/test/#", Qos::AtLeastOnce)
+        .await
         .expect("subscribe");
     wait_connected(&mut state).await;
     let topic = "devicehub/desk-restart/test/ping";
@@ -154,6 +165,17 @@ async fn reconnects_and_resubscribes_after_the_broker_restarts() {
         &next_on(&mut link.incoming, topic).await.payload[..],
         b"after"
     );
+
+    // The reconnect reset the backoff: the next outage starts again at the first attempt.
+    cloud.kill();
+    let down = wait_for_state(&mut state, "reconnecting", |s| {
+        matches!(s, LinkState::Reconnecting { .. })
+    })
+    .await;
+    assert!(
+        matches!(down, LinkState::Reconnecting { attempt: 1, .. }),
+        "{down:?}"
+    );
     shutdown.cancel();
     link.task.await.expect("the link task ends");
 }
@@ -169,6 +191,7 @@ async fn the_session_keeps_subscriptions_and_queued_messages_while_offline() {
     first
         .handle
         .subscribe(notify, Qos::AtLeastOnce)
+        .await
         .expect("subscribe");
     wait_connected(&mut state).await;
     // A round trip on the link's own topic proves the subscription above reached the broker
@@ -176,6 +199,7 @@ async fn the_session_keeps_subscriptions_and_queued_messages_while_offline() {
     first
         .handle
         .subscribe("devicehub/desk-session/test/#", Qos::AtLeastOnce)
+        .await
         .expect("subscribe");
     let mut incoming = first.incoming;
     first
@@ -237,7 +261,7 @@ async fn a_lost_connection_publishes_the_last_will_and_a_clean_stop_does_not() {
             if reasons.len() >= 2 {
                 return reasons;
             }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     })
     .await

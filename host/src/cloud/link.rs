@@ -409,8 +409,9 @@ impl LinkHandle {
     }
 
     /// Subscribes to `filter` now if connected, and again after every reconnect that lost the
-    /// session. Returns once the request is queued; a broker refusal is logged.
-    pub fn subscribe(&self, filter: &str, qos: Qos) -> Result<(), LinkError> {
+    /// session. Returns once the request is queued (waiting only while the request queue is
+    /// full); a broker refusal is logged.
+    pub async fn subscribe(&self, filter: &str, qos: Qos) -> Result<(), LinkError> {
         if !valid_filter(filter) {
             return Err(LinkError::Filter(filter.to_string()));
         }
@@ -421,21 +422,23 @@ impl LinkHandle {
         };
         if send_now {
             self.client
-                .try_subscribe(filter, qos.into())
+                .subscribe(filter, qos.into())
+                .await
                 .map_err(|_| LinkError::Stopped)?;
         }
         Ok(())
     }
 
     /// Forgets `filter` and unsubscribes from it if connected.
-    pub fn unsubscribe(&self, filter: &str) -> Result<(), LinkError> {
+    pub async fn unsubscribe(&self, filter: &str) -> Result<(), LinkError> {
         let send_now = {
             let mut subscriptions = lock(&self.subscriptions);
             subscriptions.filters.remove(filter).is_some() && subscriptions.connected
         };
         if send_now {
             self.client
-                .try_unsubscribe(filter)
+                .unsubscribe(filter)
+                .await
                 .map_err(|_| LinkError::Stopped)?;
         }
         Ok(())
@@ -509,6 +512,8 @@ struct Connection {
 impl Connection {
     async fn run(mut self, shutdown: CancellationToken) {
         let mut failures: u32 = 0;
+        // Set while the consumer lags, so that the warning is logged once per episode.
+        let mut consumer_behind = false;
         loop {
             let event = tokio::select! {
                 biased;
@@ -531,7 +536,8 @@ impl Connection {
                         retain: publish.retain,
                         duplicate: publish.dup,
                     };
-                    if self.incoming.capacity() == 0 {
+                    if self.incoming.capacity() == 0 && !consumer_behind {
+                        consumer_behind = true;
                         tracing::warn!(
                             "the consumer of cloud messages is behind; pausing reads from the broker"
                         );
@@ -539,9 +545,14 @@ impl Connection {
                     tokio::select! {
                         biased;
                         _ = shutdown.cancelled() => break,
-                        sent = self.incoming.send(message) => if sent.is_err() {
-                            tracing::debug!("nobody reads cloud messages any more; dropping one");
-                        },
+                        sent = self.incoming.send(message) => {
+                            if sent.is_err() {
+                                tracing::debug!("nobody reads cloud messages any more; dropping one");
+                            }
+                            if consumer_behind && self.incoming.capacity() > 0 {
+                                consumer_behind = false;
+                            }
+                        }
                     }
                 }
                 Ok(Event::Incoming(Packet::SubAck(ack))) => {
@@ -816,7 +827,7 @@ mod tests {
             Err(LinkError::Topic(_))
         ));
         assert!(matches!(
-            handle.subscribe("a/#/b", Qos::AtLeastOnce),
+            handle.subscribe("a/#/b", Qos::AtLeastOnce).await,
             Err(LinkError::Filter(_))
         ));
         shutdown.cancel();
