@@ -20,6 +20,14 @@
 //!   will is not sent.
 //! - Reconnects with exponential backoff and full jitter ([`Backoff`]), reset by a CONNACK.
 //!
+//! # Delivery
+//! rumqttc acknowledges a QoS 1 publish as soon as the loop reads it, before the consumer of
+//! [`StartedLink::incoming`] has handled it. A message in the channel when DeviceHub dies is
+//! therefore lost, not redelivered; the jobs code must not rely on redelivery and asks the
+//! cloud for pending jobs (`jobs/get`, `start-next`) after every (re)connection instead. The
+//! channel is bounded: a slow consumer pauses reading from the broker rather than losing
+//! messages.
+//!
 //! # Transports
 //! [`LinkTransport`]: MQTT over mutual TLS (port 8883), over mutual TLS on 443 with ALPN
 //! `x-amzn-mqtt-ca`, and over WebSocket on 443 (`wss://HOST/mqtt`) with the client certificate
