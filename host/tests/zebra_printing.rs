@@ -162,7 +162,7 @@ async fn assert_fault_stops_the_job(
     let plugin_error = err.plugin_error().expect("the plugin refused the job");
     assert_eq!(plugin_error.kind, ErrorKind::NotReady);
     assert_eq!(
-        plugin_error.printer_state.clone().into_option(),
+        plugin_error.printer_state.into_option(),
         Some(state)
     );
     assert!(
