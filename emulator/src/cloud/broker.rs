@@ -1,11 +1,10 @@
-//! The embedded MQTT 3.1.1 broker, written to behave like AWS IoT Core's message broker for
-//! what DeviceHub uses: QoS 0 and 1, persistent sessions, session takeover by client id,
+//! The embedded MQTT broker (3.1.1 and 5), written to behave like AWS IoT Core's message broker
+//! for what DeviceHub uses: QoS 0 and 1, persistent sessions, session takeover by client id,
 //! keepalive, last will, lifecycle (presence) events, and per-certificate authorization.
 //!
 //! It is transport-agnostic: the listeners in [`super::listeners`] terminate TLS (and
 //! WebSocket) and hand each authenticated byte stream to [`Broker::serve_connection`] with the
-//! id of the client certificate the peer presented. Packets are encoded and decoded with
-//! rumqttc's MQTT 3.1.1 codec.
+//! id of the client certificate the peer presented. Framing is in [`super::wire`].
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -13,21 +12,22 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use rumqttc::mqttbytes::v4::{
-    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
-};
-use rumqttc::mqttbytes::{Error as CodecError, Protocol, QoS};
+use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::registry::{CertificateRole, Registry};
 use super::topics;
+use super::wire::{
+    self, ClientPacket, ConnectOutcome, ConnectRequest, DecodeError, DisconnectReason, Message,
+    ServerPacket, SubscribeOutcome, Version,
+};
 use super::{Clock, Shutdown};
 
 /// Largest payload AWS IoT Core accepts.
 pub const MAX_PAYLOAD_BYTES: usize = 128 * 1024;
-/// Largest packet read: the payload limit plus room for the topic and header.
-const MAX_PACKET_BYTES: usize = MAX_PAYLOAD_BYTES + 2048;
+/// Largest packet read: the payload limit plus room for the topic, properties and header.
+const MAX_PACKET_BYTES: usize = MAX_PAYLOAD_BYTES + 4096;
 /// Longest client id AWS IoT Core accepts.
 const MAX_CLIENT_ID_BYTES: usize = 128;
 /// A client must send CONNECT this soon after the transport is up.
@@ -43,18 +43,10 @@ pub struct PeerIdentity {
     pub address: SocketAddr,
 }
 
-/// One message on its way to a subscriber.
-#[derive(Debug, Clone)]
-struct Delivery {
-    topic: String,
-    payload: Bytes,
-    qos: QoS,
-}
-
 /// What the broker asks a live connection's task to do.
 #[derive(Debug)]
 enum Outbound {
-    Deliver(Delivery),
+    Deliver(Message),
     /// Another connection took over the client id: close without publishing the will.
     TakenOver,
 }
@@ -66,14 +58,22 @@ struct LiveConnection {
     tx: mpsc::UnboundedSender<Outbound>,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Subscription {
+    qos: QoS,
+    /// MQTT 5 "no local": the subscriber's own publishes are not sent back to it.
+    no_local: bool,
+}
+
 #[derive(Debug, Default)]
 struct Session {
-    subscriptions: HashMap<String, QoS>,
+    subscriptions: HashMap<String, Subscription>,
     connection: Option<LiveConnection>,
-    /// Clean session = false: subscriptions and QoS 1 messages outlive the connection.
+    /// The session outlives its connection (3.1.1 clean session = false, or an MQTT 5
+    /// session expiry interval above 0).
     persistent: bool,
     /// QoS 1 messages that arrived while no connection was live.
-    queued: VecDeque<Delivery>,
+    queued: VecDeque<Message>,
 }
 
 #[derive(Debug, Default)]
@@ -96,7 +96,7 @@ impl std::fmt::Debug for Broker {
     }
 }
 
-/// Why a connection ended, for the lifecycle event and the log.
+/// Why a connection ended, for the lifecycle event, the log and an MQTT 5 DISCONNECT.
 #[derive(Debug)]
 enum CloseReason {
     ClientDisconnect,
@@ -105,6 +105,8 @@ enum CloseReason {
     KeepAliveTimeout,
     ConnectionLost(String),
     ProtocolError(String),
+    PacketTooLarge,
+    QosNotSupported,
     Forbidden(String),
 }
 
@@ -128,8 +130,23 @@ impl CloseReason {
             Self::Shutdown => "SERVER_INITIATED_DISCONNECT",
             Self::KeepAliveTimeout => "MQTT_KEEP_ALIVE_TIMEOUT",
             Self::ConnectionLost(_) => "CONNECTION_LOST",
-            Self::ProtocolError(_) => "CLIENT_ERROR",
+            Self::ProtocolError(_) | Self::QosNotSupported => "CLIENT_ERROR",
+            Self::PacketTooLarge => "MESSAGE_TOO_LARGE",
             Self::Forbidden(_) => "FORBIDDEN_ACCESS",
+        }
+    }
+
+    /// What an MQTT 5 client is told before the broker closes the connection.
+    fn disconnect_reason(&self) -> Option<DisconnectReason> {
+        match self {
+            Self::ClientDisconnect | Self::ConnectionLost(_) => None,
+            Self::TakenOver => Some(DisconnectReason::SessionTakenOver),
+            Self::Shutdown => Some(DisconnectReason::ShuttingDown),
+            Self::KeepAliveTimeout => Some(DisconnectReason::KeepAliveTimeout),
+            Self::ProtocolError(_) => Some(DisconnectReason::ProtocolError),
+            Self::PacketTooLarge => Some(DisconnectReason::PacketTooLarge),
+            Self::QosNotSupported => Some(DisconnectReason::QosNotSupported),
+            Self::Forbidden(_) => Some(DisconnectReason::NotAuthorized),
         }
     }
 }
@@ -159,26 +176,24 @@ impl Broker {
             .collect()
     }
 
-    /// Delivers a message to every matching subscription.
-    fn route(&self, topic: &str, payload: Bytes, qos: QoS) {
+    /// Delivers a message to every matching subscription; `origin` is the publishing client.
+    fn route(&self, message: &Message, origin: Option<&str>) {
         let mut state = self.lock();
-        for session in state.sessions.values_mut() {
+        for (client_id, session) in state.sessions.iter_mut() {
+            let own = origin == Some(client_id.as_str());
             let granted = session
                 .subscriptions
                 .iter()
-                .filter(|(filter, _)| topics::matches(topic, filter))
-                .map(|(_, q)| *q)
+                .filter(|(filter, sub)| {
+                    !(own && sub.no_local) && topics::matches(&message.topic, filter)
+                })
+                .map(|(_, sub)| sub.qos)
                 .max_by_key(|q| *q as u8);
             let Some(granted) = granted else { continue };
-            let delivery = Delivery {
-                topic: topic.to_string(),
-                payload: payload.clone(),
-                qos: if (granted as u8) < (qos as u8) {
-                    granted
-                } else {
-                    qos
-                },
-            };
+            let mut delivery = message.clone();
+            if (granted as u8) < (message.qos as u8) {
+                delivery.qos = granted;
+            }
             match &session.connection {
                 Some(live) => {
                     // A closed channel means the connection is ending; its task requeues
@@ -217,11 +232,43 @@ impl Broker {
                 serde_json::Value::Bool(matches!(reason, CloseReason::ClientDisconnect));
             event["disconnectReason"] = serde_json::Value::from(reason.aws_reason());
         }
-        self.route(
-            &format!("$aws/events/presence/{event_type}/{client_id}"),
-            Bytes::from(event.to_string()),
-            QoS::AtLeastOnce,
-        );
+        let message = Message {
+            topic: format!("$aws/events/presence/{event_type}/{client_id}"),
+            payload: Bytes::from(event.to_string()),
+            qos: QoS::AtLeastOnce,
+            properties: None,
+        };
+        self.route(&message, None);
+    }
+
+    /// Decides whether a CONNECT is accepted; returns the certificate's role when it is.
+    fn authorize_connect(
+        &self,
+        connect: &ConnectRequest,
+        peer: &PeerIdentity,
+    ) -> Result<CertificateRole, ConnectOutcome> {
+        let client_id = &connect.client_id;
+        if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_BYTES {
+            return Err(ConnectOutcome::BadClientId);
+        }
+        let role = self
+            .registry
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .certificate(&peer.certificate_id)
+            .map(|c| c.role.clone());
+        let authorized = match &role {
+            Some(CertificateRole::Thing { thing_name }) => thing_name == client_id,
+            Some(CertificateRole::Claim) | Some(CertificateRole::Service) => true,
+            Some(CertificateRole::Pending) | None => false,
+        };
+        match role {
+            Some(role) if authorized => Ok(role),
+            _ => {
+                tracing::info!(client_id, certificate = %peer.certificate_id, "connection refused: not authorized");
+                Err(ConnectOutcome::NotAuthorized)
+            }
+        }
     }
 
     /// Serves one client connection until it ends or `shutdown` fires.
@@ -231,19 +278,22 @@ impl Broker {
     {
         let mut conn = Connection {
             stream,
+            version: None,
             read_buf: BytesMut::with_capacity(4096),
             write_buf: BytesMut::with_capacity(4096),
         };
         let connect = tokio::select! {
             read = tokio::time::timeout(CONNECT_TIMEOUT, conn.read_packet()) => match read {
-                Ok(Ok(Packet::Connect(connect))) => connect,
+                Ok(Ok(ClientPacket::Connect(connect))) => connect,
                 Ok(Ok(other)) => {
                     tracing::debug!(peer = %peer.address, "first packet was not CONNECT: {other:?}");
                     return;
                 }
-                Ok(Err(ReadError::Codec(CodecError::InvalidProtocolLevel(_))))
-                | Ok(Err(ReadError::Codec(CodecError::InvalidProtocol))) => {
-                    let _ = conn.write_packet(&Packet::ConnAck(ConnAck::new(ConnectReturnCode::RefusedProtocolVersion, false))).await;
+                Ok(Err(ReadError::Decode(DecodeError::UnsupportedVersion(level)))) => {
+                    tracing::debug!(peer = %peer.address, level, "unsupported MQTT version");
+                    // MQTT 3.1.1 section 3.2.2.3: answer return code 1, then close.
+                    conn.version = Some(Version::V311);
+                    let _ = conn.write(&ServerPacket::ConnAck(ConnectOutcome::UnsupportedVersion)).await;
                     return;
                 }
                 Ok(Err(e)) => {
@@ -254,44 +304,18 @@ impl Broker {
             },
             _ = shutdown.wait() => return,
         };
-
-        let refuse = |code| Packet::ConnAck(ConnAck::new(code, false));
-        // MQTT 5 is recognised by the codec but its CONNECT carries properties the 3.1.1
-        // decoder does not read: refuse it with the protocol-version code, as 3.1.1 says.
-        if connect.protocol != Protocol::V4 {
-            let _ = conn
-                .write_packet(&refuse(ConnectReturnCode::RefusedProtocolVersion))
-                .await;
-            return;
-        }
+        conn.version = Some(connect.version);
+        let role = match self.authorize_connect(&connect, &peer) {
+            Ok(role) => role,
+            Err(refusal) => {
+                let _ = conn.write(&ServerPacket::ConnAck(refusal)).await;
+                return;
+            }
+        };
         let client_id = connect.client_id.clone();
-        if client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_BYTES {
-            let _ = conn
-                .write_packet(&refuse(ConnectReturnCode::BadClientId))
-                .await;
-            return;
-        }
-        let role = self
-            .registry
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .certificate(&peer.certificate_id)
-            .map(|c| c.role.clone());
-        let authorized = match &role {
-            Some(CertificateRole::Thing { thing_name }) => *thing_name == client_id,
-            Some(CertificateRole::Claim) | Some(CertificateRole::Service) => true,
-            Some(CertificateRole::Pending) | None => false,
-        };
-        let Some(role) = role.filter(|_| authorized) else {
-            tracing::info!(client_id, certificate = %peer.certificate_id, "connection refused: not authorized");
-            let _ = conn
-                .write_packet(&refuse(ConnectReturnCode::NotAuthorized))
-                .await;
-            return;
-        };
 
         // AWS IoT Core treats 0 as 1200 s and raises anything under 30 s to 30 s.
-        let keep_alive_s = match connect.keep_alive {
+        let keep_alive_s = match connect.keep_alive_s {
             0 => 1200,
             k => k.clamp(30, 1200),
         };
@@ -302,7 +326,7 @@ impl Broker {
             let mut state = self.lock();
             state.next_connection_id += 1;
             let connection_id = state.next_connection_id;
-            if connect.clean_session {
+            if connect.clean_start {
                 if let Some(old) = state.sessions.remove(&client_id) {
                     if let Some(live) = old.connection {
                         let _ = live.tx.send(Outbound::TakenOver);
@@ -310,11 +334,17 @@ impl Broker {
                 }
             }
             let session = state.sessions.entry(client_id.clone()).or_default();
-            let session_present = !connect.clean_session && session.persistent;
+            let session_present = !connect.clean_start && session.persistent;
+            if !session_present {
+                // A session that was not kept starts empty (MQTT 5 clean start = false with
+                // an expired session, or a first connection).
+                session.subscriptions.clear();
+                session.queued.clear();
+            }
             if let Some(old) = session.connection.take() {
                 let _ = old.tx.send(Outbound::TakenOver);
             }
-            session.persistent = !connect.clean_session;
+            session.persistent = connect.persistent();
             session.connection = Some(LiveConnection {
                 id: connection_id,
                 tx,
@@ -325,30 +355,28 @@ impl Broker {
                 std::mem::take(&mut session.queued),
             )
         };
-        if conn
-            .write_packet(&Packet::ConnAck(ConnAck::new(
-                ConnectReturnCode::Success,
-                session_present,
-            )))
-            .await
-            .is_err()
-        {
+        let accepted = ConnectOutcome::Accepted {
+            session_present,
+            server_keep_alive_s: (keep_alive_s != connect.keep_alive_s).then_some(keep_alive_s),
+        };
+        if conn.write(&ServerPacket::ConnAck(accepted)).await.is_err() {
             self.end_session(&client_id, connection_id, Vec::new());
             return;
         }
-        tracing::debug!(client_id, "connected");
+        tracing::debug!(client_id, version = ?connect.version, "connected");
         self.lifecycle_event(&client_id, &peer, None);
 
         let mut outgoing = OutgoingState::default();
         let mut reason = None;
-        for delivery in queued {
-            if let Err(e) = outgoing.send(&mut conn, delivery).await {
+        for message in queued {
+            if let Err(e) = outgoing.send(&mut conn, message).await {
                 reason = Some(CloseReason::ConnectionLost(e.to_string()));
                 break;
             }
         }
 
         let mut last_heard = tokio::time::Instant::now();
+        let mut publish_will_on_disconnect = false;
         let reason = match reason {
             Some(reason) => reason,
             None => loop {
@@ -361,10 +389,15 @@ impl Broker {
                         let packet = match read {
                             Err(ReadError::Closed) => break CloseReason::ConnectionLost("closed by peer".into()),
                             Err(ReadError::Io(e)) => break CloseReason::ConnectionLost(e.to_string()),
-                            Err(ReadError::Codec(e)) => break CloseReason::ProtocolError(e.to_string()),
+                            Err(ReadError::Decode(DecodeError::TooLarge(_))) => break CloseReason::PacketTooLarge,
+                            Err(ReadError::Decode(e)) => break CloseReason::ProtocolError(e.to_string()),
                             Ok(packet) => packet,
                         };
                         last_heard = tokio::time::Instant::now();
+                        if let ClientPacket::Disconnect { publish_will } = packet {
+                            publish_will_on_disconnect = publish_will;
+                            break CloseReason::ClientDisconnect;
+                        }
                         match self.handle_packet(&mut conn, &client_id, &role, &mut outgoing, packet).await {
                             Ok(None) => {}
                             Ok(Some(reason)) => break reason,
@@ -372,8 +405,8 @@ impl Broker {
                         }
                     }
                     command = rx.recv() => match command {
-                        Some(Outbound::Deliver(delivery)) => {
-                            if let Err(e) = outgoing.send(&mut conn, delivery).await {
+                        Some(Outbound::Deliver(message)) => {
+                            if let Err(e) = outgoing.send(&mut conn, message).await {
                                 break CloseReason::ConnectionLost(e.to_string());
                             }
                         }
@@ -385,31 +418,42 @@ impl Broker {
             },
         };
         tracing::debug!(client_id, %reason, "connection closed");
+        if let Some(disconnect) = reason.disconnect_reason() {
+            let _ = conn.write(&ServerPacket::Disconnect(disconnect)).await;
+        }
         let _ = conn.stream.shutdown().await;
 
-        if !matches!(
-            reason,
-            CloseReason::ClientDisconnect | CloseReason::TakenOver
-        ) {
-            if let Some(will) = &connect.last_will {
+        let will_due = match reason {
+            CloseReason::ClientDisconnect => publish_will_on_disconnect,
+            CloseReason::TakenOver => false,
+            _ => true,
+        };
+        if will_due {
+            if let Some(will) = &connect.will {
                 if topics::valid_topic(&will.topic) && topics::may_publish(&role, &will.topic) {
-                    self.route(&will.topic, will.message.clone(), cap_qos(will.qos));
+                    let message = Message {
+                        topic: will.topic.clone(),
+                        payload: will.payload.clone(),
+                        qos: cap_qos(will.qos),
+                        properties: will.properties.clone(),
+                    };
+                    self.route(&message, Some(&client_id));
                 }
             }
         }
-        let mut unacknowledged: Vec<(Delivery, u64)> = outgoing.inflight.into_values().collect();
-        unacknowledged.sort_by_key(|d| d.1);
+        let mut unacknowledged: Vec<(Message, u64)> = outgoing.inflight.into_values().collect();
+        unacknowledged.sort_by_key(|(_, sequence)| *sequence);
         self.end_session(
             &client_id,
             connection_id,
-            unacknowledged.into_iter().map(|(d, _)| d).collect(),
+            unacknowledged.into_iter().map(|(m, _)| m).collect(),
         );
         self.lifecycle_event(&client_id, &peer, Some(&reason));
     }
 
     /// Detaches a finished connection from its session, keeping unacknowledged QoS 1
     /// messages for the next connection when the session is persistent.
-    fn end_session(&self, client_id: &str, connection_id: u64, unacknowledged: Vec<Delivery>) {
+    fn end_session(&self, client_id: &str, connection_id: u64, unacknowledged: Vec<Message>) {
         let mut state = self.lock();
         let Some(session) = state.sessions.get_mut(client_id) else {
             return;
@@ -421,20 +465,20 @@ impl Broker {
                     state.sessions.remove(client_id);
                     return;
                 }
-                for delivery in unacknowledged.into_iter().rev() {
-                    session.queued.push_front(delivery);
+                for message in unacknowledged.into_iter().rev() {
+                    session.queued.push_front(message);
                 }
             }
             // A newer connection owns the session: hand it what this one left unacknowledged.
             Some(live) if session.persistent => {
-                for delivery in unacknowledged {
-                    let _ = live.tx.send(Outbound::Deliver(delivery));
+                for message in unacknowledged {
+                    let _ = live.tx.send(Outbound::Deliver(message));
                 }
             }
             Some(_) => {}
             None if session.persistent => {
-                for delivery in unacknowledged.into_iter().rev() {
-                    session.queued.push_front(delivery);
+                for message in unacknowledged.into_iter().rev() {
+                    session.queued.push_front(message);
                 }
             }
             None => {}
@@ -448,92 +492,94 @@ impl Broker {
         client_id: &str,
         role: &CertificateRole,
         outgoing: &mut OutgoingState,
-        packet: Packet,
+        packet: ClientPacket,
     ) -> std::io::Result<Option<CloseReason>>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
         match packet {
-            Packet::Publish(publish) => {
-                if publish.qos == QoS::ExactlyOnce {
-                    return Ok(Some(CloseReason::ProtocolError(
-                        "QoS 2 is not supported".into(),
-                    )));
+            ClientPacket::Publish { pkid, message } => {
+                if message.qos == QoS::ExactlyOnce {
+                    return Ok(Some(CloseReason::QosNotSupported));
                 }
-                if publish.payload.len() > MAX_PAYLOAD_BYTES {
-                    return Ok(Some(CloseReason::ProtocolError(
-                        "payload larger than 128 KB".into(),
-                    )));
+                if message.payload.len() > MAX_PAYLOAD_BYTES {
+                    return Ok(Some(CloseReason::PacketTooLarge));
                 }
-                if !topics::valid_topic(&publish.topic) {
+                if !topics::valid_topic(&message.topic) {
                     return Ok(Some(CloseReason::ProtocolError(format!(
                         "invalid topic {:?}",
-                        publish.topic
+                        message.topic
                     ))));
                 }
                 // AWS IoT Core closes the connection of a client that publishes where its
                 // policy does not allow.
-                if !topics::may_publish(role, &publish.topic) {
-                    tracing::info!(client_id, topic = %publish.topic, "publish refused by policy");
-                    return Ok(Some(CloseReason::Forbidden(publish.topic)));
+                if !topics::may_publish(role, &message.topic) {
+                    tracing::info!(client_id, topic = %message.topic, "publish refused by policy");
+                    return Ok(Some(CloseReason::Forbidden(message.topic)));
                 }
-                if publish.qos == QoS::AtLeastOnce {
-                    conn.write_packet(&Packet::PubAck(PubAck::new(publish.pkid)))
-                        .await?;
+                if message.qos == QoS::AtLeastOnce {
+                    conn.write(&ServerPacket::PubAck(pkid)).await?;
                 }
-                self.route(&publish.topic, publish.payload, publish.qos);
+                self.route(&message, Some(client_id));
             }
-            Packet::Subscribe(subscribe) => {
+            ClientPacket::Subscribe { pkid, filters } => {
                 // AWS IoT Core sends no SUBACK at all for a QoS 2 subscription.
-                if subscribe.filters.iter().any(|f| f.qos == QoS::ExactlyOnce) {
+                if filters.iter().any(|f| f.qos == QoS::ExactlyOnce) {
                     return Ok(None);
                 }
-                let mut codes = Vec::with_capacity(subscribe.filters.len());
+                let mut outcomes = Vec::with_capacity(filters.len());
                 {
                     let mut state = self.lock();
                     let Some(session) = state.sessions.get_mut(client_id) else {
                         return Ok(Some(CloseReason::TakenOver));
                     };
-                    for filter in subscribe.filters {
-                        if topics::valid_filter(&filter.path)
-                            && topics::may_subscribe(role, &filter.path)
-                        {
-                            session
-                                .subscriptions
-                                .insert(filter.path.clone(), filter.qos);
-                            codes.push(SubscribeReasonCode::Success(filter.qos));
+                    for request in filters {
+                        let outcome = if !topics::valid_filter(&request.filter) {
+                            SubscribeOutcome::InvalidFilter
+                        } else if !topics::may_subscribe(role, &request.filter) {
+                            tracing::info!(client_id, filter = %request.filter, "subscription refused by policy");
+                            SubscribeOutcome::NotAuthorized
                         } else {
-                            tracing::info!(client_id, filter = %filter.path, "subscription refused by policy");
-                            codes.push(SubscribeReasonCode::Failure);
-                        }
+                            session.subscriptions.insert(
+                                request.filter,
+                                Subscription {
+                                    qos: request.qos,
+                                    no_local: request.no_local,
+                                },
+                            );
+                            SubscribeOutcome::Granted(request.qos)
+                        };
+                        outcomes.push(outcome);
                     }
                 }
-                conn.write_packet(&Packet::SubAck(SubAck::new(subscribe.pkid, codes)))
-                    .await?;
+                conn.write(&ServerPacket::SubAck { pkid, outcomes }).await?;
             }
-            Packet::Unsubscribe(unsubscribe) => {
+            ClientPacket::Unsubscribe { pkid, filters } => {
                 {
                     let mut state = self.lock();
                     if let Some(session) = state.sessions.get_mut(client_id) {
-                        for topic in &unsubscribe.topics {
-                            session.subscriptions.remove(topic);
+                        for filter in &filters {
+                            session.subscriptions.remove(filter);
                         }
                     }
                 }
-                conn.write_packet(&Packet::UnsubAck(UnsubAck::new(unsubscribe.pkid)))
-                    .await?;
+                conn.write(&ServerPacket::UnsubAck {
+                    pkid,
+                    count: filters.len(),
+                })
+                .await?;
             }
-            Packet::PubAck(ack) => {
-                outgoing.inflight.remove(&ack.pkid);
+            ClientPacket::PubAck(pkid) => {
+                outgoing.inflight.remove(&pkid);
             }
-            Packet::PingReq => conn.write_packet(&Packet::PingResp).await?,
-            Packet::Disconnect => return Ok(Some(CloseReason::ClientDisconnect)),
-            Packet::Connect(_) => {
+            ClientPacket::PingReq => conn.write(&ServerPacket::PingResp).await?,
+            ClientPacket::Disconnect { .. } => return Ok(Some(CloseReason::ClientDisconnect)),
+            ClientPacket::Connect(_) => {
                 return Ok(Some(CloseReason::ProtocolError("second CONNECT".into())))
             }
-            other => {
+            ClientPacket::Unexpected(what) => {
                 return Ok(Some(CloseReason::ProtocolError(format!(
-                    "unexpected packet from a client: {other:?}"
+                    "unexpected packet from a client: {what}"
                 ))))
             }
         }
@@ -554,21 +600,17 @@ fn cap_qos(qos: QoS) -> QoS {
 struct OutgoingState {
     next_pkid: u16,
     /// Sent and not yet acknowledged, with a sequence number to keep their order on requeue.
-    inflight: HashMap<u16, (Delivery, u64)>,
+    inflight: HashMap<u16, (Message, u64)>,
     sequence: u64,
 }
 
 impl OutgoingState {
-    async fn send<S>(&mut self, conn: &mut Connection<S>, delivery: Delivery) -> std::io::Result<()>
+    async fn send<S>(&mut self, conn: &mut Connection<S>, message: Message) -> std::io::Result<()>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let mut publish = Publish::from_bytes(
-            delivery.topic.clone(),
-            delivery.qos,
-            delivery.payload.clone(),
-        );
-        if delivery.qos == QoS::AtLeastOnce {
+        let mut pkid = 0;
+        if message.qos == QoS::AtLeastOnce {
             // Skip ids still in flight; with 65535 ids and a bounded queue one is always free.
             loop {
                 self.next_pkid = self.next_pkid.wrapping_add(1).max(1);
@@ -576,12 +618,18 @@ impl OutgoingState {
                     break;
                 }
             }
-            publish.pkid = self.next_pkid;
-            self.sequence += 1;
-            self.inflight
-                .insert(publish.pkid, (delivery, self.sequence));
+            pkid = self.next_pkid;
         }
-        conn.write_packet(&Packet::Publish(publish)).await
+        conn.write(&ServerPacket::Publish {
+            pkid,
+            message: &message,
+        })
+        .await?;
+        if message.qos == QoS::AtLeastOnce {
+            self.sequence += 1;
+            self.inflight.insert(pkid, (message, self.sequence));
+        }
+        Ok(())
     }
 }
 
@@ -591,24 +639,26 @@ enum ReadError {
     Closed,
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("malformed packet: {0}")]
-    Codec(CodecError),
+    #[error("{0}")]
+    Decode(DecodeError),
 }
 
-/// A byte stream framed into MQTT packets.
+/// A byte stream framed into MQTT packets of the version the client connected with.
 struct Connection<S> {
     stream: S,
+    /// `None` until the CONNECT has been read.
+    version: Option<Version>,
     read_buf: BytesMut,
     write_buf: BytesMut,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
-    async fn read_packet(&mut self) -> Result<Packet, ReadError> {
+    async fn read_packet(&mut self) -> Result<ClientPacket, ReadError> {
         loop {
-            match Packet::read(&mut self.read_buf, MAX_PACKET_BYTES) {
-                Ok(packet) => return Ok(packet),
-                Err(CodecError::InsufficientBytes(_)) => {}
-                Err(e) => return Err(ReadError::Codec(e)),
+            match wire::decode(&mut self.read_buf, self.version, MAX_PACKET_BYTES) {
+                Ok(Some(packet)) => return Ok(packet),
+                Ok(None) => {}
+                Err(e) => return Err(ReadError::Decode(e)),
             }
             if self.stream.read_buf(&mut self.read_buf).await? == 0 {
                 return Err(ReadError::Closed);
@@ -616,11 +666,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         }
     }
 
-    async fn write_packet(&mut self, packet: &Packet) -> std::io::Result<()> {
+    async fn write(&mut self, packet: &ServerPacket<'_>) -> std::io::Result<()> {
+        let version = self.version.unwrap_or(Version::V311);
         self.write_buf.clear();
-        packet
-            .write(&mut self.write_buf, MAX_PACKET_BYTES)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+        wire::encode(packet, version, MAX_PACKET_BYTES, &mut self.write_buf)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        if self.write_buf.is_empty() {
+            return Ok(());
+        }
         self.stream.write_all(&self.write_buf).await?;
         self.stream.flush().await
     }

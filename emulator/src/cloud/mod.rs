@@ -4,8 +4,9 @@
 //! # Layout
 //! - [`runtime`]: starts and stops everything ([`start`], [`CloudConfig`], [`Endpoints`]).
 //! - [`pki`]: the emulator's CA, server certificate and the client certificates it issues.
-//! - [`broker`], [`listeners`], [`topics`]: the embedded MQTT broker, its TLS / ALPN /
-//!   WebSocket front, and AWS IoT Core's topic rules and per-certificate authorization.
+//! - [`broker`], [`wire`], [`listeners`], [`topics`]: the embedded MQTT 3.1.1 / 5 broker, its
+//!   framing, its TLS / ALPN / WebSocket front, and AWS IoT Core's topic rules and
+//!   per-certificate authorization.
 //! - [`mosquitto`]: configuration for running against an external Mosquitto instead.
 //! - [`shadow`], [`jobs`], [`provisioning`]: the AWS IoT services, synchronous engines that the
 //!   runtime feeds with what arrives on their topics.
@@ -38,6 +39,7 @@ pub mod runtime;
 pub mod shadow;
 pub mod signing;
 pub mod topics;
+pub mod wire;
 
 pub use runtime::{
     start, BrokerMode, Clock, CloudConfig, CloudError, Endpoints, ManualClock, RunningCloud,

@@ -11,6 +11,7 @@
 //! - `shadow`: Device Shadow rows from the reference over the wire.
 //! - `jobs`: Jobs rows over the wire, signed print and scale jobs, signed print-file URLs.
 //! - `durability`: things, shadows and jobs survive a restart on the same data directory.
+//! - `mqtt5`: MQTT 5 clients: CONNACK properties, reason codes, no-local subscriptions.
 //! - `mosquitto`: the generated Mosquitto configuration enforces per-thing ACLs.
 
 mod authorization;
@@ -18,6 +19,7 @@ mod cli;
 mod durability;
 mod jobs;
 mod mosquitto;
+mod mqtt5;
 mod provisioning;
 mod shadow;
 mod support;
