@@ -288,3 +288,95 @@ async fn a_scale_request_is_a_job_and_the_reading_shows_in_the_things_messages()
         .expect("JSON");
     assert_eq!(thing_view["lastHeartbeat"]["uptimeS"], 5);
 }
+
+#[tokio::test]
+async fn a_print_job_by_url_carries_the_url_and_a_signed_cancel_reaches_the_device() {
+    let emulator = Emulator::start().await;
+    let thing = emulator.create_thing("desk-1").await;
+    let secret = thing.device_signature.clone().expect("secret");
+    let mut mqtt = jobs_session(&emulator, &thing).await;
+
+    let body = json!({
+        "url": "https://labels.example.com/label-42.pdf",
+        "format": "pdf",
+        "sha256": "00".repeat(32),
+        "size": 1234
+    });
+    let created = emulator
+        .signed(
+            Method::POST,
+            "/things/desk-1/print-jobs",
+            "",
+            "application/json",
+            body.to_string().into_bytes(),
+            &secret,
+        )
+        .await;
+    assert_eq!(created.status(), 201);
+    let created: Value = created.json().await.expect("JSON");
+    let job_id = created["jobId"].as_str().expect("job id").to_string();
+    let notify = mqtt
+        .expect_json("$aws/things/desk-1/jobs/notify-next")
+        .await;
+    let file = &notify["execution"]["jobDocument"]["file"];
+    assert_eq!(file["url"], "https://labels.example.com/label-42.pdf");
+    assert_eq!(file["format"], "pdf");
+    assert_eq!(file["size"], 1234);
+
+    let plain_http = emulator
+        .signed(
+            Method::POST,
+            "/things/desk-1/print-jobs",
+            "",
+            "application/json",
+            json!({"url": "http://labels.example.com/a.pdf", "format": "pdf"})
+                .to_string()
+                .into_bytes(),
+            &secret,
+        )
+        .await;
+    assert_eq!(
+        plain_http.status(),
+        400,
+        "print files travel over HTTPS only"
+    );
+
+    let path = format!("/things/desk-1/jobs/{job_id}");
+    let unsigned = emulator
+        .http()
+        .delete(emulator.api(&path))
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(unsigned.status(), 401);
+    let cancelled = emulator
+        .signed(
+            Method::DELETE,
+            &path,
+            "",
+            "application/json",
+            Vec::new(),
+            &secret,
+        )
+        .await;
+    assert_eq!(cancelled.status(), 200);
+    let cancelled: Value = cancelled.json().await.expect("JSON");
+    assert_eq!(cancelled["status"], "CANCELED");
+    // The head of the device's pending list changed: it is told there is nothing next.
+    let next = mqtt
+        .expect_json("$aws/things/desk-1/jobs/notify-next")
+        .await;
+    assert!(next.get("execution").is_none(), "{next}");
+
+    let missing = emulator
+        .signed(
+            Method::DELETE,
+            "/things/desk-1/jobs/no-such-job",
+            "",
+            "application/json",
+            Vec::new(),
+            &secret,
+        )
+        .await;
+    assert_eq!(missing.status(), 404);
+}
