@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::QoS;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use super::registry::{CertificateRole, Registry};
 use super::topics;
@@ -34,6 +34,8 @@ const MAX_CLIENT_ID_BYTES: usize = 128;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// QoS 1 messages kept for an offline persistent session; the oldest go first.
 const MAX_QUEUED_PER_SESSION: usize = 1000;
+/// Messages waiting for a live connection's task to write them.
+const MAX_PENDING_PER_CONNECTION: usize = 1000;
 
 /// Who is at the other end of a connection, as established by the transport.
 #[derive(Debug, Clone)]
@@ -43,19 +45,34 @@ pub struct PeerIdentity {
     pub address: SocketAddr,
 }
 
-/// What the broker asks a live connection's task to do.
-#[derive(Debug)]
-enum Outbound {
-    Deliver(Message),
-    /// Another connection took over the client id: close without publishing the will.
-    TakenOver,
-}
-
 #[derive(Debug)]
 struct LiveConnection {
     /// Distinguishes this connection from a later one with the same client id.
     id: u64,
-    tx: mpsc::UnboundedSender<Outbound>,
+    /// Messages to deliver. Bounded: a client that stops reading loses messages beyond
+    /// [`MAX_PENDING_PER_CONNECTION`] instead of growing the broker's memory without limit.
+    tx: mpsc::Sender<Message>,
+    /// Told when another connection takes over the client id: close without the will.
+    taken_over: Arc<Notify>,
+}
+
+impl LiveConnection {
+    fn deliver(&self, client_id: &str, message: Message) {
+        match self.tx.try_send(message) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(dropped)) => {
+                tracing::warn!(client_id, topic = %dropped.topic, "client is not reading; message dropped");
+            }
+            // The connection is ending; its task requeues what it had in flight, and a
+            // message racing that end is lost as it would be on a dropped TCP link.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    fn take_over(&self) {
+        // notify_one keeps a permit when the task is not waiting yet, so the signal is not lost.
+        self.taken_over.notify_one();
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -195,12 +212,7 @@ impl Broker {
                 delivery.qos = granted;
             }
             match &session.connection {
-                Some(live) => {
-                    // A closed channel means the connection is ending; its task requeues
-                    // what it had in flight, and a message racing that end is lost as it
-                    // would be on a dropped TCP link.
-                    let _ = live.tx.send(Outbound::Deliver(delivery));
-                }
+                Some(live) => live.deliver(client_id, delivery),
                 None if session.persistent && delivery.qos == QoS::AtLeastOnce => {
                     if session.queued.len() >= MAX_QUEUED_PER_SESSION {
                         session.queued.pop_front();
@@ -321,7 +333,8 @@ impl Broker {
         };
         let silence_limit = Duration::from_millis(u64::from(keep_alive_s) * 1500);
 
-        let (tx, mut rx) = mpsc::unbounded_channel();
+        let (tx, mut rx) = mpsc::channel(MAX_PENDING_PER_CONNECTION);
+        let taken_over = Arc::new(Notify::new());
         let (connection_id, session_present, queued) = {
             let mut state = self.lock();
             state.next_connection_id += 1;
@@ -329,7 +342,7 @@ impl Broker {
             if connect.clean_start {
                 if let Some(old) = state.sessions.remove(&client_id) {
                     if let Some(live) = old.connection {
-                        let _ = live.tx.send(Outbound::TakenOver);
+                        live.take_over();
                     }
                 }
             }
@@ -342,12 +355,13 @@ impl Broker {
                 session.queued.clear();
             }
             if let Some(old) = session.connection.take() {
-                let _ = old.tx.send(Outbound::TakenOver);
+                old.take_over();
             }
             session.persistent = connect.persistent();
             session.connection = Some(LiveConnection {
                 id: connection_id,
                 tx,
+                taken_over: taken_over.clone(),
             });
             (
                 connection_id,
@@ -404,14 +418,15 @@ impl Broker {
                             Err(e) => break CloseReason::ConnectionLost(e.to_string()),
                         }
                     }
-                    command = rx.recv() => match command {
-                        Some(Outbound::Deliver(message)) => {
+                    message = rx.recv() => match message {
+                        Some(message) => {
                             if let Err(e) = outgoing.send(&mut conn, message).await {
                                 break CloseReason::ConnectionLost(e.to_string());
                             }
                         }
-                        Some(Outbound::TakenOver) | None => break CloseReason::TakenOver,
+                        None => break CloseReason::TakenOver,
                     },
+                    _ = taken_over.notified() => break CloseReason::TakenOver,
                     _ = silence_deadline => break CloseReason::KeepAliveTimeout,
                     _ = shutdown.wait() => break CloseReason::Shutdown,
                 }
@@ -472,7 +487,7 @@ impl Broker {
             // A newer connection owns the session: hand it what this one left unacknowledged.
             Some(live) if session.persistent => {
                 for message in unacknowledged {
-                    let _ = live.tx.send(Outbound::Deliver(message));
+                    live.deliver(client_id, message);
                 }
             }
             Some(_) => {}
