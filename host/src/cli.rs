@@ -58,6 +58,13 @@ pub enum Command {
     /// Print a file (GIF, PNG, JPEG, PDF, or raw printer language) on a device, or write the
     /// printer's bytes to a file.
     Print(Box<PrintArgs>),
+    /// Register this computer with the cloud by fleet provisioning, with the activation code
+    /// the shipping application shows; needs the `[cloud]` section of the config.
+    Register {
+        /// The one-time activation code.
+        #[arg(long)]
+        code: String,
+    },
 }
 
 /// Arguments of `devicehub print`.
@@ -124,6 +131,51 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Plugins => cmd_plugins(&cli.global, &config),
         Command::Devices => cmd_devices(&cli.global, &config),
         Command::Print(args) => cmd_print(&cli.global, &config, *args),
+        Command::Register { code } => cmd_register(&cli.global, &config, &code),
+    }
+}
+
+/// `devicehub register`: prints each step as it happens (with `--json`, one JSON object per
+/// line: the steps, then `{"result":..}` or `{"error":..}`).
+fn cmd_register(global: &GlobalArgs, config: &Config, code: &str) -> anyhow::Result<()> {
+    use crate::cloud::registration::{self, RegistrationSettings};
+    let data_dir = crate::storage::DataDir::new(config.data_dir());
+    let json = global.json;
+    let outcome = RegistrationSettings::from_config(&config.cloud, data_dir.root()).map(|s| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        anyhow::Ok(
+            runtime.block_on(registration::register(&s, &data_dir, code, &mut |step| {
+                if json {
+                    println!("{}", serde_json::json!(step));
+                } else {
+                    println!("{step}");
+                }
+            })),
+        )
+    });
+    let outcome = match outcome {
+        Ok(ran) => ran?,
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(done) => {
+            if json {
+                println!("{}", serde_json::json!({ "result": done }));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "error": { "kind": e.kind(), "message": e.to_string() } })
+                );
+            }
+            Err(anyhow!(e).context("registration failed"))
+        }
     }
 }
 

@@ -33,6 +33,9 @@ pub struct Config {
     /// Devices that cannot be discovered, and USB devices bound to a particular plugin.
     #[serde(default)]
     pub devices: Vec<DeviceEntry>,
+    /// The cloud endpoint and what registration needs (`[cloud]`).
+    #[serde(default)]
+    pub cloud: CloudConfig,
 }
 
 fn default_log_level() -> String {
@@ -47,7 +50,101 @@ impl Default for Config {
             log_level: default_log_level(),
             usb: UsbConfig::default(),
             devices: Vec::new(),
+            cloud: CloudConfig::default(),
         }
+    }
+}
+
+/// The `[cloud]` section: where AWS IoT Core (or the emulator) is and how to register with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudConfig {
+    /// The endpoint host name: AWS IoT Core's device data endpoint
+    /// (`xxxxxxxx-ats.iot.REGION.amazonaws.com`) or `localhost` for the emulator. No default:
+    /// DeviceHub cannot guess the account's endpoint.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// The port. Default: 8883 for `mqtts`, 443 for `alpn443` and `wss` (see [`Self::port`]).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// How MQTT travels: `mqtts` (TLS with the client certificate, AWS port 8883), `alpn443`
+    /// (the same on port 443 with ALPN `x-amzn-mqtt-ca`, for networks that only let 443 out) or
+    /// `wss` (WebSocket, emulator only).
+    #[serde(default = "default_cloud_transport")]
+    pub transport: CloudTransport,
+    /// The CA bundle (PEM) the server's certificate must chain to. Default: Amazon Root CA 1
+    /// and 3, bundled with DeviceHub.
+    #[serde(default)]
+    pub ca_bundle: Option<PathBuf>,
+    /// The fleet provisioning claim certificate (PEM) used once, to register.
+    /// Default: `claim/certificate.pem.crt` in the data directory.
+    #[serde(default)]
+    pub claim_certificate: Option<PathBuf>,
+    /// The claim certificate's private key (PEM). Default: `claim/private.pem.key` in the data
+    /// directory.
+    #[serde(default)]
+    pub claim_private_key: Option<PathBuf>,
+    /// The fleet provisioning template that registers the device.
+    #[serde(default = "default_provisioning_template")]
+    pub provisioning_template: String,
+}
+
+/// The MQTT transports of `[cloud] transport`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudTransport {
+    /// MQTT over TLS with the client certificate.
+    Mqtts,
+    /// MQTT over TLS with the client certificate and ALPN `x-amzn-mqtt-ca`.
+    Alpn443,
+    /// MQTT over WebSocket over TLS (`wss://HOST:PORT/mqtt`).
+    Wss,
+}
+
+fn default_cloud_transport() -> CloudTransport {
+    CloudTransport::Mqtts
+}
+
+fn default_provisioning_template() -> String {
+    "DeviceHubFleet".to_string()
+}
+
+impl Default for CloudConfig {
+    fn default() -> Self {
+        CloudConfig {
+            endpoint: None,
+            port: None,
+            transport: default_cloud_transport(),
+            ca_bundle: None,
+            claim_certificate: None,
+            claim_private_key: None,
+            provisioning_template: default_provisioning_template(),
+        }
+    }
+}
+
+impl CloudConfig {
+    /// The configured port, else the transport's usual one.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(match self.transport {
+            CloudTransport::Mqtts => 8883,
+            CloudTransport::Alpn443 | CloudTransport::Wss => 443,
+        })
+    }
+
+    /// The claim certificate's path: the configured one or `claim/certificate.pem.crt` under
+    /// `data_dir`.
+    pub fn claim_certificate_path(&self, data_dir: &Path) -> PathBuf {
+        self.claim_certificate
+            .clone()
+            .unwrap_or_else(|| data_dir.join("claim").join("certificate.pem.crt"))
+    }
+
+    /// The claim key's path: the configured one or `claim/private.pem.key` under `data_dir`.
+    pub fn claim_private_key_path(&self, data_dir: &Path) -> PathBuf {
+        self.claim_private_key
+            .clone()
+            .unwrap_or_else(|| data_dir.join("claim").join("private.pem.key"))
     }
 }
 
@@ -155,6 +252,17 @@ impl Config {
             path: path.to_path_buf(),
             message,
         };
+        if let Some(endpoint) = &self.cloud.endpoint {
+            if endpoint.is_empty() || endpoint.contains(['/', ':', ' ']) {
+                return Err(invalid(format!(
+                    "cloud.endpoint {endpoint:?} must be a host name alone, without scheme or port \
+                     (e.g. xxxxxxxx-ats.iot.eu-west-1.amazonaws.com)"
+                )));
+            }
+        }
+        if self.cloud.port == Some(0) {
+            return Err(invalid("cloud.port must not be 0".into()));
+        }
         let mut seen = std::collections::BTreeSet::new();
         for device in &self.devices {
             if device.id.is_empty()
@@ -297,6 +405,7 @@ mod tests {
     fn shipped_example_parses_and_round_trips() {
         let config = Config::parse(EXAMPLE, Path::new("devicehub.example.toml")).unwrap();
         assert!(!config.devices.is_empty());
+        assert!(config.cloud.endpoint.is_some(), "the example shows [cloud]");
         let text = toml::to_string(&config).unwrap();
         let again = Config::parse(&text, Path::new("round-trip")).unwrap();
         assert_eq!(config, again);
@@ -334,6 +443,33 @@ mod tests {
         );
         assert!(DeviceAddress::parse("tcp://printer").is_err());
         assert!(DeviceAddress::parse("lpt1").is_err());
+    }
+
+    #[test]
+    fn cloud_section_defaults_and_ports() {
+        let config = Config::parse("", Path::new("x.toml")).unwrap();
+        assert_eq!(config.cloud, CloudConfig::default());
+        assert_eq!(config.cloud.port(), 8883);
+        assert_eq!(config.cloud.provisioning_template, "DeviceHubFleet");
+        let config = Config::parse(
+            "[cloud]\nendpoint = \"localhost\"\ntransport = \"alpn443\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(config.cloud.transport, CloudTransport::Alpn443);
+        assert_eq!(config.cloud.port(), 443);
+        assert_eq!(
+            config.cloud.claim_certificate_path(Path::new("/d")),
+            Path::new("/d/claim/certificate.pem.crt")
+        );
+        let err = Config::parse(
+            "[cloud]\nendpoint = \"mqtts://x:8883\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("cloud.endpoint"), "{err}");
+        let err = Config::parse("[cloud]\ntransport = \"udp\"\n", Path::new("x.toml")).unwrap_err();
+        assert!(err.to_string().contains("udp"), "{err}");
     }
 
     #[test]

@@ -23,3 +23,7 @@ mod mqtt_link;
 
 /// Fixtures for the cloud tests: the emulator's cloud as a child process, link helpers.
 mod support_cloud;
+
+/// Registration by fleet provisioning against the emulator: the `register` command end to end,
+/// refused codes, an untrusted server, a wrong clock.
+mod registration;

@@ -3,6 +3,8 @@
 //! # Layout
 //! - [`link`]: the MQTT connection task, its handle, transports and reconnect policy.
 //! - [`tls`]: the TLS client configuration (CA bundle, client certificate, ALPN).
+//! - [`registration`]: registering the device by fleet provisioning by claim.
 
 pub mod link;
+pub mod registration;
 pub mod tls;
