@@ -362,9 +362,11 @@ impl TimeProvider for SlowClock {
 async fn a_clock_days_behind_is_reported_with_its_size() {
     let setup = Setup::new();
     let mut settings = setup.settings(setup.cloud.mutual_tls());
-    // The emulator's server certificate is valid from one day before it started.
+    // The emulator's server certificate is valid from one day before it started, so a clock
+    // three days and an hour behind is two days and (nearly) an hour short of it: the hour
+    // keeps the seconds between the emulator's start and this check out of the figure.
     settings.clock = Arc::new(SlowClock {
-        behind: Duration::from_secs(3 * 86_400),
+        behind: Duration::from_secs(3 * 86_400 + 3_600),
     });
     let data = DataDir::new(setup.cloud.dir.path().join("slow-clock"));
     let mut steps = Vec::new();
@@ -407,4 +409,29 @@ async fn registration_works_over_alpn_and_websocket() {
         );
     }
     assert_eq!(setup.thing_names().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_claim_certificate_the_cloud_never_issued_is_refused() {
+    let setup = Setup::new();
+    let desk = setup.installation("desk", true);
+    // A self-signed certificate in place of the claim certificate: the server must refuse it
+    // during the handshake.
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "devicehub-claim");
+    let forged = params.self_signed(&key).expect("self-signed");
+    std::fs::write(setup.claim_dir.join("certificate.pem.crt"), forged.pem()).expect("write");
+    std::fs::write(setup.claim_dir.join("private.pem.key"), key.serialize_pem()).expect("write");
+    let registered = desk.register(&setup.activation_code());
+    assert!(!registered.success);
+    let (kind, message) = registered.error();
+    assert_eq!(kind, "claimCertificateRefused", "{message}");
+    assert!(
+        message.contains("install a current claim certificate"),
+        "{message}"
+    );
+    assert!(!desk.stored_anything());
 }
