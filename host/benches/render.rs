@@ -1,5 +1,6 @@
 //! Rendering benchmark: a 4x6 in label at 203 dpi from the committed GIF, PNG and PDF fixtures
-//! to a 1-bit bitmap, plus the 600 x 400 indicium GIF.
+//! (vector content, and a raster label embedded in a PDF) to a 1-bit bitmap, plus the
+//! 600 x 400 indicium GIF.
 //!
 //! Run with `cargo bench -p devicehub --bench render`. Figures are recorded in
 //! `docs/performance.md` under "Rendering".
@@ -53,6 +54,12 @@ fn bench_render(c: &mut Criterion) {
             "label-4x6.pdf",
             InputFormat::Pdf,
             dither,
+        ),
+        (
+            "pdf_embedded_image",
+            "label-image.pdf",
+            InputFormat::Pdf,
+            threshold,
         ),
     ];
     for (name, file, format, options) in cases {

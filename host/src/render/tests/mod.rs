@@ -478,11 +478,14 @@ fn pdf_flate_bomb_is_measured_and_refused_without_being_held() {
     // inflate to 8 MB.
     let mut content = " ".repeat(16 * 1024 * 1024);
     content.push_str("0 0 10 10 re f");
-    let bomb = write_compressed_pdf(&[PdfPage {
-        width_pt: 288.0,
-        height_pt: 432.0,
-        content,
-    }]);
+    let bomb = write_compressed_pdf(
+        &[PdfPage {
+            width_pt: 288.0,
+            height_pt: 432.0,
+            content,
+        }],
+        None,
+    );
     assert!(bomb.len() < 100_000, "bomb is {} bytes", bomb.len());
     let mut small = options(target_4x6());
     small.limits.max_pixels = 1_000_000;
@@ -512,7 +515,7 @@ fn compressed_pdf_content_renders_like_plain_content() {
     )
     .expect("rendering plain content");
     let compressed = render(
-        &write_compressed_pdf(&[page(&content)]),
+        &write_compressed_pdf(&[page(&content)], None),
         InputFormat::Pdf,
         &options(target_4x6()),
     )
@@ -828,6 +831,27 @@ fn letter_page_is_shrunk_onto_a_4x6_label() {
     assert_eq!((page.bitmap.width, page.bitmap.height), (812, 1051));
     assert!(page.placement.is_scaled() && !page.placement.is_rotated());
     assert_eq!(page.bitmap.black_dots(), 812 * 1051);
+}
+
+#[test]
+fn pdf_with_an_embedded_label_image_prints_it_dot_for_dot() {
+    // Many carriers deliver a label as a raster image inside a PDF. At 203 dpi each image
+    // pixel covers exactly one dot, and must print as exactly that dot.
+    let page = render_one(
+        &read_fixture("label-image.pdf"),
+        InputFormat::Pdf,
+        &options(target_4x6()),
+    );
+    let expected = raster_label();
+    assert_eq!(
+        (page.bitmap.width, page.bitmap.height),
+        expected.dimensions()
+    );
+    let mut wrong = 0;
+    for (x, y, pixel) in expected.enumerate_pixels() {
+        wrong += u32::from(page.bitmap.get(x, y) != (pixel.0[0] < 128));
+    }
+    assert_eq!(wrong, 0, "{wrong} dots differ from the embedded image");
 }
 
 #[test]

@@ -11,8 +11,8 @@ pub(crate) struct PdfPage {
     pub(crate) content: String,
 }
 
-/// An image XObject to put in every page's resources as `/Im1`: only its declared size
-/// matters to the tests that use it.
+/// An 8-bit grey image XObject put in every page's resources as `/Im1`. Its declared size
+/// need not match its data: some tests only need a header.
 pub(crate) struct DeclaredImage {
     pub(crate) width: u64,
     pub(crate) height: u64,
@@ -24,9 +24,9 @@ pub(crate) fn write_pdf(pages: &[PdfPage], image: Option<&DeclaredImage>) -> Vec
     write(pages, image, false)
 }
 
-/// Like [`write_pdf`], with each page's content stream Flate-compressed as PDF writers do.
-pub(crate) fn write_compressed_pdf(pages: &[PdfPage]) -> Vec<u8> {
-    write(pages, None, true)
+/// Like [`write_pdf`], with content streams and the image Flate-compressed as PDF writers do.
+pub(crate) fn write_compressed_pdf(pages: &[PdfPage], image: Option<&DeclaredImage>) -> Vec<u8> {
+    write(pages, image, true)
 }
 
 fn deflate(data: &[u8]) -> Vec<u8> {
@@ -56,15 +56,20 @@ fn write(pages: &[PdfPage], image: Option<&DeclaredImage>, compress: bool) -> Ve
             .to_vec(),
     ));
     if let Some(image) = image {
+        let (filter, data) = if compress {
+            (" /Filter /FlateDecode", deflate(&image.data))
+        } else {
+            ("", image.data.clone())
+        };
         let mut body = format!(
             "<< /Type /XObject /Subtype /Image /Width {} /Height {} /ColorSpace /DeviceGray \
-             /BitsPerComponent 8 /Length {} >>\nstream\n",
+             /BitsPerComponent 8 /Length {}{filter} >>\nstream\n",
             image.width,
             image.height,
-            image.data.len()
+            data.len()
         )
         .into_bytes();
-        body.extend_from_slice(&image.data);
+        body.extend_from_slice(&data);
         body.extend_from_slice(b"\nendstream");
         objects.push((4, body));
     }
