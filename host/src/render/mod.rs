@@ -5,14 +5,19 @@
 //!
 //! Layout:
 //! - `bitmap`: [`MonoBitmap`] and the grey plane every format is converted to first;
-//! - `raster`: GIF, PNG and JPEG through the `image` crate, 1 image pixel = 1 dot;
+//! - `raster`: GIF (through the `gif` crate), PNG and JPEG (through `image`), 1 image pixel =
+//!   1 dot;
 //! - `pdf`: PDF pages through the pure-Rust `hayro` rasterizer, at the printer's dpi;
 //! - `layout`: orientation and shrink-to-fit decisions shared by both paths;
 //! - `halftone`: threshold and Floyd-Steinberg dithering.
 //!
 //! Untrusted input is bounded before anything large is allocated: the input size is capped,
 //! image dimensions are read from the header and checked against [`RenderLimits::max_pixels`]
-//! before decoding, and a PDF page's size times the dpi is checked before rasterizing.
+//! before decoding, and for a PDF the page count, each page's size times the dpi, the declared
+//! size of embedded images and the inflated size of Flate streams are checked before
+//! rasterizing.
+//!
+//! Rendering is CPU-bound and synchronous: async callers run it on `spawn_blocking`.
 
 mod bitmap;
 mod halftone;

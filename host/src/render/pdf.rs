@@ -101,7 +101,10 @@ fn render_page<'a>(
     };
     // vello_cpu addresses pixels with u16 coordinates, so a longer page cannot be rasterized
     // in one piece whatever the limits say.
-    if width * height > options.limits.max_pixels || height > u64::from(u16::MAX) {
+    if width * height > options.limits.max_pixels
+        || width > u64::from(u16::MAX)
+        || height > u64::from(u16::MAX)
+    {
         return Err(too_large(width, height));
     }
     let (canvas_width, canvas_height) = (width as u16, height as u16);

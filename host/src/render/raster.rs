@@ -1,5 +1,6 @@
-//! GIF, PNG and JPEG input: decoded with the `image` crate after the header's dimensions have
-//! been checked, composited over white, then printed one pixel per dot.
+//! GIF, PNG and JPEG input: decoded (GIF with the `gif` crate, PNG and JPEG with `image`) after
+//! the header's dimensions have been checked, composited over white, then printed one pixel
+//! per dot.
 
 use std::io::Cursor;
 use std::num::NonZeroU64;
