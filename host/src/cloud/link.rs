@@ -666,7 +666,7 @@ fn classify(error: &ConnectionError) -> LinkFailure {
             format!("the broker refused the connection ({code:?}); check that the thing's certificate is active and its policy allows this client ID"),
         );
     }
-    if let Some(tls_error) = find_rustls_error(error) {
+    if let Some(tls_error) = tls::find_rustls_error(error) {
         use rustls::{AlertDescription as Alert, Error as E};
         return match tls_error {
             E::InvalidCertificate(reason) => failure(
@@ -707,28 +707,6 @@ fn classify(error: &ConnectionError) -> LinkFailure {
         }
         other => failure(FailureKind::Protocol, other.to_string()),
     }
-}
-
-/// The rustls error somewhere in `error`'s chain. I/O errors hide theirs behind `get_ref`,
-/// since `io::Error::source` skips the wrapped error itself.
-fn find_rustls_error<'a>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a rustls::Error> {
-    let mut current: Option<&'a (dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<rustls::Error>() {
-            return Some(found);
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(found) = find_rustls_error(inner) {
-                    return Some(found);
-                }
-            }
-        }
-        current = e.source();
-    }
-    None
 }
 
 #[cfg(test)]

@@ -1071,7 +1071,7 @@ fn classify_connection_error(
             reason: format!("{code:?}"),
         };
     }
-    if let Some(tls_error) = find_rustls_error(error) {
+    if let Some(tls_error) = tls::find_rustls_error(error) {
         return classify_tls(endpoint, tls_error, now);
     }
     if connected {
@@ -1186,28 +1186,6 @@ fn format_epoch(seconds: u64) -> String {
             )
         })
         .unwrap_or_else(|| format!("{seconds} s after 1970"))
-}
-
-/// The rustls error somewhere in `error`'s chain. I/O errors hide theirs behind `get_ref`,
-/// since `io::Error::source` skips the wrapped error itself.
-fn find_rustls_error<'a>(
-    error: &'a (dyn std::error::Error + 'static),
-) -> Option<&'a rustls::Error> {
-    let mut current: Option<&'a (dyn std::error::Error + 'static)> = Some(error);
-    while let Some(e) = current {
-        if let Some(found) = e.downcast_ref::<rustls::Error>() {
-            return Some(found);
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>() {
-            if let Some(inner) = io.get_ref() {
-                if let Some(found) = find_rustls_error(inner) {
-                    return Some(found);
-                }
-            }
-        }
-        current = e.source();
-    }
-    None
 }
 
 #[cfg(test)]
