@@ -24,12 +24,16 @@ fn main() {
         .filter_map(|e| e.ok())
         .map(|e| e.path())
         .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.contains("devicehub_driver_") && n.ends_with(std::env::consts::DLL_SUFFIX))
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.contains("devicehub_driver_") && n.ends_with(std::env::consts::DLL_SUFFIX)
+            })
         })
         .collect();
-    assert!(!drivers.is_empty(), "no driver libraries in {}", deps.display());
+    assert!(
+        !drivers.is_empty(),
+        "no driver libraries in {}",
+        deps.display()
+    );
     let total_bytes: u64 = drivers
         .iter()
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
@@ -45,7 +49,12 @@ fn main() {
         let start = Instant::now();
         let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries);
         times.push(start.elapsed());
-        assert_eq!(set.plugins.len(), drivers.len(), "refused: {:?}", set.refused);
+        assert_eq!(
+            set.plugins.len(),
+            drivers.len(),
+            "refused: {:?}",
+            set.refused
+        );
     }
     times.sort();
     println!(

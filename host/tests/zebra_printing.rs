@@ -161,10 +161,7 @@ async fn assert_fault_stops_the_job(
     let err = printer.print_async(job.job).await.unwrap_err();
     let plugin_error = err.plugin_error().expect("the plugin refused the job");
     assert_eq!(plugin_error.kind, ErrorKind::NotReady);
-    assert_eq!(
-        plugin_error.printer_state.into_option(),
-        Some(state)
-    );
+    assert_eq!(plugin_error.printer_state.into_option(), Some(state));
     assert!(
         err.to_string().contains(state.as_str()),
         "the error names the fault: {err}"
