@@ -693,3 +693,146 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         self.stream.flush().await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cloud::ManualClock;
+    use rumqttc::mqttbytes::v4;
+    use tokio::io::DuplexStream;
+
+    const CERTIFICATE: &str = "certificate-of-desk-1";
+
+    fn broker(dir: &std::path::Path) -> Broker {
+        let mut registry = Registry::open(dir).expect("registry");
+        registry
+            .create_thing("desk-1", CERTIFICATE, Default::default(), 0)
+            .expect("thing");
+        Broker::new(
+            Arc::new(Mutex::new(registry)),
+            Arc::new(ManualClock::new(0)),
+        )
+    }
+
+    /// Connects `desk-1` over an in-memory stream; returns the client's end after the CONNACK.
+    async fn connect(
+        broker: &Broker,
+        keep_alive_s: u16,
+    ) -> (DuplexStream, tokio::task::JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let (_trigger, shutdown) = super::super::ShutdownTrigger::new();
+        let peer = PeerIdentity {
+            certificate_id: CERTIFICATE.into(),
+            address: "127.0.0.1:50000".parse().expect("address"),
+        };
+        let broker = broker.clone();
+        let task = tokio::spawn(async move {
+            // The trigger lives as long as the connection so that shutdown never fires.
+            let _trigger = _trigger;
+            broker.serve_connection(server, peer, shutdown).await;
+        });
+        let mut client = client;
+        let mut connect = v4::Connect::new("desk-1");
+        connect.keep_alive = keep_alive_s;
+        write(&mut client, v4::Packet::Connect(connect)).await;
+        match read(&mut client).await {
+            Some(v4::Packet::ConnAck(ack)) => {
+                assert_eq!(ack.code, v4::ConnectReturnCode::Success)
+            }
+            other => panic!("expected CONNACK, got {other:?}"),
+        }
+        (client, task)
+    }
+
+    async fn write(stream: &mut DuplexStream, packet: v4::Packet) {
+        let mut buf = BytesMut::new();
+        packet.write(&mut buf, 1 << 20).expect("encode");
+        stream.write_all(&buf).await.expect("write");
+    }
+
+    /// The next packet, or `None` once the broker closed the stream.
+    async fn read(stream: &mut DuplexStream) -> Option<v4::Packet> {
+        let mut buf = BytesMut::new();
+        loop {
+            match v4::Packet::read(&mut buf, 1 << 20) {
+                Ok(packet) => return Some(packet),
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(e) => panic!("bad packet from the broker: {e}"),
+            }
+            if stream.read_buf(&mut buf).await.expect("read") == 0 {
+                return None;
+            }
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silent_client_is_dropped_after_one_and_a_half_keepalives_even_while_receiving() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let broker = broker(dir.path());
+        let (mut client, task) = connect(&broker, 30).await;
+        write(
+            &mut client,
+            v4::Packet::Subscribe(v4::Subscribe::new("devicehub/desk-1/#", QoS::AtMostOnce)),
+        )
+        .await;
+        assert!(matches!(
+            read(&mut client).await,
+            Some(v4::Packet::SubAck(_))
+        ));
+        let started = tokio::time::Instant::now();
+        // Messages keep flowing to the client, but it sends nothing.
+        let closed_at = loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            broker.route(
+                &Message {
+                    topic: "devicehub/desk-1/ping".into(),
+                    payload: Bytes::from_static(b"x"),
+                    qos: QoS::AtMostOnce,
+                    properties: None,
+                },
+                None,
+            );
+            let mut reached_end = false;
+            while let Ok(next) =
+                tokio::time::timeout(Duration::from_millis(10), read(&mut client)).await
+            {
+                if next.is_none() {
+                    reached_end = true;
+                    break;
+                }
+            }
+            if reached_end {
+                break started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "never dropped"
+            );
+        };
+        assert!(
+            closed_at >= Duration::from_secs(45),
+            "dropped early: {closed_at:?}"
+        );
+        assert!(
+            closed_at <= Duration::from_secs(50),
+            "dropped late: {closed_at:?}"
+        );
+        task.await.expect("connection task");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pings_keep_a_connection_open() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let broker = broker(dir.path());
+        let (mut client, _task) = connect(&broker, 30).await;
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_secs(25)).await;
+            write(&mut client, v4::Packet::PingReq).await;
+            assert!(matches!(
+                read(&mut client).await,
+                Some(v4::Packet::PingResp)
+            ));
+        }
+        assert_eq!(broker.connected_clients(), ["desk-1"]);
+    }
+}
