@@ -49,6 +49,8 @@ pub struct ThingStatus {
 #[derive(Debug, Default)]
 struct ThingLog {
     status: ThingStatus,
+    /// `sessionIdentifier` of the connection last reported connected.
+    session: Option<String>,
     messages: VecDeque<ThingMessage>,
 }
 
@@ -105,20 +107,30 @@ impl ThingActivity {
                 });
             }
             ["$aws", "events", "presence", event, client_id] => {
-                let reason = serde_json::from_slice::<Value>(payload)
-                    .ok()
-                    .and_then(|v| v.get("disconnectReason")?.as_str().map(str::to_string));
+                let event_body = serde_json::from_slice::<Value>(payload).ok();
+                let field = |name: &str| {
+                    event_body
+                        .as_ref()
+                        .and_then(|v| v.get(name)?.as_str().map(str::to_string))
+                };
+                let session = field("sessionIdentifier");
                 let mut state = self.lock();
                 let log = state.things.entry((*client_id).to_string()).or_default();
                 match *event {
                     "connected" => {
                         log.status.connected = Some(true);
                         log.status.last_connected_at = Some(now);
+                        log.session = session;
                     }
                     "disconnected" => {
-                        log.status.connected = Some(false);
                         log.status.last_disconnected_at = Some(now);
-                        log.status.last_disconnect_reason = reason;
+                        log.status.last_disconnect_reason = field("disconnectReason");
+                        // When a new connection takes over the client id, the old one's
+                        // disconnection is reported after the new one's connection: it must
+                        // not mark the thing offline.
+                        if session.is_none() || log.session == session {
+                            log.status.connected = Some(false);
+                        }
                     }
                     _ => {}
                 }
@@ -155,6 +167,22 @@ impl ThingActivity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_late_disconnection_of_a_taken_over_connection_does_not_mark_the_thing_offline() {
+        let activity = ThingActivity::default();
+        let topic = |e: &str| format!("$aws/events/presence/{e}/desk-1");
+        activity.record(&topic("connected"), br#"{"sessionIdentifier":"a"}"#, 1);
+        activity.record(&topic("connected"), br#"{"sessionIdentifier":"b"}"#, 2);
+        activity.record(
+            &topic("disconnected"),
+            br#"{"sessionIdentifier":"a","disconnectReason":"DUPLICATE_CLIENTID"}"#,
+            3,
+        );
+        assert_eq!(activity.status("desk-1").connected, Some(true));
+        activity.record(&topic("disconnected"), br#"{"sessionIdentifier":"b"}"#, 4);
+        assert_eq!(activity.status("desk-1").connected, Some(false));
+    }
 
     #[test]
     fn keeps_a_bounded_ring_and_tracks_heartbeats_and_presence() {

@@ -224,7 +224,13 @@ impl Broker {
         }
     }
 
-    fn lifecycle_event(&self, client_id: &str, peer: &PeerIdentity, closed: Option<&CloseReason>) {
+    fn lifecycle_event(
+        &self,
+        client_id: &str,
+        connection_id: u64,
+        peer: &PeerIdentity,
+        closed: Option<&CloseReason>,
+    ) {
         let event_type = if closed.is_some() {
             "disconnected"
         } else {
@@ -234,7 +240,9 @@ impl Broker {
             "clientId": client_id,
             "timestamp": self.clock.now_epoch_s() * 1000,
             "eventType": event_type,
-            "sessionIdentifier": format!("{client_id}-{}", peer.address),
+            // Unique per connection, so that a reader can tell a late disconnection of a
+            // taken-over connection from the end of the current one.
+            "sessionIdentifier": format!("{client_id}-{connection_id}-{}", peer.address),
             "principalIdentifier": peer.certificate_id,
             "ipAddress": peer.address.ip().to_string(),
             "versionNumber": 0,
@@ -378,7 +386,7 @@ impl Broker {
             return;
         }
         tracing::debug!(client_id, version = ?connect.version, "connected");
-        self.lifecycle_event(&client_id, &peer, None);
+        self.lifecycle_event(&client_id, connection_id, &peer, None);
 
         let mut outgoing = OutgoingState::default();
         let mut reason = None;
@@ -463,7 +471,7 @@ impl Broker {
             connection_id,
             unacknowledged.into_iter().map(|(m, _)| m).collect(),
         );
-        self.lifecycle_event(&client_id, &peer, Some(&reason));
+        self.lifecycle_event(&client_id, connection_id, &peer, Some(&reason));
     }
 
     /// Detaches a finished connection from its session, keeping unacknowledged QoS 1

@@ -1,7 +1,7 @@
 //! The three listeners (mutual TLS, ALPN `x-amzn-mqtt-ca`, WebSocket at `/mqtt`) and what
 //! they refuse.
 
-use crate::support::{Credentials, Emulator, Mqtt, Via};
+use crate::support::{eventually, Credentials, Emulator, Mqtt, Via};
 
 async fn round_trip(mut mqtt: Mqtt, thing: &str) {
     let topic = format!("devicehub/{thing}/heartbeat");
@@ -74,6 +74,22 @@ async fn a_second_connection_with_the_same_client_id_drops_the_first() {
     let _ = first.next_event().await.expect("CONNACK queued");
     let second = emulator.connect("desk-1", &thing).await;
     first.expect_closed().await;
+    // The first connection's disconnection is reported after the second's connection; the
+    // thing must still show as connected once it has been recorded.
+    let view = eventually(|| async {
+        let view: serde_json::Value = emulator
+            .http()
+            .get(emulator.api("/things/desk-1"))
+            .send()
+            .await
+            .expect("GET thing")
+            .json()
+            .await
+            .expect("JSON");
+        (view["lastDisconnectReason"] == "DUPLICATE_CLIENTID").then_some(view)
+    })
+    .await;
+    assert_eq!(view["connected"], true);
     round_trip(second, "desk-1").await;
 }
 
