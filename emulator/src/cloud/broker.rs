@@ -97,6 +97,40 @@ struct Session {
 struct BrokerState {
     sessions: HashMap<String, Session>,
     next_connection_id: u64,
+    /// Fleet provisioning requests waiting for their answer, per request topic, oldest first.
+    pending_provisioning: HashMap<String, VecDeque<PendingRequest>>,
+}
+
+/// A fleet provisioning request whose answer must go back to the connection that made it.
+#[derive(Debug)]
+struct PendingRequest {
+    client_id: String,
+    connection_id: u64,
+    /// After this the answer is considered lost (the services were reconnecting, say), so a
+    /// stale entry cannot take a later request's answer.
+    expires: tokio::time::Instant,
+}
+
+/// How long a provisioning request waits for its answer before it is forgotten.
+const PROVISIONING_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Whether `topic` is a fleet provisioning request.
+fn is_provisioning_request(topic: &str) -> bool {
+    [
+        "$aws/certificates/create/+",
+        "$aws/certificates/create-from-csr/+",
+        "$aws/provisioning-templates/+/provision/+",
+    ]
+    .iter()
+    .any(|filter| topics::matches(topic, filter))
+}
+
+/// The request topic a fleet provisioning answer (`.../accepted`, `.../rejected`) belongs to.
+fn provisioning_request_of(answer_topic: &str) -> Option<&str> {
+    let request = answer_topic
+        .strip_suffix("/accepted")
+        .or_else(|| answer_topic.strip_suffix("/rejected"))?;
+    is_provisioning_request(request).then_some(request)
 }
 
 /// The broker. Cheap to clone: clones share the same sessions.
@@ -196,7 +230,38 @@ impl Broker {
     /// Delivers a message to every matching subscription; `origin` is the publishing client.
     fn route(&self, message: &Message, origin: Option<&str>) {
         let mut state = self.lock();
+        // AWS IoT Core answers a fleet provisioning request on the connection that made it
+        // only: with a shared claim certificate, other devices must never see a certificate,
+        // private key or ownership token meant for one of them. The services answer requests
+        // in the order they arrive, so the oldest pending request owns the answer.
+        let only_for = match provisioning_request_of(&message.topic) {
+            None => None,
+            Some(request) => {
+                let now = tokio::time::Instant::now();
+                let queue = state
+                    .pending_provisioning
+                    .entry(request.to_string())
+                    .or_default();
+                while queue.front().is_some_and(|p| p.expires <= now) {
+                    queue.pop_front();
+                }
+                match queue.pop_front() {
+                    Some(pending) => Some((pending.client_id, pending.connection_id)),
+                    None => return,
+                }
+            }
+        };
         for (client_id, session) in state.sessions.iter_mut() {
+            if let Some((target, connection_id)) = &only_for {
+                let same_connection = target == client_id
+                    && session
+                        .connection
+                        .as_ref()
+                        .is_some_and(|live| live.id == *connection_id);
+                if !same_connection {
+                    continue;
+                }
+            }
             let own = origin == Some(client_id.as_str());
             let granted = session
                 .subscriptions
@@ -420,7 +485,7 @@ impl Broker {
                             publish_will_on_disconnect = publish_will;
                             break CloseReason::ClientDisconnect;
                         }
-                        match self.handle_packet(&mut conn, &client_id, &role, &mut outgoing, packet).await {
+                        match self.handle_packet(&mut conn, &client_id, connection_id, &role, &mut outgoing, packet).await {
                             Ok(None) => {}
                             Ok(Some(reason)) => break reason,
                             Err(e) => break CloseReason::ConnectionLost(e.to_string()),
@@ -513,6 +578,7 @@ impl Broker {
         &self,
         conn: &mut Connection<S>,
         client_id: &str,
+        connection_id: u64,
         role: &CertificateRole,
         outgoing: &mut OutgoingState,
         packet: ClientPacket,
@@ -542,6 +608,17 @@ impl Broker {
                 }
                 if message.qos == QoS::AtLeastOnce {
                     conn.write(&ServerPacket::PubAck(pkid)).await?;
+                }
+                if is_provisioning_request(&message.topic) {
+                    self.lock()
+                        .pending_provisioning
+                        .entry(message.topic.clone())
+                        .or_default()
+                        .push_back(PendingRequest {
+                            client_id: client_id.to_string(),
+                            connection_id,
+                            expires: tokio::time::Instant::now() + PROVISIONING_ANSWER_TIMEOUT,
+                        });
                 }
                 self.route(&message, Some(client_id));
             }

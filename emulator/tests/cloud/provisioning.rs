@@ -242,3 +242,31 @@ async fn ownership_tokens_expire_after_one_hour_and_bad_requests_are_rejected() 
         .await;
     assert_eq!(refusal["errorCode"], "InvalidParameters");
 }
+
+#[tokio::test]
+async fn answers_go_only_to_the_connection_that_asked_even_with_a_shared_claim() {
+    let emulator = Emulator::start().await;
+    let claim = emulator.create_claim().await;
+    let topics = [
+        "$aws/certificates/create/json/accepted",
+        "$aws/certificates/create/json/rejected",
+    ];
+    let mut first = emulator.connect("factory-line-1", &claim).await;
+    first.subscribe_ok(&topics).await;
+    let mut second = emulator.connect("factory-line-2", &claim).await;
+    second.subscribe_ok(&topics).await;
+
+    first.publish("$aws/certificates/create/json", "{}").await;
+    let for_first = first
+        .expect_json("$aws/certificates/create/json/accepted")
+        .await;
+    second.publish("$aws/certificates/create/json", "{}").await;
+    // Had the first answer been broadcast, it would reach the second device before its own.
+    let for_second = second
+        .expect_json("$aws/certificates/create/json/accepted")
+        .await;
+    assert_ne!(
+        for_first["certificateId"], for_second["certificateId"],
+        "the second device received the first device's private key"
+    );
+}
