@@ -164,6 +164,13 @@ pub enum JobCommand {
         #[arg(long)]
         unit: Option<String>,
     },
+    /// Cancel a job.
+    Cancel {
+        #[command(flatten)]
+        common: DataDirArgs,
+        thing: String,
+        job_id: String,
+    },
     /// Show a job execution's status.
     Status {
         #[command(flatten)]
@@ -363,10 +370,11 @@ impl ApiClient {
         .await
     }
 
-    /// Posts a request signed with the thing's device signature secret.
+    /// Sends a request signed with the thing's device signature secret.
     /// The signature covers the path without the query string.
-    async fn post_signed(
+    async fn send_signed(
         &self,
+        method: reqwest::Method,
         thing: &str,
         path: &str,
         query: &str,
@@ -379,10 +387,10 @@ impl ApiClient {
             .map(|t| t.device_signature.clone())
             .ok_or_else(|| CliError::NoSuchThing(thing.to_string()))?;
         let timestamp = SystemClock.now_epoch_s();
-        let signature = signing::sign_request(&secret, "POST", path, timestamp, &body);
+        let signature = signing::sign_request(&secret, method.as_str(), path, timestamp, &body);
         let request = self
             .http
-            .post(format!("{}{path}{query}", self.base))
+            .request(method, format!("{}{path}{query}", self.base))
             .header(reqwest::header::CONTENT_TYPE, content_type)
             .header(signing::TIMESTAMP_HEADER, timestamp.to_string())
             .header(signing::SIGNATURE_HEADER, signature)
@@ -522,7 +530,8 @@ pub fn job(command: JobCommand) -> Result<(), CliError> {
                 let path = format!("/things/{thing}/print-jobs");
                 // The server identifies the format from the file's first bytes.
                 let answer = client
-                    .post_signed(
+                    .send_signed(
+                        reqwest::Method::POST,
                         &thing,
                         &path,
                         &format!("?copies={copies}"),
@@ -543,12 +552,31 @@ pub fn job(command: JobCommand) -> Result<(), CliError> {
                     None => json!({}),
                 };
                 let answer = client
-                    .post_signed(
+                    .send_signed(
+                        reqwest::Method::POST,
                         &thing,
                         &format!("/things/{thing}/scale-requests"),
                         "",
                         "application/json",
                         body.to_string().into_bytes(),
+                    )
+                    .await?;
+                (answer, common.json)
+            }
+            JobCommand::Cancel {
+                common,
+                thing,
+                job_id,
+            } => {
+                let (client, _) = ApiClient::connect(&common.data_dir())?;
+                let answer = client
+                    .send_signed(
+                        reqwest::Method::DELETE,
+                        &thing,
+                        &format!("/things/{thing}/jobs/{job_id}"),
+                        "",
+                        "application/json",
+                        Vec::new(),
                     )
                     .await?;
                 (answer, common.json)

@@ -147,6 +147,9 @@ fn serve_then_create_a_thing_send_a_scale_job_and_list_things() {
     assert_eq!(print["document"]["copies"], 3);
     assert_eq!(print["document"]["file"]["format"], "gif");
 
+    let cancelled = run(&data_dir, &["job", "cancel", "desk-1", &job_id]);
+    assert_eq!(cancelled["status"], "CANCELED");
+
     let things = run(&data_dir, &["things"]);
     assert_eq!(things[0]["thingName"], "desk-1");
 
