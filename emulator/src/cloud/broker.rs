@@ -447,7 +447,7 @@ impl Broker {
             server_keep_alive_s: (keep_alive_s != connect.keep_alive_s).then_some(keep_alive_s),
         };
         if conn.write(&ServerPacket::ConnAck(accepted)).await.is_err() {
-            self.end_session(&client_id, connection_id, Vec::new());
+            self.end_session(&client_id, connection_id, Vec::new(), &mut rx);
             return;
         }
         tracing::debug!(client_id, version = ?connect.version, "connected");
@@ -506,6 +506,17 @@ impl Broker {
             },
         };
         tracing::debug!(client_id, %reason, "connection closed");
+        // Detach from the session before closing the stream: a client that sees its connection
+        // end and reconnects at once must find what was meant for it queued, not sent to a
+        // connection that is going away.
+        let mut unacknowledged: Vec<(Message, u64)> = outgoing.inflight.into_values().collect();
+        unacknowledged.sort_by_key(|(_, sequence)| *sequence);
+        self.end_session(
+            &client_id,
+            connection_id,
+            unacknowledged.into_iter().map(|(m, _)| m).collect(),
+            &mut rx,
+        );
         if let Some(disconnect) = reason.disconnect_reason() {
             let _ = conn.write(&ServerPacket::Disconnect(disconnect)).await;
         }
@@ -529,47 +540,56 @@ impl Broker {
                 }
             }
         }
-        let mut unacknowledged: Vec<(Message, u64)> = outgoing.inflight.into_values().collect();
-        unacknowledged.sort_by_key(|(_, sequence)| *sequence);
-        self.end_session(
-            &client_id,
-            connection_id,
-            unacknowledged.into_iter().map(|(m, _)| m).collect(),
-        );
         self.lifecycle_event(&client_id, connection_id, &peer, Some(&reason));
     }
 
-    /// Detaches a finished connection from its session, keeping unacknowledged QoS 1
-    /// messages for the next connection when the session is persistent.
-    fn end_session(&self, client_id: &str, connection_id: u64, unacknowledged: Vec<Message>) {
+    /// Detaches a finished connection from its session. For a persistent session, the QoS 1
+    /// messages the connection left unacknowledged, then those still waiting in its queue, go
+    /// to the session's next connection (queued, or handed to a connection that took over).
+    fn end_session(
+        &self,
+        client_id: &str,
+        connection_id: u64,
+        unacknowledged: Vec<Message>,
+        waiting: &mut mpsc::Receiver<Message>,
+    ) {
         let mut state = self.lock();
         let Some(session) = state.sessions.get_mut(client_id) else {
             return;
         };
-        match &session.connection {
-            Some(live) if live.id == connection_id => {
-                session.connection = None;
-                if !session.persistent {
-                    state.sessions.remove(client_id);
-                    return;
-                }
-                for message in unacknowledged.into_iter().rev() {
-                    session.queued.push_front(message);
-                }
+        if session
+            .connection
+            .as_ref()
+            .is_some_and(|live| live.id == connection_id)
+        {
+            session.connection = None;
+        }
+        // Holding the lock, nothing more can be routed to this connection's queue: it is
+        // either detached above or already replaced by a newer connection.
+        let mut leftover = unacknowledged;
+        while let Ok(message) = waiting.try_recv() {
+            if message.qos == QoS::AtLeastOnce {
+                leftover.push(message);
             }
-            // A newer connection owns the session: hand it what this one left unacknowledged.
-            Some(live) if session.persistent => {
-                for message in unacknowledged {
+        }
+        if !session.persistent {
+            if session.connection.is_none() {
+                state.sessions.remove(client_id);
+            }
+            return;
+        }
+        match &session.connection {
+            // A newer connection owns the session: hand it what this one left.
+            Some(live) => {
+                for message in leftover {
                     live.deliver(client_id, message);
                 }
             }
-            Some(_) => {}
-            None if session.persistent => {
-                for message in unacknowledged.into_iter().rev() {
+            None => {
+                for message in leftover.into_iter().rev() {
                     session.queued.push_front(message);
                 }
             }
-            None => {}
         }
     }
 
