@@ -65,6 +65,8 @@ pub enum Command {
         #[arg(long)]
         code: String,
     },
+    /// Run the agent: connect to the cloud and print the jobs it sends, until SIGINT/SIGTERM.
+    Run,
 }
 
 /// Arguments of `devicehub print`.
@@ -106,7 +108,13 @@ pub struct PrintArgs {
 
 /// Runs the command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
-    init_logging(cli.global.log_level.as_deref().unwrap_or("warn"));
+    // `run` logs at the config's level unless --log-level says otherwise; a config that does
+    // not load is reported by the command itself.
+    let level = cli.global.log_level.clone().or_else(|| match cli.command {
+        Command::Run => load_config(&cli.global).ok().map(|c| c.log_level),
+        _ => None,
+    });
+    init_logging(level.as_deref().unwrap_or("warn"));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -132,7 +140,35 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Devices => cmd_devices(&cli.global, &config),
         Command::Print(args) => cmd_print(&cli.global, &config, *args),
         Command::Register { code } => cmd_register(&cli.global, &config, &code),
+        Command::Run => cmd_run(&cli.global, config),
     }
+}
+
+/// `devicehub run`: the agent on a multi-threaded runtime, stopped by SIGINT or SIGTERM.
+fn cmd_run(global: &GlobalArgs, mut config: Config) -> anyhow::Result<()> {
+    if let Some(dir) = &global.plugins_dir {
+        config.plugins_dir = Some(dir.clone());
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let result = runtime.block_on(async {
+        let signals = tokio::spawn(crate::service::cancel_on_signals(shutdown.clone()));
+        let result = crate::service::run(config, shutdown.clone()).await;
+        // Ends the signal task when the service stopped on its own.
+        shutdown.cancel();
+        match signals.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot listen for stop signals: {e}"),
+            Err(e) => tracing::warn!("the signal task failed: {e}"),
+        }
+        result
+    });
+    // A render still running on a blocking thread must not hold the process forever.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+    result
 }
 
 /// `devicehub register`: prints each step as it happens (with `--json`, one JSON object per

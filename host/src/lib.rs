@@ -11,6 +11,7 @@
 //! - [`cli`]: the command-line interface the `devicehub` binary runs.
 //! - [`storage`]: the data directory: atomic writes, state files, job journal, certificates, logs.
 //! - [`cloud`]: the link to AWS IoT Core (or the emulator) over MQTT.
+//! - [`service`]: `devicehub run`: the agent that takes print jobs from the cloud.
 
 pub mod cli;
 pub mod cloud;
@@ -19,5 +20,6 @@ pub mod devices;
 pub mod plugins;
 pub mod print;
 pub mod render;
+pub mod service;
 pub mod storage;
 pub mod transport;

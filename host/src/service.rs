@@ -1,0 +1,212 @@
+//! `devicehub run`: the long-running agent. Loads plugins, attaches devices, connects to the
+//! cloud with the registered identity and runs print jobs until it is told to stop.
+//!
+//! # Tasks and shutdown
+//! Every long-lived piece is owned here and stopped in order when `shutdown` is cancelled:
+//! 1. the jobs task stops taking jobs; a print that has started gets
+//!    [`DEFAULT_SHUTDOWN_GRACE`] to finish (then it is reported failed), a job that has not
+//!    reached the printer is left for the next start;
+//! 2. the MQTT link, which has its own token so that the jobs task's last status report leaves
+//!    before it, says goodbye and disconnects;
+//! 3. the USB watcher thread and the device threads are joined.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use tokio_util::sync::CancellationToken;
+
+use crate::cloud::jobs::{DownloadSettings, JobsSettings, JobsTask, DEFAULT_SHUTDOWN_GRACE};
+use crate::cloud::link::{LinkConfig, MqttLink};
+use crate::cloud::registration::RegistrationSettings;
+use crate::config::{self, Config, DeviceAddress};
+use crate::devices::{usb_watch::UsbWatcher, DeviceTable};
+use crate::plugins::{PluginSet, Selection};
+use crate::storage::certs::EXPIRY_WARNING;
+use crate::storage::{DataDir, Loaded};
+
+/// How long the link may take to say goodbye after the jobs task ended.
+const LINK_STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Loads the plugins from the config's folder, else the default one (the same rule as the
+/// other commands).
+pub fn load_plugins(config: &Config) -> PluginSet {
+    let (dir, selection) = match &config.plugins_dir {
+        Some(dir) => (dir.clone(), Selection::AllLibraries),
+        None => config::default_plugins_dir(),
+    };
+    PluginSet::load_dir(&dir, selection)
+}
+
+/// Runs the agent until `shutdown` is cancelled (or the cloud link ends).
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let data_dir = DataDir::new(config.data_dir());
+    data_dir.create().with_context(|| {
+        format!(
+            "cannot use the data directory {}",
+            data_dir.root().display()
+        )
+    })?;
+    let (mut identity, certificate) = data_dir
+        .cert_store()
+        .load()
+        .context("cannot read the device identity")?
+        .ok_or_else(|| {
+            anyhow!(
+                "this computer is not registered with the cloud (no identity in {}): run \
+                 `devicehub register --code CODE` with the activation code from the shipping \
+                 application",
+                data_dir.certs_dir().display()
+            )
+        })?;
+    let days_left = certificate.days_until_expiry(std::time::SystemTime::now());
+    if days_left < 0 {
+        tracing::error!("the device certificate has expired; register the device again");
+    } else if days_left < (EXPIRY_WARNING.as_secs() / 86_400) as i64 {
+        tracing::warn!(
+            days_left,
+            "the device certificate expires soon; register the device again"
+        );
+    }
+    let cloud = RegistrationSettings::from_config(&config.cloud, data_dir.root())
+        .context("the [cloud] section of the config is incomplete")?;
+    // A CA bundle in the config wins over the one stored at registration, so that changing
+    // the config takes effect without registering again.
+    if let Some(ca) = cloud.ca_bundle_pem.clone() {
+        identity.ca_bundle_pem = Some(ca);
+    }
+    let thing_name = identity.thing_name.clone();
+    let ca_bundle_pem = identity.ca_bundle_pem.clone();
+
+    let (journal, loaded) = data_dir
+        .open_journal()
+        .context("cannot open the job journal")?;
+    if let Loaded::MovedAside { moved_to, reason } = &loaded {
+        tracing::error!(
+            moved_to = %moved_to.display(),
+            "the job journal was damaged ({reason}) and was moved aside; jobs that were \
+             printing when it broke cannot be recognised"
+        );
+    }
+
+    // Loading plugins and opening devices block (dlopen, serial ports): keep them off the
+    // async workers.
+    let devices_config = config.clone();
+    let (plugins, devices) = tokio::task::spawn_blocking(move || {
+        let plugins = Arc::new(load_plugins(&devices_config));
+        for refused in &plugins.refused {
+            tracing::warn!(path = %refused.path.display(), "plugin refused: {}", refused.reason);
+        }
+        let devices = Arc::new(DeviceTable::from_config(&devices_config.devices, &plugins));
+        (plugins, devices)
+    })
+    .await
+    .context("loading plugins and devices stopped")?;
+    tracing::info!(
+        plugins = plugins.plugins.len(),
+        devices = devices.list().len(),
+        "plugins loaded and devices attached"
+    );
+    let mut usb = config.usb.enabled.then(|| {
+        let bindings = config
+            .devices
+            .iter()
+            .filter(|d| {
+                matches!(
+                    DeviceAddress::parse(&d.address),
+                    Ok(DeviceAddress::Usb { .. })
+                )
+            })
+            .cloned()
+            .collect();
+        UsbWatcher::start(
+            plugins.clone(),
+            devices.clone(),
+            bindings,
+            Duration::from_millis(config.usb.poll_interval_ms.max(100)),
+        )
+    });
+
+    let link_config = LinkConfig::new(cloud.endpoint.clone(), cloud.transport.clone(), identity);
+    let link_shutdown = CancellationToken::new();
+    let link = MqttLink::start(link_config, link_shutdown.clone())
+        .context("cannot start the cloud link")?;
+    let jobs = JobsTask::new(
+        JobsSettings {
+            thing_name: thing_name.clone(),
+            download: DownloadSettings {
+                ca_bundle_pem,
+                ..DownloadSettings::default()
+            },
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            preferred_devices: config.devices.iter().map(|d| d.id.clone()).collect(),
+        },
+        link.handle.clone(),
+        devices.clone(),
+        journal,
+    );
+    let outcome = match jobs {
+        Ok(jobs) => {
+            tracing::info!(thing = %thing_name, "DeviceHub is running");
+            let result = tokio::spawn(jobs.run(link.incoming, shutdown.clone())).await;
+            match result {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(anyhow!(e).context("the jobs task stopped")),
+                Err(e) => Err(anyhow!("the jobs task failed: {e}")),
+            }
+        }
+        Err(e) => Err(anyhow!(e).context("cannot start the jobs task")),
+    };
+
+    link_shutdown.cancel();
+    let mut link_task = link.task;
+    if tokio::time::timeout(LINK_STOP_GRACE, &mut link_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the cloud link did not stop in time");
+        link_task.abort();
+        let _ = link_task.await;
+    }
+    // Joining the watcher and device threads blocks.
+    let stopped = tokio::task::spawn_blocking(move || {
+        if let Some(watcher) = usb.as_mut() {
+            watcher.stop();
+        }
+        devices.shutdown();
+    })
+    .await;
+    if let Err(e) = stopped {
+        tracing::error!("stopping the devices failed: {e}");
+    }
+    tracing::info!("DeviceHub stopped");
+    outcome
+}
+
+/// Cancels `shutdown` on SIGINT or SIGTERM (Ctrl+C on Windows); returns when either happened
+/// or `shutdown` was cancelled by someone else.
+pub async fn cancel_on_signals(shutdown: CancellationToken) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        tokio::select! {
+            _ = terminate.recv() => tracing::info!("SIGTERM: stopping"),
+            _ = interrupt.recv() => tracing::info!("SIGINT: stopping"),
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => {
+                result?;
+                tracing::info!("Ctrl+C: stopping");
+            }
+            _ = shutdown.cancelled() => return Ok(()),
+        }
+    }
+    shutdown.cancel();
+    Ok(())
+}
