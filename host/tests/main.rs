@@ -27,3 +27,7 @@ mod support_cloud;
 /// Registration by fleet provisioning against the emulator: the `register` command end to end,
 /// refused codes, an untrusted server, a wrong clock.
 mod registration;
+
+/// Print jobs from the cloud with `devicehub run`: printed once and reported, paper out,
+/// refused documents, and jobs interrupted mid-print never printed twice.
+mod jobs;

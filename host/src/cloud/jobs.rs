@@ -556,17 +556,14 @@ impl JobsTask {
         mut incoming: mpsc::Receiver<InboundMessage>,
         shutdown: CancellationToken,
     ) -> Result<(), JobsError> {
-        for filter in self.topics.filters() {
-            self.link
-                .subscribe(&filter, Qos::AtLeastOnce)
-                .await
-                .map_err(JobsError::Subscribe)?;
-        }
+        self.subscribe().await?;
         let mut state = self.link.state();
         let mut connected = matches!(*state.borrow_and_update(), LinkState::Connected { .. });
         let mut running: Option<RunningJob> = None;
         let mut retry: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         if connected {
+            // Connected between the first subscribe and now: see the comment in the loop.
+            self.subscribe().await?;
             self.start_next().await;
         }
         loop {
@@ -596,8 +593,15 @@ impl JobsTask {
                         break;
                     }
                     let now = matches!(*state.borrow_and_update(), LinkState::Connected { .. });
-                    if now && !connected && running.is_none() {
-                        self.start_next().await;
+                    if now && !connected {
+                        // The link re-sends registered filters only when the broker lost the
+                        // session; filters registered while disconnected into a session the
+                        // broker kept (one left by registration) would never be sent. A
+                        // repeated SUBSCRIBE is harmless, so send them on every connection.
+                        self.subscribe().await?;
+                        if running.is_none() {
+                            self.start_next().await;
+                        }
                     }
                     connected = now;
                 }
@@ -620,6 +624,17 @@ impl JobsTask {
         }
         if let Some(job) = running.take() {
             self.finish_on_shutdown(job).await;
+        }
+        Ok(())
+    }
+
+    /// Registers the jobs filters with the link (and sends them when connected).
+    async fn subscribe(&self) -> Result<(), JobsError> {
+        for filter in self.topics.filters() {
+            self.link
+                .subscribe(&filter, Qos::AtLeastOnce)
+                .await
+                .map_err(JobsError::Subscribe)?;
         }
         Ok(())
     }

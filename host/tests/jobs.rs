@@ -1,0 +1,469 @@
+//! Print jobs end to end: the real emulator cloud, a Zebra simulator process, a device registered
+//! with `devicehub register`, and `devicehub run` as its own process. Jobs are submitted through
+//! the emulator's command line (the shipping application's side) and followed through its HTTP API.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use devicehub::storage::{DataDir, JobState};
+use serde_json::{json, Value};
+
+use crate::support::{self, emulator_bin, http_client, Simulator, ZEBRA};
+use crate::support_cloud::Cloud;
+
+/// The longest a test waits for a job to finish. Generous for a loaded machine (the agent has
+/// to start, connect and print first); a passing test never waits this long.
+const JOB_WAIT: Duration = Duration::from_secs(60);
+/// The device ID of the simulator in the agent's config.
+const PRINTER: &str = "zebra-1";
+
+/// A shipping desk: the cloud, a printer, and an installation registered with the cloud.
+struct Desk {
+    cloud: Cloud,
+    sim: Simulator,
+    _plugins: tempfile::TempDir,
+    config: PathBuf,
+    data_dir: PathBuf,
+    thing: String,
+}
+
+impl Desk {
+    fn new() -> Desk {
+        let cloud = Cloud::start();
+        let sim = Simulator::zebra(&["--language", "zpl"]);
+        let plugins = support::plugins_folder(&[ZEBRA]);
+        let claim_dir = cloud.dir.path().join("claim");
+        emulator(
+            &cloud,
+            &["claim-certificate", claim_dir.to_str().expect("UTF-8 path")],
+        );
+        let code = String::from_utf8(emulator(&cloud, &["activation-code"]).stdout)
+            .expect("UTF-8 code")
+            .trim()
+            .to_string();
+        let root = cloud.dir.path().join("desk");
+        std::fs::create_dir_all(&root).expect("desk folder");
+        let data_dir = root.join("data");
+        let path = |p: &Path| p.to_str().expect("UTF-8 path").replace('\\', "/");
+        let text = format!(
+            "data_dir = \"{}\"\nplugins_dir = \"{}\"\nlog_level = \"info\"\n\
+             [usb]\nenabled = false\n\
+             [[devices]]\nid = \"{PRINTER}\"\naddress = \"tcp://{}\"\nusb_id = \"0A5F:0141\"\nprofile = \"zpl-203\"\n\
+             [cloud]\nendpoint = \"localhost\"\nport = {}\nca_bundle = \"{}\"\n\
+             claim_certificate = \"{}\"\nclaim_private_key = \"{}\"\n",
+            path(&data_dir),
+            path(plugins.path()),
+            sim.print_addr,
+            cloud.ports.mqtt,
+            path(&claim_dir.join("ca.pem")),
+            path(&claim_dir.join("certificate.pem.crt")),
+            path(&claim_dir.join("private.pem.key")),
+        );
+        let config = root.join("devicehub.toml");
+        std::fs::write(&config, text).expect("write config");
+        let output = Command::new(env!("CARGO_BIN_EXE_devicehub"))
+            .arg("--config")
+            .arg(&config)
+            .args(["register", "--code", &code])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run devicehub register");
+        assert!(
+            output.status.success(),
+            "registration failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let (identity, _) = DataDir::new(data_dir.clone())
+            .cert_store()
+            .load()
+            .expect("identity readable")
+            .expect("identity stored");
+        Desk {
+            cloud,
+            sim,
+            _plugins: plugins,
+            config,
+            data_dir,
+            thing: identity.thing_name,
+        }
+    }
+
+    /// Starts `devicehub run`.
+    fn run(&self) -> Agent {
+        Agent::start(&self.config, &self.data_dir.join("..").join("run.log"))
+    }
+
+    /// Submits a print job for a fixture file and returns its job ID.
+    fn print_job(&self, fixture: &str, copies: u32) -> String {
+        let file = support::fixture(fixture);
+        let output = emulator(
+            &self.cloud,
+            &[
+                "job",
+                "print",
+                &self.thing,
+                file.to_str().expect("UTF-8 path"),
+                "--copies",
+                &copies.to_string(),
+                "--json",
+            ],
+        );
+        job_id(&output.stdout)
+    }
+
+    /// Asks for a scale reading and returns the job ID.
+    fn scale_job(&self) -> String {
+        let output = emulator(&self.cloud, &["job", "scale", &self.thing, "--json"]);
+        job_id(&output.stdout)
+    }
+
+    /// The job execution as the cloud sees it.
+    async fn execution(&self, job_id: &str) -> Value {
+        http_client()
+            .get(format!(
+                "{}/things/{}/jobs/{job_id}",
+                self.cloud.api_url, self.thing
+            ))
+            .send()
+            .await
+            .expect("GET job")
+            .error_for_status()
+            .expect("job answered")
+            .json()
+            .await
+            .expect("job JSON")
+    }
+
+    /// Waits until the job reaches a terminal status and returns the execution.
+    async fn wait_done(&self, job_id: &str, agent: &mut Agent) -> Value {
+        let deadline = Instant::now() + JOB_WAIT;
+        loop {
+            let execution = self.execution(job_id).await;
+            let status = execution["status"].as_str().unwrap_or("").to_string();
+            if !matches!(status.as_str(), "QUEUED" | "IN_PROGRESS") {
+                return execution;
+            }
+            if let Some(exit) = agent.exited() {
+                panic!(
+                    "devicehub run ended ({exit}) with job {job_id} still {status}:\n{}",
+                    agent.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "job {job_id} still {status} after {JOB_WAIT:?}:\n{}",
+                agent.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The journal, read from disk.
+    fn journal_state(&self, job_id: &str) -> Option<JobState> {
+        let (journal, _) = DataDir::new(self.data_dir.clone())
+            .open_journal()
+            .expect("journal readable");
+        journal.get(job_id).map(|entry| entry.state.clone())
+    }
+
+    /// The file of a job execution in the stopped emulator's state directory.
+    fn execution_file(&self, job_id: &str) -> PathBuf {
+        let jobs = self.cloud.dir.path().join("jobs");
+        for thing_dir in std::fs::read_dir(&jobs).expect("jobs state directory") {
+            let candidate = thing_dir
+                .expect("directory entry")
+                .path()
+                .join(format!("{job_id}.json"));
+            if candidate.exists() {
+                return candidate;
+            }
+        }
+        panic!("no state file for job {job_id} under {}", jobs.display());
+    }
+}
+
+/// `devicehub run` as a child process; killed when dropped.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(config: &Path, log: &Path) -> Agent {
+        let log_file = std::fs::File::create(log).expect("agent log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_devicehub"))
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start devicehub run");
+        Agent {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("poll the agent")
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the agent to exit.
+    #[cfg(unix)]
+    async fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        let deadline = Instant::now() + JOB_WAIT;
+        loop {
+            if let Some(exit) = self.exited() {
+                return exit;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "devicehub run did not stop after SIGTERM:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `devicehub-emulator ARGS --data-dir CLOUD` and asserts it succeeded.
+fn emulator(cloud: &Cloud, args: &[&str]) -> std::process::Output {
+    let output = Command::new(emulator_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(cloud.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run devicehub-emulator");
+    assert!(
+        output.status.success(),
+        "devicehub-emulator {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn job_id(stdout: &[u8]) -> String {
+    let answer: Value = serde_json::from_slice(stdout).expect("job answer JSON");
+    answer["jobId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no jobId in {answer}"))
+        .to_string()
+}
+
+fn detail<'a>(execution: &'a Value, key: &str) -> &'a str {
+    execution["statusDetails"][key]
+        .as_str()
+        .unwrap_or_else(|| panic!("no statusDetails.{key} in {execution}"))
+}
+
+#[tokio::test]
+async fn a_print_job_is_printed_once_dot_for_dot_and_reported() {
+    let desk = Desk::new();
+    let mut agent = desk.run();
+    let job = desk.print_job("indicia.gif", 2);
+    let execution = desk.wait_done(&job, &mut agent).await;
+    assert_eq!(execution["status"], "SUCCEEDED", "{execution}");
+
+    let expected = support::render_for_zebra(&support::fixture("indicia.gif"));
+    let file_size = std::fs::metadata(support::fixture("indicia.gif"))
+        .expect("fixture size")
+        .len();
+    assert_eq!(detail(&execution, "device"), PRINTER);
+    assert_eq!(detail(&execution, "copies"), "2");
+    assert_eq!(
+        detail(&execution, "labels"),
+        (expected.len() * 2).to_string()
+    );
+    assert_eq!(detail(&execution, "bytes"), file_size.to_string());
+    for key in [
+        "printerBytes",
+        "downloadMs",
+        "renderMs",
+        "printMs",
+        "totalMs",
+    ] {
+        detail(&execution, key)
+            .parse::<u64>()
+            .unwrap_or_else(|e| panic!("statusDetails.{key} is not a number: {e}"));
+    }
+
+    let labels = desk.sim.labels().await;
+    assert_eq!(labels.len(), expected.len(), "labels recorded: {labels:?}");
+    for (page, want) in expected.iter().enumerate() {
+        assert_eq!(labels[page]["copies"], json!(2));
+        let got = desk.sim.label_bitmap(page).await;
+        support::assert_same_bitmap(want, &got, &format!("page {page}"));
+    }
+    assert!(desk.sim.errors().await.is_empty());
+
+    #[cfg(unix)]
+    {
+        let exit = agent.terminate().await;
+        assert!(
+            exit.success(),
+            "exit {exit} after SIGTERM:\n{}",
+            agent.log()
+        );
+    }
+    assert!(
+        matches!(desk.journal_state(&job), Some(JobState::Succeeded { .. })),
+        "journal: {:?}",
+        desk.journal_state(&job)
+    );
+}
+
+#[tokio::test]
+async fn paper_out_fails_the_job_naming_it_and_prints_nothing() {
+    let desk = Desk::new();
+    desk.sim.set_faults(json!({ "paper_out": true })).await;
+    let mut agent = desk.run();
+    let job = desk.print_job("label.png", 1);
+    let execution = desk.wait_done(&job, &mut agent).await;
+    assert_eq!(execution["status"], "FAILED", "{execution}");
+    let reason = detail(&execution, "reason");
+    assert!(
+        reason.starts_with("printer not ready: paper out"),
+        "{reason}"
+    );
+
+    // Nothing was sent: clearing the fault prints no held label.
+    desk.sim.set_faults(json!({})).await;
+    assert!(desk.sim.labels().await.is_empty());
+    assert!(matches!(
+        desk.journal_state(&job),
+        Some(JobState::Failed { .. })
+    ));
+}
+
+#[tokio::test]
+async fn unknown_operations_and_scale_reads_without_a_scale_are_rejected() {
+    let mut desk = Desk::new();
+    let scale = desk.scale_job();
+    // The shipping application's API only creates print and scale documents; AWS's CreateJob
+    // takes any document. A job with an operation DeviceHub does not know is made by editing a
+    // queued job's document in the stopped emulator's state.
+    let unknown = desk.scale_job();
+    desk.cloud.kill();
+    let file = desk.execution_file(&unknown);
+    let mut stored: Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("read execution")).expect("JSON");
+    stored["job_document"] = json!({"operation": "label.fold", "corner": "top-left"});
+    std::fs::write(&file, serde_json::to_vec(&stored).expect("encode")).expect("write execution");
+    desk.cloud.restart();
+
+    let mut agent = desk.run();
+    let execution = desk.wait_done(&scale, &mut agent).await;
+    assert_eq!(execution["status"], "REJECTED", "{execution}");
+    assert_eq!(detail(&execution, "reason"), "no scale is attached");
+
+    let execution = desk.wait_done(&unknown, &mut agent).await;
+    assert_eq!(execution["status"], "REJECTED", "{execution}");
+    let reason = detail(&execution, "reason");
+    assert!(
+        reason.starts_with("unknown operation \"label.fold\""),
+        "{reason}"
+    );
+    assert!(desk.sim.labels().await.is_empty());
+}
+
+#[tokio::test]
+async fn a_job_interrupted_mid_print_is_reported_not_printed_again() {
+    let desk = Desk::new();
+    // Two jobs queued while DeviceHub is down. The journal says the first was being printed
+    // when DeviceHub died, and the second printed but its report never reached the cloud.
+    let interrupted = desk.print_job("indicia.gif", 1);
+    let printed = desk.print_job("label.png", 1);
+    {
+        let (mut journal, _) = DataDir::new(desk.data_dir.clone())
+            .open_journal()
+            .expect("journal");
+        for job in [&interrupted, &printed] {
+            journal.record(job, JobState::Received).expect("received");
+            journal
+                .record(
+                    job,
+                    JobState::Printing {
+                        device: PRINTER.into(),
+                    },
+                )
+                .expect("printing");
+        }
+        journal
+            .record(
+                &printed,
+                JobState::Succeeded {
+                    summary: "printed 1 label(s) on zebra-1".into(),
+                },
+            )
+            .expect("succeeded");
+    }
+
+    let mut agent = desk.run();
+    let execution = desk.wait_done(&interrupted, &mut agent).await;
+    assert_eq!(execution["status"], "FAILED", "{execution}");
+    assert_eq!(
+        detail(&execution, "reason"),
+        "interrupted while printing on zebra-1; it may have printed: check before reprinting"
+    );
+    let execution = desk.wait_done(&printed, &mut agent).await;
+    assert_eq!(execution["status"], "SUCCEEDED", "{execution}");
+    assert_eq!(
+        detail(&execution, "summary"),
+        "printed 1 label(s) on zebra-1"
+    );
+    assert_eq!(detail(&execution, "replayed"), "true");
+
+    assert!(desk.sim.labels().await.is_empty(), "nothing printed twice");
+    assert!(matches!(
+        desk.journal_state(&interrupted),
+        Some(JobState::Failed { .. })
+    ));
+}
+
+#[test]
+fn run_without_registration_says_how_to_register() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("devicehub.toml");
+    let data = dir.path().join("data");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[usb]\nenabled = false\n[cloud]\nendpoint = \"localhost\"\n",
+            data.to_str().expect("UTF-8 path").replace('\\', "/")
+        ),
+    )
+    .expect("write config");
+    let output = Command::new(env!("CARGO_BIN_EXE_devicehub"))
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run devicehub");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not registered") && stderr.contains("devicehub register --code CODE"),
+        "{stderr}"
+    );
+}
