@@ -6,8 +6,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use devicehub::cloud::registration::load_device_configuration;
 use devicehub::storage::{DataDir, JobState};
+use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::support::{self, emulator_bin, http_client, Simulator, ZEBRA};
 use crate::support_cloud::Cloud;
@@ -116,6 +119,47 @@ impl Desk {
     fn scale_job(&self) -> String {
         let output = emulator(&self.cloud, &["job", "scale", &self.thing, "--json"]);
         job_id(&output.stdout)
+    }
+
+    /// Submits a print job by URL through the shipping application's API, signed with the
+    /// thing's `deviceSignature` as the application signs it; returns the job ID.
+    async fn print_by_url(&self, file: Value) -> String {
+        let configuration = load_device_configuration(&DataDir::new(self.data_dir.clone()))
+            .expect("device configuration readable")
+            .expect("device configuration stored");
+        let secret = configuration["deviceSignature"]
+            .as_str()
+            .expect("deviceSignature");
+        let path = format!("/things/{}/print-jobs", self.thing);
+        let body = file.to_string().into_bytes();
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs();
+        let message = format!(
+            "POST\n{path}\n{timestamp}\n{}",
+            hex::encode(Sha256::digest(&body))
+        );
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+        mac.update(message.as_bytes());
+        let answer: Value = http_client()
+            .post(format!("{}{path}", self.cloud.api_url))
+            .header("content-type", "application/json")
+            .header("x-devicehub-timestamp", timestamp.to_string())
+            .header(
+                "x-devicehub-signature",
+                hex::encode(mac.finalize().into_bytes()),
+            )
+            .body(body)
+            .send()
+            .await
+            .expect("POST print-jobs")
+            .error_for_status()
+            .expect("print job accepted")
+            .json()
+            .await
+            .expect("answer JSON");
+        answer["jobId"].as_str().expect("jobId").to_string()
     }
 
     /// The job execution as the cloud sees it.
@@ -438,6 +482,53 @@ async fn a_job_interrupted_mid_print_is_reported_not_printed_again() {
         desk.journal_state(&interrupted),
         Some(JobState::Failed { .. })
     ));
+}
+
+#[tokio::test]
+async fn a_file_that_does_not_match_its_hash_or_link_is_not_printed() {
+    let desk = Desk::new();
+    let mut agent = desk.run();
+    // A real job first, for a URL the emulator signed.
+    let first = desk.print_job("label.png", 1);
+    let execution = desk.wait_done(&first, &mut agent).await;
+    assert_eq!(execution["status"], "SUCCEEDED", "{execution}");
+    let printed = desk.sim.labels().await.len();
+    let url = execution["jobDocument"]["file"]["url"]
+        .as_str()
+        .expect("file URL")
+        .to_string();
+
+    let wrong_hash = desk
+        .print_by_url(json!({"url": url, "format": "png", "sha256": "0".repeat(64)}))
+        .await;
+    let execution = desk.wait_done(&wrong_hash, &mut agent).await;
+    assert_eq!(execution["status"], "FAILED", "{execution}");
+    let reason = detail(&execution, "reason");
+    assert!(reason.starts_with("file hash mismatch"), "{reason}");
+
+    let (base, _) = url.split_once("&signature=").expect("signed URL");
+    let tampered = format!("{base}&signature={}", "0".repeat(64));
+    let forbidden = desk
+        .print_by_url(json!({"url": tampered, "format": "png"}))
+        .await;
+    let execution = desk.wait_done(&forbidden, &mut agent).await;
+    assert_eq!(execution["status"], "FAILED", "{execution}");
+    let reason = detail(&execution, "reason");
+    assert!(
+        reason.starts_with("download failed: the file server answered 403"),
+        "{reason}"
+    );
+    assert!(
+        !reason.contains("signature="),
+        "the URL is not reported: {reason}"
+    );
+
+    assert_eq!(
+        desk.sim.labels().await.len(),
+        printed,
+        "nothing more printed"
+    );
+    assert!(!agent.log().contains(&url), "the signed URL is not logged");
 }
 
 #[test]
