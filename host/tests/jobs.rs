@@ -531,6 +531,30 @@ async fn a_file_that_does_not_match_its_hash_or_link_is_not_printed() {
     assert!(!agent.log().contains(&url), "the signed URL is not logged");
 }
 
+#[tokio::test]
+async fn a_job_queued_while_the_link_was_down_is_taken_after_the_reconnection() {
+    let mut desk = Desk::new();
+    let mut agent = desk.run();
+    let first = desk.print_job("indicia.gif", 1);
+    let execution = desk.wait_done(&first, &mut agent).await;
+    assert_eq!(execution["status"], "SUCCEEDED", "{execution}");
+
+    // The cloud restarts and forgets every MQTT session; the job is created before DeviceHub
+    // is back, so its notification reaches nobody. Only asking after the reconnection finds it.
+    desk.cloud.kill();
+    desk.cloud.restart();
+    let second = desk.print_job("label.png", 1);
+    let execution = desk.wait_done(&second, &mut agent).await;
+    assert_eq!(execution["status"], "SUCCEEDED", "{execution}");
+    let expected = support::render_for_zebra(&support::fixture("indicia.gif")).len()
+        + support::render_for_zebra(&support::fixture("label.png")).len();
+    assert_eq!(
+        desk.sim.labels().await.len(),
+        expected,
+        "each job printed once"
+    );
+}
+
 #[test]
 fn run_without_registration_says_how_to_register() {
     let dir = tempfile::tempdir().expect("temp dir");
