@@ -33,6 +33,12 @@ struct Desk {
 
 impl Desk {
     fn new() -> Desk {
+        Desk::with_devices("")
+    }
+
+    /// A desk whose device table starts with `devices_first` (TOML `[[devices]]` rows), before
+    /// the simulator's row.
+    fn with_devices(devices_first: &str) -> Desk {
         let cloud = Cloud::start();
         let sim = Simulator::zebra(&["--language", "zpl"]);
         let plugins = support::plugins_folder(&[ZEBRA]);
@@ -51,7 +57,7 @@ impl Desk {
         let path = |p: &Path| p.to_str().expect("UTF-8 path").replace('\\', "/");
         let text = format!(
             "data_dir = \"{}\"\nplugins_dir = \"{}\"\nlog_level = \"info\"\n\
-             [usb]\nenabled = false\n\
+             [usb]\nenabled = false\n{devices_first}\
              [[devices]]\nid = \"{PRINTER}\"\naddress = \"tcp://{}\"\nusb_id = \"0A5F:0141\"\nprofile = \"zpl-203\"\n\
              [cloud]\nendpoint = \"localhost\"\nport = {}\nca_bundle = \"{}\"\n\
              claim_certificate = \"{}\"\nclaim_private_key = \"{}\"\n",
@@ -553,6 +559,50 @@ async fn a_job_queued_while_the_link_was_down_is_taken_after_the_reconnection() 
         expected,
         "each job printed once"
     );
+}
+
+#[tokio::test]
+async fn devicehub_killed_mid_print_reports_the_job_instead_of_printing_it_again() {
+    // A printer that takes the connection and never answers: the print stays in progress (the
+    // status query waits ten minutes) until DeviceHub is killed.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("address");
+    let held = std::thread::spawn(move || {
+        let (connection, _) = silent.accept().expect("DeviceHub connects");
+        connection
+    });
+    let desk = Desk::with_devices(&format!(
+        "[[devices]]\nid = \"silent-1\"\naddress = \"tcp://{silent_addr}\"\n\
+         usb_id = \"0A5F:0141\"\nprofile = \"zpl-203\"\n\
+         settings = {{ status_timeout_ms = \"600000\" }}\n"
+    ));
+    let agent = desk.run();
+    let job = desk.print_job("indicia.gif", 1);
+    let deadline = Instant::now() + JOB_WAIT;
+    while desk.journal_state(&job)
+        != Some(JobState::Printing {
+            device: "silent-1".into(),
+        })
+    {
+        assert!(
+            Instant::now() < deadline,
+            "job {job} never reached the printer; journal {:?}:\n{}",
+            desk.journal_state(&job),
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _connection = held.join().expect("the silent printer was connected to");
+    drop(agent);
+
+    let mut agent = desk.run();
+    let execution = desk.wait_done(&job, &mut agent).await;
+    assert_eq!(execution["status"], "FAILED", "{execution}");
+    assert_eq!(
+        detail(&execution, "reason"),
+        "interrupted while printing on silent-1; it may have printed: check before reprinting"
+    );
+    assert!(desk.sim.labels().await.is_empty());
 }
 
 #[test]
