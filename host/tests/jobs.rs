@@ -6,14 +6,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use devicehub::cloud::jobs::{DownloadSettings, JobsSettings, JobsTask};
 use devicehub::cloud::registration::load_device_configuration;
+use devicehub::devices::{self, Connection, DeviceSpec, DeviceTable};
+use devicehub::plugins::{PluginSet, Selection};
 use devicehub::storage::{DataDir, JobState};
+use devicehub_plugin_api::Setting;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use crate::support::{self, emulator_bin, http_client, Simulator, ZEBRA};
-use crate::support_cloud::Cloud;
+use crate::support_cloud::{start_link, Cloud};
 
 /// The longest a test waits for a job to finish. Generous for a loaded machine (the agent has
 /// to start, connect and print first); a passing test never waits this long.
@@ -603,6 +609,117 @@ async fn devicehub_killed_mid_print_reports_the_job_instead_of_printing_it_again
         "interrupted while printing on silent-1; it may have printed: check before reprinting"
     );
     assert!(desk.sim.labels().await.is_empty());
+}
+
+#[tokio::test]
+async fn stopping_while_printing_waits_then_reports_the_job_failed() {
+    // The jobs task in-process, so that the shutdown grace can be short: a printer that never
+    // answers holds the print past it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("address").to_string();
+    let held = std::thread::spawn(move || silent.accept().map(|(connection, _)| connection));
+    let cloud = Cloud::start();
+    let identity = cloud.thing("desk-stop");
+    let plugins_dir = support::plugins_folder(&[ZEBRA]);
+    let plugins = PluginSet::load_dir(plugins_dir.path(), Selection::AllLibraries);
+    let chosen = devices::choose_plugin(&plugins, Some((0x0A5F, 0x0141)), None).expect("zebra");
+    let spec = DeviceSpec {
+        id: "silent-1".into(),
+        kind: chosen.plugin.manifest.kind,
+        plugin: chosen.plugin,
+        profile: "zpl-203".into(),
+        model: chosen.model,
+        usb_id: Some((0x0A5F, 0x0141)),
+        connection: Some(Connection::Tcp(silent_addr)),
+        settings: vec![Setting::new("status_timeout_ms", "3000")],
+    };
+    let table = Arc::new(DeviceTable::default());
+    let transport =
+        devices::open_transport(spec.connection.as_ref().expect("tcp"), None).expect("transport");
+    table.attach(spec, transport).expect("attach");
+    let data = tempfile::tempdir().expect("data dir");
+    let data_dir = DataDir::new(data.path().to_path_buf());
+    let (journal, _) = data_dir.open_journal().expect("journal");
+
+    let (link, link_shutdown) = start_link(cloud.link_config(identity.clone(), cloud.mutual_tls()));
+    let jobs = JobsTask::new(
+        JobsSettings {
+            thing_name: identity.thing_name.clone(),
+            download: DownloadSettings {
+                ca_bundle_pem: identity.ca_bundle_pem.clone(),
+                ..DownloadSettings::default()
+            },
+            shutdown_grace: Duration::from_millis(200),
+            preferred_devices: vec!["silent-1".into()],
+        },
+        link.handle.clone(),
+        table.clone(),
+        journal,
+    )
+    .expect("jobs task");
+    let jobs_shutdown = tokio_util::sync::CancellationToken::new();
+    let jobs_task = tokio::spawn(jobs.run(link.incoming, jobs_shutdown.clone()));
+
+    let output = emulator(
+        &cloud,
+        &[
+            "job",
+            "print",
+            "desk-stop",
+            support::fixture("indicia.gif")
+                .to_str()
+                .expect("UTF-8 path"),
+            "--json",
+        ],
+    );
+    let job = job_id(&output.stdout);
+    let deadline = Instant::now() + JOB_WAIT;
+    let printing = || {
+        DataDir::new(data.path().to_path_buf())
+            .open_journal()
+            .expect("journal")
+            .0
+            .get(&job)
+            .map(|entry| entry.state.clone())
+    };
+    while printing()
+        != Some(JobState::Printing {
+            device: "silent-1".into(),
+        })
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the job never reached the printer"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    jobs_shutdown.cancel();
+    jobs_task
+        .await
+        .expect("the jobs task ends")
+        .expect("without error");
+    // The jobs task waited for the cloud to confirm its report before it ended.
+    link_shutdown.cancel();
+    link.task.await.expect("the link task ends");
+    assert!(matches!(printing(), Some(JobState::Failed { .. })));
+
+    let execution: Value = http_client()
+        .get(format!("{}/things/desk-stop/jobs/{job}", cloud.api_url))
+        .send()
+        .await
+        .expect("GET job")
+        .json()
+        .await
+        .expect("job JSON");
+    assert_eq!(execution["status"], "FAILED", "{execution}");
+    assert_eq!(
+        detail(&execution, "reason"),
+        "DeviceHub stopped while printing on silent-1; it may have printed: check before reprinting"
+    );
+    // The device thread gives up on the silent printer after its status timeout.
+    table.shutdown();
+    drop(held.join());
 }
 
 #[test]

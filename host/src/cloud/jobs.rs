@@ -58,6 +58,8 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long shutdown waits for a print that has started before reporting it failed.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long shutdown waits for the cloud to confirm the last job's status.
+const FINAL_REPORT_WAIT: Duration = Duration::from_secs(5);
 /// How long to wait before asking again after the cloud refused a `start-next`.
 const START_NEXT_RETRY: Duration = Duration::from_secs(5);
 /// AWS limits each `statusDetails` value to 1024 characters; reasons are cut well below.
@@ -623,7 +625,11 @@ impl JobsTask {
             }
         }
         if let Some(job) = running.take() {
-            self.finish_on_shutdown(job).await;
+            if let Some(job_id) = self.finish_on_shutdown(job).await {
+                if connected {
+                    self.await_update_answer(&job_id, &mut incoming).await;
+                }
+            }
         }
         Ok(())
     }
@@ -739,22 +745,52 @@ impl JobsTask {
         }
     }
 
-    /// Shutdown with a job running: see [`JobsTask::run`].
-    async fn finish_on_shutdown(&self, mut job: RunningJob) {
+    /// Waits (bounded) for the cloud's answer to the job's status report, so that the link is
+    /// not closed before the report has reached the cloud.
+    async fn await_update_answer(
+        &self,
+        job_id: &str,
+        incoming: &mut mpsc::Receiver<InboundMessage>,
+    ) {
+        let answered = tokio::time::timeout(FINAL_REPORT_WAIT, async {
+            while let Some(message) = incoming.recv().await {
+                match self.topics.classify(&message.topic) {
+                    Some(Answer::UpdateAccepted(id)) if id == job_id => return true,
+                    Some(Answer::UpdateRejected(id)) if id == job_id => {
+                        tracing::warn!(job = %job_id, "the cloud refused the job's last status");
+                        return true;
+                    }
+                    _ => {}
+                }
+            }
+            false
+        })
+        .await;
+        if !matches!(answered, Ok(true)) {
+            tracing::warn!(job = %job_id, "the cloud did not confirm the job's last status before stopping; the next start reports it again");
+        }
+    }
+
+    /// Shutdown with a job running: see [`JobsTask::run`]. Returns the job whose status was
+    /// reported.
+    async fn finish_on_shutdown(&self, mut job: RunningJob) -> Option<String> {
         let phase = lock(&job.phase).clone();
         let device = match phase {
             Phase::Preparing => {
                 job.task.abort();
                 let _ = (&mut job.task).await;
                 tracing::info!(job = %job.job_id, "stopped before printing; the job resumes at the next start");
-                return;
+                return None;
             }
             Phase::Printing { device } => device,
         };
         tracing::info!(job = %job.job_id, device = %device, "waiting for the print to finish before stopping");
         match tokio::time::timeout(self.shutdown_grace, &mut job.task).await {
             Ok(Ok(outcome)) => self.report(&job.job_id, &outcome).await,
-            Ok(Err(e)) => tracing::error!(job = %job.job_id, "the job task failed: {e}"),
+            Ok(Err(e)) => {
+                tracing::error!(job = %job.job_id, "the job task failed: {e}");
+                return None;
+            }
             Err(_) => {
                 job.task.abort();
                 let _ = (&mut job.task).await;
@@ -768,6 +804,7 @@ impl JobsTask {
                 self.report(&job.job_id, &outcome).await;
             }
         }
+        Some(job.job_id)
     }
 }
 
