@@ -419,12 +419,25 @@ async fn unknown_operations_and_scale_reads_without_a_scale_are_rejected() {
     // takes any document. A job with an operation DeviceHub does not know is made by editing a
     // queued job's document in the stopped emulator's state.
     let unknown = desk.scale_job();
+    let elsewhere = desk.scale_job();
     desk.cloud.kill();
-    let file = desk.execution_file(&unknown);
-    let mut stored: Value =
-        serde_json::from_slice(&std::fs::read(&file).expect("read execution")).expect("JSON");
-    stored["job_document"] = json!({"operation": "label.fold", "corner": "top-left"});
-    std::fs::write(&file, serde_json::to_vec(&stored).expect("encode")).expect("write execution");
+    let edit = |job: &str, document: Value| {
+        let file = desk.execution_file(job);
+        let mut stored: Value =
+            serde_json::from_slice(&std::fs::read(&file).expect("read execution")).expect("JSON");
+        stored["job_document"] = document;
+        std::fs::write(&file, serde_json::to_vec(&stored).expect("encode"))
+            .expect("write execution");
+    };
+    edit(
+        &unknown,
+        json!({"operation": "label.fold", "corner": "top-left"}),
+    );
+    edit(
+        &elsewhere,
+        json!({"operation": "print", "device": "zebra-9",
+               "file": {"url": "https://localhost:1/files/x.png", "format": "png"}}),
+    );
     desk.cloud.restart();
 
     let mut agent = desk.run();
@@ -438,6 +451,13 @@ async fn unknown_operations_and_scale_reads_without_a_scale_are_rejected() {
     assert!(
         reason.starts_with("unknown operation \"label.fold\""),
         "{reason}"
+    );
+
+    let execution = desk.wait_done(&elsewhere, &mut agent).await;
+    assert_eq!(execution["status"], "REJECTED", "{execution}");
+    assert_eq!(
+        detail(&execution, "reason"),
+        "no such device: 'zebra-9' is not attached"
     );
     assert!(desk.sim.labels().await.is_empty());
 }
