@@ -522,6 +522,8 @@ pub struct JobsTask {
     /// Set when the cloud refused `start-next` (throttling, an internal error): ask again
     /// after [`START_NEXT_RETRY`].
     retry_wanted: bool,
+    /// The job last answered from the journal, to notice the cloud handing it back again.
+    last_replayed: Option<String>,
 }
 
 impl JobsTask {
@@ -546,6 +548,7 @@ impl JobsTask {
             shutdown_grace: settings.shutdown_grace,
             start_next_token: None,
             retry_wanted: false,
+            last_replayed: None,
         })
     }
 
@@ -585,7 +588,14 @@ impl JobsTask {
                         }
                     };
                     self.report(&finished.job_id, &outcome).await;
-                    if connected {
+                    // The same job answered from the journal twice in a row means the cloud
+                    // keeps refusing its status: ask again later instead of in a tight loop.
+                    let replayed = outcome.details.contains_key("replayed");
+                    let again = replayed && self.last_replayed.as_deref() == Some(finished.job_id.as_str());
+                    self.last_replayed = replayed.then_some(finished.job_id);
+                    if again {
+                        retry.get_or_insert_with(|| Box::pin(tokio::time::sleep(START_NEXT_RETRY)));
+                    } else if connected {
                         self.start_next().await;
                     }
                 }
