@@ -15,9 +15,10 @@ use serde::Serialize;
 use crate::{
     config::{self, Config},
     devices::{self, DeviceSpec, DeviceTable},
-    plugins::{format_usb_id, parse_usb_id, PluginSet, Selection},
+    plugins::{format_usb_id, parse_usb_id, PluginSet},
     print::{self, FileFormat, PrintOptions},
     render::{Halftone, Rotation},
+    service,
     transport::usb::UsbBus,
 };
 
@@ -215,21 +216,16 @@ fn cmd_register(global: &GlobalArgs, config: &Config, code: &str) -> anyhow::Res
     }
 }
 
+/// Reads the config file; `--plugins-dir` overrides the file's `plugins_dir`.
 fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
-    let config = match &global.config {
+    let mut config = match &global.config {
         Some(path) => Config::load(path)?,
         None => Config::load_or_default(&config::default_config_path())?,
     };
+    if let Some(dir) = &global.plugins_dir {
+        config.plugins_dir = Some(dir.clone());
+    }
     Ok(config)
-}
-
-/// Loads plugins from the folder the arguments, the config or the defaults name.
-pub fn load_plugins(global: &GlobalArgs, config: &Config) -> PluginSet {
-    let (dir, selection) = match (&global.plugins_dir, &config.plugins_dir) {
-        (Some(dir), _) | (None, Some(dir)) => (dir.clone(), Selection::AllLibraries),
-        (None, None) => config::default_plugins_dir(),
-    };
-    PluginSet::load_dir(&dir, selection)
 }
 
 #[derive(Serialize)]
@@ -273,7 +269,7 @@ struct ConflictRow {
 }
 
 fn cmd_plugins(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
-    let set = load_plugins(global, config);
+    let set = service::load_plugins(config);
     let listing = PluginListing {
         dir: set.dir.display().to_string(),
         plugins: set
@@ -367,7 +363,7 @@ struct DeviceListing {
 }
 
 fn cmd_devices(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
-    let plugins = load_plugins(global, config);
+    let plugins = service::load_plugins(config);
     let mut listing = DeviceListing {
         devices: Vec::new(),
         problems: Vec::new(),
@@ -470,7 +466,7 @@ struct PrintOutcome {
 }
 
 fn cmd_print(global: &GlobalArgs, config: &Config, args: PrintArgs) -> anyhow::Result<()> {
-    let plugins = load_plugins(global, config);
+    let plugins = service::load_plugins(config);
     let file = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
     let options = PrintOptions {

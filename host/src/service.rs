@@ -28,8 +28,8 @@ use crate::storage::{DataDir, Loaded};
 /// How long the link may take to say goodbye after the jobs task ended.
 const LINK_STOP_GRACE: Duration = Duration::from_secs(5);
 
-/// Loads the plugins from the config's folder, else the default one (the same rule as the
-/// other commands).
+/// Loads the plugins from the config's folder (which `--plugins-dir` overrides), else the
+/// default one; every command and the service use this one rule.
 pub fn load_plugins(config: &Config) -> PluginSet {
     let (dir, selection) = match &config.plugins_dir {
         Some(dir) => (dir.clone(), Selection::AllLibraries),
