@@ -233,6 +233,45 @@ async fn the_session_keeps_subscriptions_and_queued_messages_while_offline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filters_registered_before_connecting_are_sent_even_when_the_broker_kept_the_session() {
+    let cloud = Cloud::start();
+    let identity = cloud.thing("desk-kept");
+
+    // A first program leaves a persistent session on the broker without this filter.
+    let (first, shutdown) = start_link(cloud.link_config(identity.clone(), cloud.mutual_tls()));
+    let mut state = first.handle.state();
+    wait_connected(&mut state).await;
+    shutdown.cancel();
+    first.task.await.expect("the first link ends");
+
+    // The next one registers its filter before it has connected; the broker answers that the
+    // session is present, yet this filter was never part of it.
+    let (mut second, shutdown) = start_link(cloud.link_config(identity, cloud.mutual_tls()));
+    second
+        .handle
+        .subscribe("devicehub/desk-kept/test/#", Qos::AtLeastOnce)
+        .await
+        .expect("subscribe");
+    let mut state = second.handle.state();
+    assert!(
+        wait_connected(&mut state).await,
+        "the broker kept the session"
+    );
+    second
+        .handle
+        .publish(
+            "devicehub/desk-kept/test/ping",
+            b"x".to_vec(),
+            Qos::AtLeastOnce,
+        )
+        .await
+        .expect("publish");
+    next_on(&mut second.incoming, "devicehub/desk-kept/test/ping").await;
+    shutdown.cancel();
+    second.task.await.expect("the second link ends");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_connection_publishes_the_last_will_and_a_clean_stop_does_not() {
     let cloud = Cloud::start();
     let identity = cloud.thing("desk-will");

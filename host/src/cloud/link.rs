@@ -35,7 +35,7 @@
 //! authenticates WebSocket clients with SigV4 or a custom authorizer, neither of which DeviceHub
 //! implements yet. Against AWS, use [`LinkTransport::MutualTls`] or [`LinkTransport::Alpn`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -281,6 +281,11 @@ pub struct InboundMessage {
 #[derive(Debug, Default)]
 struct Subscriptions {
     filters: BTreeMap<String, Qos>,
+    /// Filters sent to the broker since the session began. A broker that kept the session
+    /// keeps these, but not filters registered while no session had ever been opened (for
+    /// example before the first connection of an identity whose session a previous program
+    /// left on the broker): those must still be sent.
+    sent: BTreeSet<String>,
     connected: bool,
 }
 
@@ -426,6 +431,9 @@ impl LinkHandle {
         let send_now = {
             let mut subscriptions = lock(&self.subscriptions);
             subscriptions.filters.insert(filter.to_string(), qos);
+            if subscriptions.connected {
+                subscriptions.sent.insert(filter.to_string());
+            }
             subscriptions.connected
         };
         if send_now {
@@ -441,6 +449,7 @@ impl LinkHandle {
     pub async fn unsubscribe(&self, filter: &str) -> Result<(), LinkError> {
         let send_now = {
             let mut subscriptions = lock(&self.subscriptions);
+            subscriptions.sent.remove(filter);
             subscriptions.filters.remove(filter).is_some() && subscriptions.connected
         };
         if send_now {
@@ -606,15 +615,17 @@ impl Connection {
         let resubscribe: Vec<SubscribeFilter> = {
             let mut subscriptions = lock(&self.subscriptions);
             subscriptions.connected = true;
-            if session_present {
-                Vec::new()
-            } else {
-                subscriptions
-                    .filters
-                    .iter()
-                    .map(|(f, q)| SubscribeFilter::new(f.clone(), (*q).into()))
-                    .collect()
+            if !session_present {
+                subscriptions.sent.clear();
             }
+            let Subscriptions { filters, sent, .. } = &mut *subscriptions;
+            let missing: Vec<SubscribeFilter> = filters
+                .iter()
+                .filter(|(f, _)| !sent.contains(*f))
+                .map(|(f, q)| SubscribeFilter::new(f.clone(), (*q).into()))
+                .collect();
+            sent.extend(filters.keys().cloned());
+            missing
         };
         tracing::info!(link = %self.description, session_present, "cloud link connected");
         for chunk in resubscribe.chunks(FILTERS_PER_SUBSCRIBE) {
