@@ -597,24 +597,15 @@ fn spec_for_model(
 ) -> anyhow::Result<DeviceSpec> {
     let usb_id = parse_usb_id(model)
         .ok_or_else(|| anyhow!("--model takes a USB ID VID:PID in hex, e.g. 0A5F:0141"))?;
+    let chosen = devices::choose_plugin(plugins, Some(usb_id), args.plugin.as_deref())?;
+    let profile = chosen
+        .profile_or(args.profile.as_deref())
+        .ok_or_else(|| anyhow!("plugin '{}' needs --profile", chosen.plugin.name()))?;
     let devices::ChosenDriver {
         plugin,
         model: model_name,
-        profile: model_profile,
-    } = devices::choose_plugin(plugins, Some(usb_id), args.plugin.as_deref())?;
-    let profile = args
-        .profile
-        .clone()
-        .or(model_profile)
-        .or_else(|| {
-            plugin
-                .manifest
-                .default_profile
-                .as_ref()
-                .map(|p| p.to_string())
-                .into_option()
-        })
-        .ok_or_else(|| anyhow!("plugin '{}' needs --profile", plugin.name()))?;
+        ..
+    } = chosen;
     if plugin.manifest.printer_profile(&profile).is_none() {
         bail!("plugin '{}' has no profile '{profile}'", plugin.name());
     }

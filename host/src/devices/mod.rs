@@ -127,29 +127,15 @@ pub fn resolve_entry(entry: &DeviceEntry, plugins: &PluginSet) -> Result<DeviceS
             _ => None,
         },
     };
-    let ChosenDriver {
-        plugin,
-        model,
-        profile: model_profile,
-    } = choose_plugin(plugins, usb_id, entry.plugin.as_deref())?;
-    let profile = entry
-        .profile
-        .clone()
-        .or(model_profile)
-        .or_else(|| {
-            plugin
-                .manifest
-                .default_profile
-                .as_ref()
-                .map(|p| p.to_string())
-                .into_option()
-        })
-        .ok_or_else(|| {
-            config_error(format!(
-                "plugin '{}' has no default profile: set `profile`",
-                plugin.name()
-            ))
-        })?;
+    let chosen = choose_plugin(plugins, usb_id, entry.plugin.as_deref())?;
+    let profile = chosen.profile_or(entry.profile.as_deref());
+    let ChosenDriver { plugin, model, .. } = chosen;
+    let profile = profile.ok_or_else(|| {
+        config_error(format!(
+            "plugin '{}' has no default profile: set `profile`",
+            plugin.name()
+        ))
+    })?;
     if plugin.manifest.kind == DeviceKind::Printer
         && plugin.manifest.printer_profile(&profile).is_none()
     {
@@ -197,6 +183,24 @@ pub struct ChosenDriver {
     pub model: Option<String>,
     /// The model's profile.
     pub profile: Option<String>,
+}
+
+impl ChosenDriver {
+    /// The profile to use: `explicit` (from the config or command line), else the model's, else
+    /// the plugin's default.
+    pub fn profile_or(&self, explicit: Option<&str>) -> Option<String> {
+        explicit
+            .map(str::to_string)
+            .or_else(|| self.profile.clone())
+            .or_else(|| {
+                self.plugin
+                    .manifest
+                    .default_profile
+                    .as_ref()
+                    .map(|p| p.to_string())
+                    .into_option()
+            })
+    }
 }
 
 /// Chooses the plugin for a USB ID and/or plugin name.
