@@ -1,104 +1,23 @@
 //! The Mosquitto configuration the emulator writes: mutual TLS with the emulator's CA and
 //! per-thing ACLs, with the emulator's services running against it as an external broker.
 
-use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::Duration;
 
-use devicehub_emulator::cloud::pki::CertificateAuthority;
-use devicehub_emulator::cloud::{mosquitto, start, BrokerMode, CloudConfig, ManualClock};
 use serde_json::json;
 
-use crate::support::{Emulator, Mqtt, Via, CLOCK_START};
-
-/// A Mosquitto process that is killed when the test ends.
-struct MosquittoProcess(Child);
-
-impl Drop for MosquittoProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    // Mosquitto cannot report a port it picked itself, so one is reserved and released here.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    listener.local_addr().expect("local address").port()
-}
-
-fn mosquitto_binary() -> String {
-    let candidates = [
-        "/usr/sbin/mosquitto",
-        "/usr/local/sbin/mosquitto",
-        "/usr/bin/mosquitto",
-    ];
-    candidates
-        .iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .map(|p| p.to_string())
-        .unwrap_or_else(|| {
-            panic!("mosquitto is not installed: install it (Debian/Ubuntu: `apt-get install mosquitto`) to run the external-broker tests")
-        })
-}
+use crate::support::{Broker, Emulator, Mqtt};
 
 #[tokio::test]
 async fn mosquitto_with_the_generated_configuration_confines_each_thing_to_its_topics() {
-    let dir = tempfile::tempdir().expect("temporary data directory");
-    let port = free_port();
-    let ca = CertificateAuthority::open(dir.path()).expect("CA");
-    let config = mosquitto::write_config(dir.path(), &ca, port).expect("mosquitto.conf");
-    let child = Command::new(mosquitto_binary())
-        .arg("-c")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("mosquitto starts");
-    let mut broker = MosquittoProcess(child);
-
-    // Wait until Mosquitto listens (or report why it exited).
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(status)) = broker.0.try_wait() {
-            let mut stderr = String::new();
-            if let Some(mut e) = broker.0.stderr.take() {
-                use std::io::Read;
-                let _ = e.read_to_string(&mut stderr);
-            }
-            panic!("mosquitto exited ({status}): {stderr}");
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "mosquitto did not listen on {port}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-
-    let clock = ManualClock::new(CLOCK_START);
-    let mut cloud_config = CloudConfig::with_free_ports(dir.path().to_path_buf());
-    cloud_config.broker = BrokerMode::External {
-        host: "localhost".into(),
-        port,
-    };
-    cloud_config.clock = Arc::new(clock.clone());
-    let cloud = start(cloud_config)
-        .await
-        .expect("the services connect to mosquitto");
-    let endpoints = cloud.endpoints().clone();
-    let emulator = Emulator {
-        dir,
-        clock,
-        cloud: Some(cloud),
-        endpoints,
-    };
+    let mut emulator = Emulator::start_on(Broker::Mosquitto).await;
+    let via = emulator.via();
 
     let desk1 = emulator.create_thing("desk-1").await;
     let desk2 = emulator.create_thing("desk-2").await;
-    let mut intruder = Mqtt::connect(&emulator, "desk-1", &desk1, Via::External(port), true)
+    let mut intruder = Mqtt::connect(&emulator, "desk-1", &desk1, via, true)
         .await
         .expect("desk-1 connects to mosquitto");
-    let mut victim = Mqtt::connect(&emulator, "desk-2", &desk2, Via::External(port), true)
+    let mut victim = Mqtt::connect(&emulator, "desk-2", &desk2, via, true)
         .await
         .expect("desk-2 connects to mosquitto");
 
@@ -168,8 +87,7 @@ async fn mosquitto_with_the_generated_configuration_confines_each_thing_to_its_t
         .await;
     assert_eq!(accepted["version"], 1);
 
-    if let Some(cloud) = emulator.cloud {
+    if let Some(cloud) = emulator.cloud.take() {
         cloud.shutdown(Duration::from_secs(10)).await;
     }
-    drop(broker);
 }

@@ -2,11 +2,15 @@
 //! for what they expect, and signed HTTP requests.
 
 use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
-use devicehub_emulator::cloud::signing;
-use devicehub_emulator::cloud::{start, CloudConfig, Endpoints, ManualClock, RunningCloud};
+use devicehub_emulator::cloud::pki::CertificateAuthority;
+use devicehub_emulator::cloud::{mosquitto, signing};
+use devicehub_emulator::cloud::{
+    start, BrokerMode, CloudConfig, Endpoints, ManualClock, RunningCloud,
+};
 use rumqttc::{
     AsyncClient, ConnectReturnCode, Event, MqttOptions, Packet, QoS, SubscribeReasonCode,
     TlsConfiguration, Transport,
@@ -22,43 +26,174 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Start time of the manual clock (2026-01-01T00:00:00Z).
 pub const CLOCK_START: u64 = 1_767_225_600;
 
+/// Which broker the emulator's devices and services meet on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Broker {
+    /// The emulator's own broker, with its three listeners.
+    Embedded,
+    /// A stock Mosquitto started from the configuration the emulator writes; the services
+    /// connect to it as ordinary clients.
+    Mosquitto,
+}
+
+/// Generates one test per broker from `async fn NAME(broker: Broker)`: a module `NAME` holding
+/// the tests `embedded` and `mosquitto`, so that a failure names the broker it happened on.
+macro_rules! on_both_brokers {
+    ($($scenario:ident),+ $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test]
+                async fn embedded() {
+                    super::$scenario($crate::support::Broker::Embedded).await;
+                }
+
+                #[tokio::test]
+                async fn mosquitto() {
+                    super::$scenario($crate::support::Broker::Mosquitto).await;
+                }
+            }
+        )+
+    };
+}
+pub(crate) use on_both_brokers;
+
+/// A Mosquitto process that is killed when the test ends.
+pub struct MosquittoProcess {
+    child: Child,
+    /// The port Mosquitto listens on (mutual TLS).
+    pub port: u16,
+}
+
+impl Drop for MosquittoProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl MosquittoProcess {
+    /// Writes the emulator's Mosquitto configuration into `dir` (creating the CA there if
+    /// needed), starts Mosquitto from it and waits until it listens.
+    pub async fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let ca = CertificateAuthority::open(dir).expect("CA");
+        let config = mosquitto::write_config(dir, &ca, port).expect("mosquitto.conf");
+        let child = Command::new(mosquitto_binary())
+            .arg("-c")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("mosquitto starts");
+        let mut broker = Self { child, port };
+        // Wait until Mosquitto listens (or report why it exited).
+        let deadline = std::time::Instant::now() + ANSWER_TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = broker.child.try_wait() {
+                let mut stderr = String::new();
+                if let Some(mut e) = broker.child.stderr.take() {
+                    use std::io::Read;
+                    let _ = e.read_to_string(&mut stderr);
+                }
+                panic!("mosquitto exited ({status}): {stderr}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "mosquitto did not listen on {port}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        broker
+    }
+}
+
+fn free_port() -> u16 {
+    // Mosquitto cannot report a port it picked itself, so one is reserved and released here.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("local address").port()
+}
+
+fn mosquitto_binary() -> String {
+    let candidates = [
+        "/usr/sbin/mosquitto",
+        "/usr/local/sbin/mosquitto",
+        "/usr/bin/mosquitto",
+    ];
+    candidates
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .map(|p| p.to_string())
+        .unwrap_or_else(|| {
+            panic!("mosquitto is not installed: install it (Debian/Ubuntu: `apt-get install mosquitto`) to run the external-broker tests")
+        })
+}
+
 /// A running emulator on its own data directory.
 pub struct Emulator {
     pub dir: tempfile::TempDir,
     pub clock: ManualClock,
     pub cloud: Option<RunningCloud>,
     pub endpoints: Endpoints,
+    /// The external broker when the emulator runs against Mosquitto; declared after `cloud` so
+    /// that the services are dropped before their broker goes away.
+    pub mosquitto: Option<MosquittoProcess>,
 }
 
 impl Emulator {
-    /// Starts an emulator with every port 0 and a manual clock.
+    /// Starts an emulator on its embedded broker with every port 0 and a manual clock.
     pub async fn start() -> Self {
+        Self::start_on(Broker::Embedded).await
+    }
+
+    /// Starts an emulator with a manual clock on `broker` (for Mosquitto, a process of its own).
+    pub async fn start_on(broker: Broker) -> Self {
         let dir = tempfile::tempdir().expect("temporary data directory");
         let clock = ManualClock::new(CLOCK_START);
-        let cloud = Self::launch(dir.path(), &clock).await;
+        let mosquitto = match broker {
+            Broker::Embedded => None,
+            Broker::Mosquitto => Some(MosquittoProcess::start(dir.path()).await),
+        };
+        let cloud = Self::launch(dir.path(), &clock, mosquitto.as_ref().map(|m| m.port)).await;
         let endpoints = cloud.endpoints().clone();
         Self {
             dir,
             clock,
             cloud: Some(cloud),
             endpoints,
+            mosquitto,
         }
     }
 
-    async fn launch(dir: &Path, clock: &ManualClock) -> RunningCloud {
+    async fn launch(dir: &Path, clock: &ManualClock, external_port: Option<u16>) -> RunningCloud {
         let mut config = CloudConfig::with_free_ports(dir.to_path_buf());
         config.clock = Arc::new(clock.clone());
+        if let Some(port) = external_port {
+            config.broker = BrokerMode::External {
+                host: "localhost".into(),
+                port,
+            };
+        }
         start(config).await.expect("the emulator starts")
     }
 
-    /// Stops the emulator and starts it again on the same data directory (new ports).
+    /// Stops the emulator and starts it again on the same data directory (new ports; the same
+    /// Mosquitto, when there is one).
     pub async fn restart(&mut self) {
         if let Some(cloud) = self.cloud.take() {
             cloud.shutdown(Duration::from_secs(10)).await;
         }
-        let cloud = Self::launch(self.dir.path(), &self.clock).await;
+        let external_port = self.mosquitto.as_ref().map(|m| m.port);
+        let cloud = Self::launch(self.dir.path(), &self.clock, external_port).await;
         self.endpoints = cloud.endpoints().clone();
         self.cloud = Some(cloud);
+    }
+
+    /// How devices reach the broker this emulator runs on (mutual TLS either way).
+    pub fn via(&self) -> Via {
+        match &self.mosquitto {
+            Some(broker) => Via::External(broker.port),
+            None => Via::MutualTls,
+        }
     }
 
     pub fn ca_pem(&self) -> Vec<u8> {
@@ -152,9 +287,9 @@ impl Emulator {
             .expect("signed request sent")
     }
 
-    /// Connects over mutual TLS (the 8883 role).
+    /// Connects over mutual TLS (the 8883 role) to the broker the emulator runs on.
     pub async fn connect(&self, client_id: &str, credentials: &Credentials) -> Mqtt {
-        Mqtt::connect(self, client_id, credentials, Via::MutualTls, true)
+        Mqtt::connect(self, client_id, credentials, self.via(), true)
             .await
             .expect("the connection is accepted")
     }
@@ -401,6 +536,27 @@ impl Mqtt {
     pub async fn expect_json(&mut self, topic: &str) -> Value {
         let payload = self.expect_message(topic).await;
         serde_json::from_slice(&payload).expect("JSON payload")
+    }
+
+    /// Collects every JSON message up to and including the first one on exactly `topic`, in the
+    /// order they arrived, so that a test can assert what came before it (and what did not).
+    pub async fn json_until(&mut self, topic: &str) -> Vec<(String, Value)> {
+        let mut received = Vec::new();
+        loop {
+            match self.next_event().await {
+                Ok(Packet::Publish(p)) => {
+                    let done = p.topic == topic;
+                    if let Ok(value) = serde_json::from_slice(&p.payload) {
+                        received.push((p.topic, value));
+                    }
+                    if done {
+                        return received;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => panic!("no message on {topic}: {e}; received {received:?}"),
+            }
+        }
     }
 
     /// Waits for the broker to end the connection.
