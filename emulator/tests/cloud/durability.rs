@@ -4,11 +4,14 @@
 use reqwest::Method;
 use serde_json::{json, Value};
 
-use crate::support::Emulator;
+use crate::support::{on_both_brokers, Broker, Emulator};
 
-#[tokio::test]
-async fn things_shadows_and_jobs_survive_a_restart() {
-    let mut emulator = Emulator::start().await;
+// With Mosquitto the broker keeps running across the restart; only the emulator's services and
+// API stop and start again.
+on_both_brokers!(things_shadows_and_jobs_survive_a_restart);
+
+async fn things_shadows_and_jobs_survive_a_restart(broker: Broker) {
+    let mut emulator = Emulator::start_on(broker).await;
     let thing = emulator.create_thing("desk-1").await;
     let secret = thing.device_signature.clone().expect("secret");
     let prefix = "$aws/things/desk-1/shadow";

@@ -19,6 +19,7 @@ on_both_brokers!(
     an_expired_step_timer_moves_the_execution_to_timed_out,
     a_job_cancelled_while_in_progress_is_canceled_for_the_device,
     malformed_or_unknown_requests_are_rejected_with_their_codes,
+    more_than_twenty_requests_within_one_second_are_throttled_until_the_clock_moves,
 );
 
 /// A minimal valid PNG: the signature and an IHDR/IEND are enough for format detection.
@@ -851,4 +852,41 @@ async fn malformed_or_unknown_requests_are_rejected_with_their_codes(broker: Bro
         .expect_json(&format!("{JOBS}/$next/update/rejected"))
         .await;
     assert_eq!(rejected["code"], "InvalidRequest", "{rejected}");
+}
+
+async fn more_than_twenty_requests_within_one_second_are_throttled_until_the_clock_moves(
+    broker: Broker,
+) {
+    let emulator = Emulator::start_on(broker).await;
+    let thing = emulator.create_thing("desk-1").await;
+    let mut mqtt = jobs_session(&emulator, &thing).await;
+
+    // Twenty-one requests inside one second of the emulator's clock: the clock does not move.
+    for n in 0..21 {
+        mqtt.publish(
+            &format!("{JOBS}/get"),
+            json!({"clientToken": format!("g-{n}")}).to_string(),
+        )
+        .await;
+    }
+    let mut answers = Vec::new();
+    while answers.len() < 21 {
+        answers.push(
+            mqtt.json_until_any(&[
+                &format!("{JOBS}/get/accepted"),
+                &format!("{JOBS}/get/rejected"),
+            ])
+            .await,
+        );
+    }
+    let rejected: Vec<_> = answers
+        .iter()
+        .filter(|(topic, _)| topic.ends_with("/rejected"))
+        .collect();
+    assert_eq!(rejected.len(), 1, "{answers:?}");
+    assert_eq!(rejected[0].1["code"], "RequestThrottled");
+    assert_eq!(rejected[0].1["clientToken"], "g-20");
+
+    request(&emulator, &mqtt, &format!("{JOBS}/get"), json!({})).await;
+    mqtt.expect_json(&format!("{JOBS}/get/accepted")).await;
 }

@@ -2,9 +2,14 @@
 //! port 0) and drives it only over the wire, with an MQTT client over mutual TLS, ALPN and
 //! WebSocket, and HTTP, as DeviceHub or an AWS SDK would.
 //!
+//! The shadow, jobs and durability rows run twice, as `<row>::embedded` and `<row>::mosquitto`:
+//! once on the embedded broker and once with the emulator's services connected to a Mosquitto
+//! started from the configuration the emulator writes (Mosquitto must be installed).
+//!
 //! Modules:
 //! - `cli`: the command line against a `serve` process.
-//! - `support`: starting and restarting the emulator, MQTT and HTTP clients, fixtures.
+//! - `support`: starting and restarting the emulator on either broker, MQTT and HTTP clients,
+//!   fixtures, and the macro that runs a row on both brokers.
 //! - `provisioning`: fleet provisioning by claim, valid and refused requests, token expiry.
 //! - `transports`: the three listeners, a foreign CA refused, ALPN required on its port.
 //! - `authorization`: per-thing and claim policies enforced by the embedded broker.

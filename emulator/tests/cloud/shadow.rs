@@ -15,6 +15,8 @@ on_both_brokers!(
     named_shadows_are_independent_of_the_classic_shadow_and_of_each_other,
     the_delta_keeps_nested_paths_compares_arrays_whole_and_ignores_reported_only_fields,
     null_deletes_a_key_and_a_null_desired_deletes_the_section,
+    a_payload_that_is_not_utf8_is_415,
+    more_than_ten_requests_within_one_second_are_429_until_the_clock_moves,
 );
 
 /// Publishes a shadow request one second of the emulator's clock after the previous one: the
@@ -539,4 +541,66 @@ async fn null_deletes_a_key_and_a_null_desired_deletes_the_section(broker: Broke
     assert!(document["state"].get("delta").is_none(), "{document}");
     assert_eq!(document["state"]["reported"]["darkness"], 15);
     assert_eq!(document["version"], 3);
+}
+
+async fn a_payload_that_is_not_utf8_is_415(broker: Broker) {
+    let emulator = Emulator::start_on(broker).await;
+    let prefix = "$aws/things/desk-1/shadow";
+    let mut mqtt = shadow_session(&emulator, prefix).await;
+    request(
+        &emulator,
+        &mqtt,
+        &format!("{prefix}/update"),
+        b"{\"state\":{\"reported\":{\"a\":\"\xff\xfe\"}}}".to_vec(),
+    )
+    .await;
+    let error = mqtt.expect_json(&format!("{prefix}/update/rejected")).await;
+    assert_eq!(error["code"], 415, "{error}");
+}
+
+async fn more_than_ten_requests_within_one_second_are_429_until_the_clock_moves(broker: Broker) {
+    let emulator = Emulator::start_on(broker).await;
+    let prefix = "$aws/things/desk-1/shadow";
+    let mut mqtt = shadow_session(&emulator, prefix).await;
+
+    // Eleven gets inside one second of the emulator's clock, across the classic shadow and a
+    // named one: the limit is per thing. The clock does not move between them.
+    for n in 0..11 {
+        let shadow = if n % 2 == 0 {
+            prefix.to_string()
+        } else {
+            format!("{prefix}/name/printer-1")
+        };
+        mqtt.publish(
+            &format!("{shadow}/get"),
+            json!({"clientToken": format!("g-{n}")}).to_string(),
+        )
+        .await;
+    }
+    let mut codes = Vec::new();
+    while codes.len() < 11 {
+        let (topic, answer) = mqtt
+            .json_until_any(&[
+                &format!("{prefix}/get/rejected"),
+                &format!("{prefix}/name/printer-1/get/rejected"),
+            ])
+            .await;
+        codes.push((topic, answer["clientToken"].clone(), answer["code"].clone()));
+    }
+    let throttled: Vec<_> = codes.iter().filter(|(_, _, code)| *code == 429).collect();
+    assert_eq!(throttled.len(), 1, "{codes:?}");
+    assert_eq!(
+        throttled[0].1, "g-10",
+        "the eleventh request is the one refused"
+    );
+    assert_eq!(
+        codes.iter().filter(|(_, _, code)| *code == 404).count(),
+        10,
+        "{codes:?}"
+    );
+
+    // The next second admits requests again.
+    request(&emulator, &mqtt, &format!("{prefix}/get"), "").await;
+    let missing = mqtt.expect_json(&format!("{prefix}/get/rejected")).await;
+    assert_eq!(missing["code"], 404);
 }

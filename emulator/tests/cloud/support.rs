@@ -559,6 +559,21 @@ impl Mqtt {
         }
     }
 
+    /// Waits for a JSON message on any of `topics` (skipping others) and returns its topic and
+    /// payload.
+    pub async fn json_until_any(&mut self, topics: &[&str]) -> (String, Value) {
+        loop {
+            match self.next_event().await {
+                Ok(Packet::Publish(p)) if topics.contains(&p.topic.as_str()) => {
+                    let value = serde_json::from_slice(&p.payload).expect("JSON payload");
+                    return (p.topic, value);
+                }
+                Ok(_) => {}
+                Err(e) => panic!("no message on {topics:?}: {e}"),
+            }
+        }
+    }
+
     /// Waits for the broker to end the connection.
     pub async fn expect_closed(&mut self) {
         loop {
