@@ -2,7 +2,7 @@
 //! port 0) and drives it only over the wire, with an MQTT client over mutual TLS, ALPN and
 //! WebSocket, and HTTP, as DeviceHub or an AWS SDK would.
 //!
-//! The shadow, jobs and durability rows run twice, as `<row>::embedded` and `<row>::mosquitto`:
+//! The shadow, jobs, provisioning and durability rows run twice, as `<row>::embedded` and `<row>::mosquitto`:
 //! once on the embedded broker and once with the emulator's services connected to a Mosquitto
 //! started from the configuration the emulator writes (Mosquitto must be installed).
 //!

@@ -1,8 +1,20 @@
 //! Fleet provisioning by claim over MQTT, as AWS IoT Core's provisioning MQTT API defines it.
+//! The flows run against the embedded broker and against Mosquitto; where Mosquitto cannot
+//! behave like AWS (it delivers each answer to every claim client subscribed to the answer
+//! topic), the test says so and asserts what holds there.
 
 use serde_json::{json, Value};
 
-use crate::support::{new_csr, provision_topic, Credentials, Emulator, Mqtt, Via};
+use crate::support::{
+    eventually, new_csr, on_both_brokers, provision_topic, Broker, Credentials, Emulator, Mqtt, Via,
+};
+
+on_both_brokers!(
+    csr_claim_flow_registers_a_thing_that_can_connect_with_its_new_certificate,
+    activation_codes_unknown_used_or_expired_are_refused_by_the_hook,
+    ownership_tokens_expire_after_one_hour_and_bad_requests_are_rejected,
+    answers_go_only_to_the_connection_that_asked_even_with_a_shared_claim,
+);
 
 /// Connects with a fresh claim certificate and subscribes to every provisioning answer.
 async fn claim_session(emulator: &Emulator) -> Mqtt {
@@ -59,9 +71,10 @@ async fn provision(mqtt: &mut Mqtt, token: &str, serial: &str, code: &str) -> Re
     }
 }
 
-#[tokio::test]
-async fn csr_claim_flow_registers_a_thing_that_can_connect_with_its_new_certificate() {
-    let emulator = Emulator::start().await;
+async fn csr_claim_flow_registers_a_thing_that_can_connect_with_its_new_certificate(
+    broker: Broker,
+) {
+    let emulator = Emulator::start_on(broker).await;
     let mut mqtt = claim_session(&emulator).await;
     let (created, key) = create_from_csr(&mut mqtt).await;
     assert!(created["certificateId"]
@@ -103,17 +116,27 @@ async fn csr_claim_flow_registers_a_thing_that_can_connect_with_its_new_certific
         .await;
     assert_eq!(rejected["code"], 404);
 
-    let listed: Value = emulator
-        .http()
-        .get(emulator.api("/things/devicehub-SN1001"))
-        .send()
-        .await
-        .expect("GET thing")
-        .json()
-        .await
-        .expect("JSON");
+    if broker == Broker::Mosquitto {
+        // Mosquitto publishes no lifecycle events: the thing shows as connected once the
+        // services have received a heartbeat from it.
+        device
+            .publish("devicehub/devicehub-SN1001/heartbeat", r#"{"uptimeS":1}"#)
+            .await;
+    }
+    let listed = eventually(|| async {
+        let listed: Value = emulator
+            .http()
+            .get(emulator.api("/things/devicehub-SN1001"))
+            .send()
+            .await
+            .expect("GET thing")
+            .json()
+            .await
+            .expect("JSON");
+        (listed["connected"] == true).then_some(listed)
+    })
+    .await;
     assert_eq!(listed["attributes"]["serialNumber"], "SN1001");
-    assert_eq!(listed["connected"], true);
     assert!(
         listed.get("deviceSignature").is_none(),
         "the secret is never listed"
@@ -145,9 +168,8 @@ async fn create_keys_and_certificate_returns_a_key_and_an_unregistered_certifica
     );
 }
 
-#[tokio::test]
-async fn activation_codes_unknown_used_or_expired_are_refused_by_the_hook() {
-    let emulator = Emulator::start().await;
+async fn activation_codes_unknown_used_or_expired_are_refused_by_the_hook(broker: Broker) {
+    let emulator = Emulator::start_on(broker).await;
     let mut mqtt = claim_session(&emulator).await;
 
     let (created, _) = create_from_csr(&mut mqtt).await;
@@ -186,9 +208,8 @@ async fn activation_codes_unknown_used_or_expired_are_refused_by_the_hook() {
         .is_some_and(|m| m.contains("expired")));
 }
 
-#[tokio::test]
-async fn ownership_tokens_expire_after_one_hour_and_bad_requests_are_rejected() {
-    let emulator = Emulator::start().await;
+async fn ownership_tokens_expire_after_one_hour_and_bad_requests_are_rejected(broker: Broker) {
+    let emulator = Emulator::start_on(broker).await;
     let mut mqtt = claim_session(&emulator).await;
     let code = emulator.activation_code(7 * 24 * 3600).await;
 
@@ -243,9 +264,8 @@ async fn ownership_tokens_expire_after_one_hour_and_bad_requests_are_rejected() 
     assert_eq!(refusal["errorCode"], "InvalidParameters");
 }
 
-#[tokio::test]
-async fn answers_go_only_to_the_connection_that_asked_even_with_a_shared_claim() {
-    let emulator = Emulator::start().await;
+async fn answers_go_only_to_the_connection_that_asked_even_with_a_shared_claim(broker: Broker) {
+    let emulator = Emulator::start_on(broker).await;
     let claim = emulator.create_claim().await;
     let topics = [
         "$aws/certificates/create/json/accepted",
@@ -265,8 +285,18 @@ async fn answers_go_only_to_the_connection_that_asked_even_with_a_shared_claim()
     let for_second = second
         .expect_json("$aws/certificates/create/json/accepted")
         .await;
-    assert_ne!(
-        for_first["certificateId"], for_second["certificateId"],
-        "the second device received the first device's private key"
-    );
+    match broker {
+        Broker::Embedded => assert_ne!(
+            for_first["certificateId"], for_second["certificateId"],
+            "the second device received the first device's private key"
+        ),
+        // A stock Mosquitto has no notion of the requesting connection: the services publish
+        // the answer on the shared topic and every subscribed claim client receives it (the
+        // difference docs/emulator.md lists). What still holds is that the asker got its answer;
+        // this asserts the difference itself so that the documentation is revisited if it ends.
+        Broker::Mosquitto => assert_eq!(
+            for_first["certificateId"], for_second["certificateId"],
+            "Mosquitto delivered the first answer to the second claim client"
+        ),
+    }
 }
