@@ -75,6 +75,20 @@ impl MosquittoProcess {
     /// Writes the emulator's Mosquitto configuration into `dir` (creating the CA there if
     /// needed), starts Mosquitto from it and waits until it listens.
     pub async fn start(dir: &Path) -> Self {
+        // The port is chosen before Mosquitto binds it, so another test may take it in between:
+        // a Mosquitto that exits at start is retried on a fresh port a few times.
+        const ATTEMPTS: usize = 3;
+        let mut failures = Vec::new();
+        for _ in 0..ATTEMPTS {
+            match Self::try_start(dir).await {
+                Ok(broker) => return broker,
+                Err(why) => failures.push(why),
+            }
+        }
+        panic!("mosquitto did not start: {failures:#?}");
+    }
+
+    async fn try_start(dir: &Path) -> Result<Self, String> {
         let port = free_port();
         let ca = CertificateAuthority::open(dir).expect("CA");
         let config = mosquitto::write_config(dir, &ca, port).expect("mosquitto.conf");
@@ -95,15 +109,16 @@ impl MosquittoProcess {
                     use std::io::Read;
                     let _ = e.read_to_string(&mut stderr);
                 }
-                panic!("mosquitto exited ({status}): {stderr}");
+                return Err(format!(
+                    "mosquitto exited ({status}) on port {port}: {stderr}"
+                ));
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "mosquitto did not listen on {port}"
-            );
+            if std::time::Instant::now() >= deadline {
+                return Err(format!("mosquitto did not listen on {port}"));
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        broker
+        Ok(broker)
     }
 }
 
