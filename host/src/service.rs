@@ -2,12 +2,17 @@
 //! cloud with the registered identity and runs print jobs until it is told to stop.
 //!
 //! # Tasks and shutdown
-//! Every long-lived piece is owned here and stopped in order when `shutdown` is cancelled:
+//! The link's incoming messages are read by one dispatcher task, which routes jobs topics to the
+//! jobs task and shadow topics to the shadow task. The shadow task publishes the effective
+//! settings on a watch channel that the heartbeat and events task follows.
+//!
+//! Every long-lived piece is owned here and stopped in order when `shutdown` is cancelled (or
+//! the jobs task ends, which stops the others too):
 //! 1. the jobs task stops taking jobs; a print that has started gets
 //!    [`DEFAULT_SHUTDOWN_GRACE`] to finish (then it is reported failed), a job that has not
-//!    reached the printer is left for the next start;
+//!    reached the printer is left for the next start; the shadow and events tasks stop;
 //! 2. the MQTT link, which has its own token so that the jobs task's last status report leaves
-//!    before it, says goodbye and disconnects;
+//!    before it, says goodbye and disconnects; the dispatcher ends with it;
 //! 3. the USB watcher thread and the device threads are joined.
 
 use std::sync::Arc;
@@ -16,9 +21,12 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use tokio_util::sync::CancellationToken;
 
+use crate::cloud::dispatch;
+use crate::cloud::events::{EventsTask, HealthInputs};
 use crate::cloud::jobs::{DownloadSettings, JobsSettings, JobsTask, DEFAULT_SHUTDOWN_GRACE};
 use crate::cloud::link::{LinkConfig, MqttLink};
 use crate::cloud::registration::RegistrationSettings;
+use crate::cloud::shadow::{AgentSettings, PluginReport, ShadowSettings, ShadowTask};
 use crate::config::{self, Config, DeviceAddress};
 use crate::devices::{usb_watch::UsbWatcher, DeviceTable};
 use crate::plugins::{PluginSet, Selection};
@@ -27,6 +35,8 @@ use crate::storage::{DataDir, Loaded};
 
 /// How long the link may take to say goodbye after the jobs task ended.
 const LINK_STOP_GRACE: Duration = Duration::from_secs(5);
+/// How long the shadow and events tasks may take to stop.
+const TASK_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Loads the plugins from the config's folder (which `--plugins-dir` overrides), else the
 /// default one; every command and the service use this one rule.
@@ -145,10 +155,54 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         devices.clone(),
         journal,
     );
+    let (dispatcher, routes) = dispatch::dispatcher(thing_name.clone(), link.incoming);
+    // The dispatcher ends when the link closes its channel; the token only guards against a
+    // link that never does.
+    let dispatcher_shutdown = CancellationToken::new();
+    let dispatcher_task = tokio::spawn(dispatcher.run(dispatcher_shutdown.clone()));
+
+    // The shadow and events tasks stop with the service, and also when the jobs task ends on
+    // its own (the link ended).
+    let tasks_shutdown = shutdown.child_token();
+    let (settings_tx, settings_rx) =
+        tokio::sync::watch::channel(AgentSettings::defaults(&config.log_level));
+    let shadow = ShadowTask::new(
+        link.handle.clone(),
+        ShadowSettings {
+            thing_name: thing_name.clone(),
+            plugins: plugins
+                .plugins
+                .iter()
+                .map(|p| PluginReport {
+                    name: p.manifest.name.to_string(),
+                    version: p.version.to_string(),
+                })
+                .collect(),
+            devices: devices.clone(),
+            file: data_dir.shadow_file(),
+            settings: settings_tx,
+        },
+        AgentSettings::defaults(&config.log_level),
+    );
+    let shadow_task = tokio::spawn(shadow.run(routes.shadow, tasks_shutdown.clone()));
+    let events = EventsTask::new(
+        &thing_name,
+        link.handle.clone(),
+        devices.clone(),
+        HealthInputs {
+            plugins_loaded: plugins.plugins.len(),
+            plugins_refused: plugins.refused.len(),
+            data_dir: data_dir.root().to_path_buf(),
+            certificate,
+        },
+        settings_rx,
+    );
+    let events_task = tokio::spawn(events.run(tasks_shutdown.clone()));
+
     let outcome = match jobs {
         Ok(jobs) => {
             tracing::info!(thing = %thing_name, "DeviceHub is running");
-            let result = tokio::spawn(jobs.run(link.incoming, shutdown.clone())).await;
+            let result = tokio::spawn(jobs.run(routes.jobs, shutdown.clone())).await;
             match result {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(e)) => Err(anyhow!(e).context("the jobs task stopped")),
@@ -157,6 +211,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
         Err(e) => Err(anyhow!(e).context("cannot start the jobs task")),
     };
+
+    tasks_shutdown.cancel();
+    let mut shadow_task = shadow_task;
+    match tokio::time::timeout(TASK_STOP_GRACE, &mut shadow_task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::error!("the shadow task stopped: {e}"),
+        Ok(Err(e)) => tracing::error!("the shadow task failed: {e}"),
+        Err(_) => {
+            tracing::warn!("the shadow task did not stop in time");
+            shadow_task.abort();
+            let _ = shadow_task.await;
+        }
+    }
+    let mut events_task = events_task;
+    match tokio::time::timeout(TASK_STOP_GRACE, &mut events_task).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!("the events task failed: {e}"),
+        Err(_) => {
+            tracing::warn!("the events task did not stop in time");
+            events_task.abort();
+            let _ = events_task.await;
+        }
+    }
 
     link_shutdown.cancel();
     let mut link_task = link.task;
@@ -167,6 +244,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tracing::warn!("the cloud link did not stop in time");
         link_task.abort();
         let _ = link_task.await;
+    }
+    dispatcher_shutdown.cancel();
+    if let Err(e) = dispatcher_task.await {
+        tracing::error!("the message dispatcher failed: {e}");
     }
     // Joining the watcher and device threads blocks.
     let stopped = tokio::task::spawn_blocking(move || {

@@ -31,3 +31,7 @@ mod registration;
 /// Print jobs from the cloud with `devicehub run`: printed once and reported, paper out,
 /// refused documents, and jobs interrupted mid-print never printed twice.
 mod jobs;
+
+/// The Device Shadow, heartbeats and events with `devicehub run`: what is reported, desired
+/// settings applied while running and after a stop, heartbeats in the cloud.
+mod shadow_events;

@@ -5,8 +5,14 @@
 //! - [`tls`]: the TLS client configuration (CA bundle, client certificate, ALPN).
 //! - [`registration`]: registering the device by fleet provisioning by claim.
 //! - [`jobs`]: print jobs over AWS IoT Jobs, each printed at most once.
+//! - [`dispatch`]: the one reader of the link's messages, routing them to jobs and shadow.
+//! - [`shadow`]: the Device Shadow: what DeviceHub reports, the settings the cloud wants.
+//! - [`events`]: heartbeats and device events on `devicehub/{thing}/...`.
 
+pub mod dispatch;
+pub mod events;
 pub mod jobs;
 pub mod link;
 pub mod registration;
+pub mod shadow;
 pub mod tls;

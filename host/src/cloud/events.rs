@@ -1,0 +1,341 @@
+//! Heartbeats and device events on DeviceHub's own topics.
+//!
+//! # Topics (see docs/protocol.md, "Heartbeats and events")
+//! - `devicehub/{thing}/heartbeat`, QoS 0, every `heartbeatIntervalS` seconds (the shadow
+//!   setting, followed at runtime) and right after each connection: health checks (link,
+//!   plugins, devices, free disk space of the data directory, certificate days left, the event
+//!   outbox).
+//! - `devicehub/{thing}/events/device`, QoS 1: a device was attached or detached. The device
+//!   table is polled every [`DEVICE_POLL`] and differences are published.
+//!
+//! # Offline
+//! Events wait in a bounded in-memory outbox ([`OUTBOX_CAPACITY`]) while the link is down and
+//! are sent oldest first once it is up. When the outbox is full the oldest event is dropped;
+//! the next heartbeat counts the drops. Heartbeats are not queued: a missed heartbeat is the
+//! news that the link was down.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::link::{LinkHandle, LinkState, Qos};
+use super::shadow::AgentSettings;
+use crate::devices::{DeviceSummary, DeviceTable};
+use crate::storage::certs::CertificateInfo;
+
+/// How many events wait while the link is down.
+pub const OUTBOX_CAPACITY: usize = 256;
+/// How often the device table is compared with the last look.
+pub const DEVICE_POLL: Duration = Duration::from_secs(1);
+
+/// What the heartbeat reports that does not change while DeviceHub runs.
+#[derive(Debug, Clone)]
+pub struct HealthInputs {
+    pub plugins_loaded: usize,
+    pub plugins_refused: usize,
+    /// The data directory, whose free space is reported.
+    pub data_dir: PathBuf,
+    /// The device certificate, whose days left are reported.
+    pub certificate: CertificateInfo,
+}
+
+/// Events waiting to be sent, oldest first, with a count of those dropped for room.
+#[derive(Debug)]
+pub struct Outbox {
+    events: VecDeque<Value>,
+    capacity: usize,
+    /// Dropped since the last heartbeat reported them.
+    dropped: u64,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize) -> Outbox {
+        Outbox {
+            events: VecDeque::new(),
+            capacity: capacity.max(1),
+            dropped: 0,
+        }
+    }
+
+    /// Adds an event, dropping the oldest when full.
+    pub fn push(&mut self, event: Value) {
+        if self.events.len() == self.capacity {
+            self.events.pop_front();
+            self.dropped += 1;
+        }
+        self.events.push_back(event);
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The drops since the last call.
+    pub fn take_dropped(&mut self) -> u64 {
+        std::mem::take(&mut self.dropped)
+    }
+}
+
+/// The heartbeat and events task; see the module docs.
+#[derive(Debug)]
+pub struct EventsTask {
+    link: LinkHandle,
+    heartbeat_topic: String,
+    device_topic: String,
+    devices: Arc<DeviceTable>,
+    health: HealthInputs,
+    settings: watch::Receiver<AgentSettings>,
+    outbox: Outbox,
+    /// The devices seen at the last poll, by ID.
+    known: BTreeMap<String, DeviceSummary>,
+    started: Instant,
+    sequence: u64,
+    /// Connections made since start, so that a flapping link shows in the heartbeat.
+    connections: u64,
+}
+
+impl EventsTask {
+    pub fn new(
+        thing_name: &str,
+        link: LinkHandle,
+        devices: Arc<DeviceTable>,
+        health: HealthInputs,
+        settings: watch::Receiver<AgentSettings>,
+    ) -> EventsTask {
+        // Devices attached at start are in the shadow's report; events are about changes.
+        let known = devices
+            .list()
+            .into_iter()
+            .map(|d| (d.id.clone(), d))
+            .collect();
+        EventsTask {
+            link,
+            heartbeat_topic: format!("devicehub/{thing_name}/heartbeat"),
+            device_topic: format!("devicehub/{thing_name}/events/device"),
+            devices,
+            health,
+            settings,
+            outbox: Outbox::new(OUTBOX_CAPACITY),
+            known,
+            started: Instant::now(),
+            sequence: 0,
+            connections: 0,
+        }
+    }
+
+    /// Runs until `shutdown` or until the link task ends.
+    pub async fn run(mut self, shutdown: CancellationToken) {
+        let mut state = self.link.state();
+        let mut connected = matches!(*state.borrow_and_update(), LinkState::Connected { .. });
+        let mut interval = self.settings.borrow_and_update().heartbeat_interval();
+        let mut next_heartbeat = Box::pin(tokio::time::sleep(interval));
+        if connected {
+            self.connections += 1;
+            self.heartbeat().await;
+        }
+        let mut settings_open = true;
+        let mut poll = tokio::time::interval(DEVICE_POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = state.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let now = matches!(*state.borrow_and_update(), LinkState::Connected { .. });
+                    if now && !connected {
+                        self.connections += 1;
+                        self.flush().await;
+                        self.heartbeat().await;
+                        next_heartbeat.as_mut().reset(tokio::time::Instant::now() + interval);
+                    }
+                    connected = now;
+                }
+                changed = self.settings.changed(), if settings_open => {
+                    if changed.is_err() {
+                        // The shadow task ended; keep the interval that runs.
+                        settings_open = false;
+                        continue;
+                    }
+                    let wanted = self.settings.borrow_and_update().heartbeat_interval();
+                    if wanted != interval {
+                        tracing::info!(seconds = wanted.as_secs(), "heartbeat interval changed");
+                        interval = wanted;
+                        next_heartbeat.as_mut().reset(tokio::time::Instant::now() + interval);
+                    }
+                }
+                _ = poll.tick() => {
+                    self.poll_devices();
+                    if connected {
+                        self.flush().await;
+                    }
+                }
+                _ = &mut next_heartbeat => {
+                    if connected {
+                        self.heartbeat().await;
+                    }
+                    next_heartbeat.as_mut().reset(tokio::time::Instant::now() + interval);
+                }
+            }
+        }
+    }
+
+    /// Compares the device table with the last look and queues an event per difference.
+    fn poll_devices(&mut self) {
+        let now: BTreeMap<String, DeviceSummary> = self
+            .devices
+            .list()
+            .into_iter()
+            .map(|d| (d.id.clone(), d))
+            .collect();
+        for (id, device) in &now {
+            if self.known.get(id) != Some(device) {
+                self.outbox.push(device_event("attached", device));
+            }
+        }
+        for (id, device) in &self.known {
+            if !now.contains_key(id) {
+                self.outbox.push(device_event("detached", device));
+            }
+        }
+        self.known = now;
+    }
+
+    /// Sends the queued events, oldest first; one that cannot be queued on the link stays.
+    async fn flush(&mut self) {
+        while let Some(event) = self.outbox.events.front() {
+            let payload = event.to_string();
+            match self
+                .link
+                .publish(&self.device_topic, payload, Qos::AtLeastOnce)
+                .await
+            {
+                Ok(()) => {
+                    self.outbox.events.pop_front();
+                }
+                Err(e) => {
+                    tracing::warn!("cannot send a device event: {e}");
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn heartbeat(&mut self) {
+        self.sequence += 1;
+        let payload = json!({
+            "timestamp": epoch_seconds(),
+            "sequence": self.sequence,
+            "agentVersion": env!("CARGO_PKG_VERSION"),
+            "uptimeS": self.started.elapsed().as_secs(),
+            "heartbeatIntervalS": self.settings.borrow().heartbeat_interval_s,
+            "link": { "connected": true, "connections": self.connections },
+            "plugins": {
+                "loaded": self.health.plugins_loaded,
+                "refused": self.health.plugins_refused,
+            },
+            "devices": { "attached": self.known.len() },
+            "disk": { "freeBytes": free_bytes(&self.health.data_dir) },
+            "certificate": {
+                "daysLeft": self.health.certificate.days_until_expiry(SystemTime::now()),
+            },
+            "events": {
+                "queued": self.outbox.len(),
+                "dropped": self.outbox.take_dropped(),
+            },
+        });
+        if let Err(e) = self
+            .link
+            .publish(&self.heartbeat_topic, payload.to_string(), Qos::AtMostOnce)
+            .await
+        {
+            tracing::warn!("cannot send a heartbeat: {e}");
+        }
+    }
+}
+
+fn device_event(event: &str, device: &DeviceSummary) -> Value {
+    json!({
+        "timestamp": epoch_seconds(),
+        "event": event,
+        "device": {
+            "id": device.id,
+            "kind": device.kind,
+            "plugin": device.plugin,
+            "model": device.model,
+            "usbId": device.usb_id,
+        },
+    })
+}
+
+fn epoch_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Free space for unprivileged users on the file system holding `dir`; `None` when unknown.
+#[cfg(unix)]
+fn free_bytes(dir: &std::path::Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is a NUL-terminated string that outlives the call, and `stats` points to
+    // writable memory of the right type, which statvfs fills when it returns 0.
+    let result = unsafe { libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) };
+    if result != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialised `stats`.
+    let stats = unsafe { stats.assume_init() };
+    #[allow(clippy::unnecessary_cast)]
+    Some((stats.f_bavail as u64).saturating_mul(stats.f_frsize as u64))
+}
+
+/// Free space is not measured on this platform yet.
+#[cfg(not(unix))]
+fn free_bytes(_dir: &std::path::Path) -> Option<u64> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_outbox_drops_the_oldest_and_counts_it() {
+        let mut outbox = Outbox::new(3);
+        for n in 0..5 {
+            outbox.push(json!({ "n": n }));
+        }
+        assert_eq!(outbox.len(), 3);
+        assert_eq!(outbox.take_dropped(), 2);
+        assert_eq!(outbox.take_dropped(), 0);
+        let kept: Vec<i64> = outbox
+            .events
+            .iter()
+            .map(|e| e["n"].as_i64().expect("n"))
+            .collect();
+        assert_eq!(kept, [2, 3, 4]);
+    }
+
+    #[test]
+    fn free_space_of_a_real_directory_is_known() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        #[cfg(unix)]
+        assert!(free_bytes(dir.path()).is_some());
+        #[cfg(not(unix))]
+        assert!(free_bytes(dir.path()).is_none());
+    }
+}

@@ -1,0 +1,479 @@
+//! The Device Shadow, heartbeats and events with `devicehub run` against the emulator: the
+//! reported shadow names the plugins and the simulated printer, desired settings are applied
+//! while running and after a stop, and heartbeats reach the cloud.
+//!
+//! The shadow is read and changed as the shipping application would: over MQTT, here with the
+//! emulator's own services certificate (which may use every thing's topics) and a client ID of
+//! its own, so that DeviceHub's connection is never displaced.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use devicehub::cloud::link::{InboundMessage, LinkHandle, Qos, StartedLink};
+use devicehub::storage::{DataDir, DeviceIdentity};
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+
+use crate::support::{self, emulator_bin, Simulator, ZEBRA};
+use crate::support_cloud::{start_link, wait_connected, Cloud};
+
+/// The longest a test waits for DeviceHub to do something; a passing test never waits this long.
+const WAIT: Duration = Duration::from_secs(60);
+/// The device ID of the simulator in the agent's config.
+const PRINTER: &str = "zebra-1";
+
+/// A shipping desk: the cloud, a printer, and an installation registered with the cloud.
+struct Desk {
+    cloud: Cloud,
+    _sim: Simulator,
+    _plugins: tempfile::TempDir,
+    config: PathBuf,
+    data_dir: PathBuf,
+    thing: String,
+}
+
+impl Desk {
+    fn new() -> Desk {
+        let cloud = Cloud::start();
+        let sim = Simulator::zebra(&["--language", "zpl"]);
+        let plugins = support::plugins_folder(&[ZEBRA]);
+        let claim_dir = cloud.dir.path().join("claim");
+        emulator(
+            &cloud,
+            &["claim-certificate", claim_dir.to_str().expect("UTF-8 path")],
+        );
+        let code = String::from_utf8(emulator(&cloud, &["activation-code"]).stdout)
+            .expect("UTF-8 code")
+            .trim()
+            .to_string();
+        let root = cloud.dir.path().join("desk");
+        std::fs::create_dir_all(&root).expect("desk folder");
+        let data_dir = root.join("data");
+        let path = |p: &Path| p.to_str().expect("UTF-8 path").replace('\\', "/");
+        let text = format!(
+            "data_dir = \"{}\"\nplugins_dir = \"{}\"\nlog_level = \"info\"\n\
+             [usb]\nenabled = false\n\
+             [[devices]]\nid = \"{PRINTER}\"\naddress = \"tcp://{}\"\nusb_id = \"0A5F:0141\"\nprofile = \"zpl-203\"\n\
+             [cloud]\nendpoint = \"localhost\"\nport = {}\nca_bundle = \"{}\"\n\
+             claim_certificate = \"{}\"\nclaim_private_key = \"{}\"\n",
+            path(&data_dir),
+            path(plugins.path()),
+            sim.print_addr,
+            cloud.ports.mqtt,
+            path(&claim_dir.join("ca.pem")),
+            path(&claim_dir.join("certificate.pem.crt")),
+            path(&claim_dir.join("private.pem.key")),
+        );
+        let config = root.join("devicehub.toml");
+        std::fs::write(&config, text).expect("write config");
+        let output = Command::new(env!("CARGO_BIN_EXE_devicehub"))
+            .arg("--config")
+            .arg(&config)
+            .args(["register", "--code", &code])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run devicehub register");
+        assert!(
+            output.status.success(),
+            "registration failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let (identity, _) = DataDir::new(data_dir.clone())
+            .cert_store()
+            .load()
+            .expect("identity readable")
+            .expect("identity stored");
+        Desk {
+            cloud,
+            _sim: sim,
+            _plugins: plugins,
+            config,
+            data_dir,
+            thing: identity.thing_name,
+        }
+    }
+
+    fn run(&self) -> Agent {
+        Agent::start(&self.config, &self.data_dir.join("..").join("run.log"))
+    }
+
+    /// Connects as the shipping application's side, with the emulator's services certificate.
+    async fn console(&self) -> Console {
+        let pki = self.cloud.dir.path().join("pki");
+        let read = |file: &str| {
+            std::fs::read_to_string(pki.join(file)).unwrap_or_else(|e| panic!("pki/{file}: {e}"))
+        };
+        let identity = DeviceIdentity {
+            thing_name: "shadow-console".to_string(),
+            certificate_pem: read("cloud.crt"),
+            private_key_pem: read("cloud.key"),
+            ca_bundle_pem: Some(read("ca.crt")),
+        };
+        let config = self.cloud.link_config(identity, self.cloud.mutual_tls());
+        let (link, shutdown) = start_link(config);
+        let StartedLink {
+            handle, incoming, ..
+        } = link;
+        let mut state = handle.state();
+        wait_connected(&mut state).await;
+        let prefix = format!("$aws/things/{}/shadow", self.thing);
+        for tail in [
+            "get/accepted",
+            "get/rejected",
+            "update/accepted",
+            "update/rejected",
+        ] {
+            handle
+                .subscribe(&format!("{prefix}/{tail}"), Qos::AtLeastOnce)
+                .await
+                .expect("subscribe");
+        }
+        Console {
+            handle,
+            incoming,
+            prefix,
+            _shutdown: shutdown.drop_guard(),
+        }
+    }
+
+    /// Heartbeats the cloud kept for the thing, oldest first.
+    async fn heartbeats(&self) -> Vec<Value> {
+        self.cloud
+            .messages(&self.thing)
+            .await
+            .into_iter()
+            .filter(|m| m["topic"] == format!("devicehub/{}/heartbeat", self.thing))
+            .map(|m| m["payload"].clone())
+            .collect()
+    }
+}
+
+/// An MQTT client on the thing's shadow topics.
+struct Console {
+    handle: LinkHandle,
+    incoming: mpsc::Receiver<InboundMessage>,
+    prefix: String,
+    _shutdown: tokio_util::sync::DropGuard,
+}
+
+impl Console {
+    /// Publishes `payload` (with a fresh client token) to `PREFIX/op` and returns the answer
+    /// carrying that token.
+    async fn request(&mut self, op: &str, mut payload: Value) -> (String, Value) {
+        let token = format!("console-{}", rand::random::<u32>());
+        payload["clientToken"] = json!(token);
+        self.handle
+            .publish(
+                &format!("{}/{op}", self.prefix),
+                payload.to_string(),
+                Qos::AtLeastOnce,
+            )
+            .await
+            .expect("publish");
+        let answer = tokio::time::timeout(WAIT, async {
+            while let Some(message) = self.incoming.recv().await {
+                let body: Value = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
+                if body["clientToken"] == json!(token) {
+                    return Some((message.topic, body));
+                }
+            }
+            None
+        })
+        .await;
+        match answer {
+            Ok(Some(found)) => found,
+            Ok(None) => panic!("the console link closed before the {op} answer"),
+            Err(_) => panic!("no answer to {op} within {WAIT:?}"),
+        }
+    }
+
+    /// The whole shadow document, or `None` when there is none yet.
+    async fn shadow(&mut self) -> Option<Value> {
+        let (topic, body) = self.request("get", json!({})).await;
+        topic.ends_with("/get/accepted").then_some(body)
+    }
+
+    /// Sets `desired.config` fields.
+    async fn desire(&mut self, config: Value) {
+        let (topic, body) = self
+            .request(
+                "update",
+                json!({ "state": { "desired": { "config": config } } }),
+            )
+            .await;
+        assert!(
+            topic.ends_with("/update/accepted"),
+            "update refused: {body}"
+        );
+    }
+
+    /// Reads the shadow until `wanted` holds for it (bounded by [`WAIT`]).
+    async fn wait_for(
+        &mut self,
+        what: &str,
+        agent: &mut Agent,
+        wanted: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + WAIT;
+        let mut last = None;
+        loop {
+            if let Some(shadow) = self.shadow().await {
+                if wanted(&shadow) {
+                    return shadow;
+                }
+                last = Some(shadow);
+            }
+            if let Some(exit) = agent.exited() {
+                panic!(
+                    "devicehub run ended ({exit}) before {what}:\n{}",
+                    agent.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {what} within {WAIT:?}; the shadow is {last:?}\n{}",
+                agent.log()
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+/// `devicehub run` as a child process; killed when dropped.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(config: &Path, log: &Path) -> Agent {
+        let log_file = std::fs::File::create(log).expect("agent log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_devicehub"))
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start devicehub run");
+        Agent {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("poll the agent")
+    }
+
+    /// Stops the agent (SIGTERM where there are signals) and waits, bounded, for it to exit.
+    async fn stop(&mut self) {
+        #[cfg(unix)]
+        {
+            let status = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -TERM failed");
+        }
+        #[cfg(not(unix))]
+        self.child.kill().expect("stop the agent");
+        let deadline = Instant::now() + WAIT;
+        while self.exited().is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "devicehub run did not stop:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `devicehub-emulator ARGS --data-dir CLOUD` and asserts it succeeded.
+fn emulator(cloud: &Cloud, args: &[&str]) -> std::process::Output {
+    let output = Command::new(emulator_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(cloud.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run devicehub-emulator");
+    assert!(
+        output.status.success(),
+        "devicehub-emulator {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn reported_interval(shadow: &Value) -> Option<u64> {
+    shadow["state"]["reported"]["config"]["heartbeatIntervalS"].as_u64()
+}
+
+/// Waits until at least `count` heartbeats announce `interval_s` as their interval.
+async fn wait_heartbeats(
+    desk: &Desk,
+    agent: &mut Agent,
+    interval_s: u64,
+    count: usize,
+) -> Vec<Value> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let beats: Vec<Value> = desk
+            .heartbeats()
+            .await
+            .into_iter()
+            .filter(|b| b["heartbeatIntervalS"] == json!(interval_s))
+            .collect();
+        if beats.len() >= count {
+            return beats;
+        }
+        if let Some(exit) = agent.exited() {
+            panic!("devicehub run ended ({exit}):\n{}", agent.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {count} heartbeats at {interval_s} s within {WAIT:?}:\n{}",
+            beats.len(),
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_shadow_reports_plugins_and_printer_and_applies_desired_settings_while_running() {
+    let desk = Desk::new();
+    let mut console = desk.console().await;
+    let mut agent = desk.run();
+
+    let shadow = console
+        .wait_for("report of the printer", &mut agent, |s| {
+            s["state"]["reported"]["devices"]
+                .as_array()
+                .is_some_and(|d| d.iter().any(|d| d["id"] == PRINTER))
+        })
+        .await;
+    let reported = &shadow["state"]["reported"];
+    let plugins = reported["plugins"].as_array().expect("plugins reported");
+    assert!(
+        plugins
+            .iter()
+            .any(|p| p["name"] == "zebra" && p["version"].is_string()),
+        "plugins: {plugins:?}"
+    );
+    let printer = reported["devices"]
+        .as_array()
+        .and_then(|d| d.iter().find(|d| d["id"] == PRINTER))
+        .expect("printer reported");
+    assert_eq!(printer["kind"], "printer");
+    assert_eq!(printer["plugin"], "zebra");
+    assert_eq!(printer["usbId"], "0A5F:0141");
+    assert_eq!(printer["status"], "attached");
+    assert_eq!(reported["agent"]["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(reported_interval(&shadow), Some(60));
+
+    // The first heartbeat is sent on connecting, with the health checks.
+    let beats = wait_heartbeats(&desk, &mut agent, 60, 1).await;
+    let beat = &beats[0];
+    assert_eq!(beat["link"]["connected"], true);
+    assert_eq!(beat["plugins"]["loaded"], 1);
+    assert_eq!(beat["devices"]["attached"], 1);
+    assert!(
+        beat["disk"]["freeBytes"].as_u64().is_some_and(|b| b > 0),
+        "{beat}"
+    );
+    assert!(
+        beat["certificate"]["daysLeft"]
+            .as_i64()
+            .is_some_and(|d| d > 0),
+        "{beat}"
+    );
+
+    console.desire(json!({ "heartbeatIntervalS": 1 })).await;
+    let shadow = console
+        .wait_for("the new interval reported", &mut agent, |s| {
+            reported_interval(s) == Some(1)
+        })
+        .await;
+    assert!(
+        shadow["state"].get("delta").is_none(),
+        "delta left: {shadow}"
+    );
+    // Heartbeats now come every second: several, each saying so.
+    wait_heartbeats(&desk, &mut agent, 1, 3).await;
+
+    // An invalid value is reported back with a reason; the effective value stays.
+    console
+        .desire(json!({ "heartbeatIntervalS": "often" }))
+        .await;
+    let shadow = console
+        .wait_for("the refusal reported", &mut agent, |s| {
+            s["state"]["reported"]["configErrors"]["heartbeatIntervalS"].is_string()
+        })
+        .await;
+    assert_eq!(reported_interval(&shadow), Some(1));
+    assert!(
+        agent.exited().is_none(),
+        "an invalid setting stopped DeviceHub"
+    );
+}
+
+#[tokio::test]
+async fn a_setting_desired_while_devicehub_is_stopped_is_applied_at_the_next_start() {
+    let desk = Desk::new();
+    let mut console = desk.console().await;
+    let mut agent = desk.run();
+    console
+        .wait_for("the first report", &mut agent, |s| {
+            reported_interval(s) == Some(60)
+        })
+        .await;
+    agent.stop().await;
+
+    console
+        .desire(json!({ "heartbeatIntervalS": 2, "defaultPrinter": { "label": PRINTER } }))
+        .await;
+    let shadow = console.shadow().await.expect("shadow exists");
+    assert_eq!(shadow["state"]["delta"]["config"]["heartbeatIntervalS"], 2);
+
+    let mut agent = desk.run();
+    let shadow = console
+        .wait_for("the offline change reported", &mut agent, |s| {
+            reported_interval(s) == Some(2)
+        })
+        .await;
+    assert_eq!(
+        shadow["state"]["reported"]["config"]["defaultPrinter"]["label"],
+        PRINTER
+    );
+    assert!(
+        shadow["state"].get("delta").is_none(),
+        "delta left: {shadow}"
+    );
+    wait_heartbeats(&desk, &mut agent, 2, 2).await;
+
+    // The applied settings are kept on disk for a start without a connection.
+    agent.stop().await;
+    let stored: Value = DataDir::new(desk.data_dir.clone())
+        .shadow_file::<Value>()
+        .load()
+        .expect("stored shadow readable")
+        .into_option()
+        .expect("shadow stored");
+    assert_eq!(stored["settings"]["heartbeatIntervalS"], 2);
+}
