@@ -10,13 +10,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use devicehub::cloud::link::{InboundMessage, LinkHandle, Qos, StartedLink};
+use std::sync::Arc;
+
+use devicehub::cloud::events::{EventsTask, HealthInputs};
+use devicehub::cloud::link::{InboundMessage, LinkHandle, LinkState, Qos, StartedLink};
+use devicehub::cloud::shadow::AgentSettings;
+use devicehub::devices::{self, Connection, DeviceSpec, DeviceTable};
+use devicehub::plugins::{PluginSet, Selection};
+use devicehub::storage::certs::CertificateInfo;
 use devicehub::storage::{DataDir, DeviceIdentity};
+use devicehub_plugin_api::TransportBox;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use crate::support::{self, emulator_bin, Simulator, ZEBRA};
-use crate::support_cloud::{start_link, wait_connected, Cloud};
+use crate::support_cloud::{start_link, wait_connected, wait_for_state, Cloud};
 
 /// The longest a test waits for DeviceHub to do something; a passing test never waits this long.
 const WAIT: Duration = Duration::from_secs(60);
@@ -476,4 +485,144 @@ async fn a_setting_desired_while_devicehub_is_stopped_is_applied_at_the_next_sta
         .into_option()
         .expect("shadow stored");
     assert_eq!(stored["settings"]["heartbeatIntervalS"], 2);
+}
+
+/// A printer on the simulator, as the device table describes it.
+fn simulated_printer(sim: &Simulator, plugins: &PluginSet, id: &str) -> (DeviceSpec, TransportBox) {
+    let chosen = devices::choose_plugin(plugins, Some((0x0A5F, 0x0141)), None).expect("zebra");
+    let spec = DeviceSpec {
+        id: id.into(),
+        kind: chosen.plugin.manifest.kind,
+        plugin: chosen.plugin,
+        profile: "zpl-203".into(),
+        model: chosen.model,
+        usb_id: Some((0x0A5F, 0x0141)),
+        connection: Some(Connection::Tcp(sim.print_addr.clone())),
+        settings: Vec::new(),
+    };
+    let transport =
+        devices::open_transport(spec.connection.as_ref().expect("tcp"), None).expect("transport");
+    (spec, transport)
+}
+
+/// The device events the cloud kept for `thing`, as (event, device ID) pairs, oldest first.
+async fn device_events(cloud: &Cloud, thing: &str) -> Vec<(String, String)> {
+    cloud
+        .messages(thing)
+        .await
+        .into_iter()
+        .filter(|m| m["topic"] == format!("devicehub/{thing}/events/device"))
+        .map(|m| {
+            (
+                m["payload"]["event"].as_str().unwrap_or("").to_string(),
+                m["payload"]["device"]["id"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+async fn wait_queued(queued: &mut watch::Receiver<usize>, count: usize) {
+    tokio::time::timeout(WAIT, queued.wait_for(|n| *n == count))
+        .await
+        .unwrap_or_else(|_| panic!("{count} events never queued within {WAIT:?}"))
+        .expect("the events task runs");
+}
+
+async fn wait_device_events(cloud: &Cloud, thing: &str, wanted: &[(&str, &str)]) {
+    let wanted: Vec<(String, String)> = wanted
+        .iter()
+        .map(|(e, id)| (e.to_string(), id.to_string()))
+        .collect();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let seen = device_events(cloud, thing).await;
+        if seen == wanted {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "device events {seen:?}, expected {wanted:?} within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn devices_attached_and_detached_are_announced_and_held_while_offline() {
+    // The events task in-process, so that devices can be attached and detached under it.
+    let mut cloud = Cloud::start();
+    let sim = Simulator::zebra(&["--language", "zpl"]);
+    let identity = cloud.thing("desk-events");
+    let plugins_dir = support::plugins_folder(&[ZEBRA]);
+    let plugins = PluginSet::load_dir(plugins_dir.path(), Selection::AllLibraries);
+    let table = Arc::new(DeviceTable::default());
+    let data = tempfile::tempdir().expect("data dir");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs() as i64;
+    let (_settings_tx, settings_rx) = watch::channel(AgentSettings::defaults("info"));
+    let (link, link_shutdown) = start_link(cloud.link_config(identity.clone(), cloud.mutual_tls()));
+    let events = EventsTask::new(
+        "desk-events",
+        link.handle.clone(),
+        table.clone(),
+        HealthInputs {
+            plugins_loaded: plugins.plugins.len(),
+            plugins_refused: plugins.refused.len(),
+            data_dir: data.path().to_path_buf(),
+            certificate: CertificateInfo {
+                subject: "CN=desk-events".into(),
+                not_before: now,
+                not_after: now + 10 * 86_400,
+            },
+        },
+        settings_rx,
+    );
+    let mut queued = events.queued();
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(events.run(shutdown.clone()));
+    let mut state = link.handle.state();
+    wait_connected(&mut state).await;
+
+    let (spec, transport) = simulated_printer(&sim, &plugins, "zebra-a");
+    table.attach(spec, transport).expect("attach");
+    wait_device_events(&cloud, "desk-events", &[("attached", "zebra-a")]).await;
+    assert!(table.detach("zebra-a"));
+    wait_device_events(
+        &cloud,
+        "desk-events",
+        &[("attached", "zebra-a"), ("detached", "zebra-a")],
+    )
+    .await;
+
+    // While the cloud is away, events wait; after it is back they arrive oldest first (the
+    // restarted cloud's message log starts empty).
+    cloud.kill();
+    wait_for_state(&mut state, "the link noticing the loss", |s| {
+        !matches!(s, LinkState::Connected { .. })
+    })
+    .await;
+    let (spec, transport) = simulated_printer(&sim, &plugins, "zebra-b");
+    table.attach(spec, transport).expect("attach");
+    // Detach only once the poll has seen the device, so that both events exist.
+    wait_queued(&mut queued, 1).await;
+    assert!(table.detach("zebra-b"));
+    wait_queued(&mut queued, 2).await;
+    cloud.restart();
+    wait_device_events(
+        &cloud,
+        "desk-events",
+        &[("attached", "zebra-b"), ("detached", "zebra-b")],
+    )
+    .await;
+
+    shutdown.cancel();
+    task.await.expect("the events task ends");
+    link_shutdown.cancel();
+    link.task.await.expect("the link task ends");
+    table.shutdown();
 }

@@ -101,6 +101,8 @@ pub struct EventsTask {
     sequence: u64,
     /// Connections made since start, so that a flapping link shows in the heartbeat.
     connections: u64,
+    /// How many events wait in the outbox, for whoever shows DeviceHub's state locally.
+    queued: watch::Sender<usize>,
 }
 
 impl EventsTask {
@@ -129,7 +131,13 @@ impl EventsTask {
             started: Instant::now(),
             sequence: 0,
             connections: 0,
+            queued: watch::Sender::new(0),
         }
+    }
+
+    /// The number of events waiting in the outbox, updated after every device poll and send.
+    pub fn queued(&self) -> watch::Receiver<usize> {
+        self.queued.subscribe()
     }
 
     /// Runs until `shutdown` or until the link task ends.
@@ -156,6 +164,7 @@ impl EventsTask {
                     if now && !connected {
                         self.connections += 1;
                         self.flush().await;
+                        self.queued.send_replace(self.outbox.len());
                         self.heartbeat().await;
                         next_heartbeat.as_mut().reset(tokio::time::Instant::now() + interval);
                     }
@@ -179,6 +188,7 @@ impl EventsTask {
                     if connected {
                         self.flush().await;
                     }
+                    self.queued.send_replace(self.outbox.len());
                 }
                 _ = &mut next_heartbeat => {
                     if connected {

@@ -617,7 +617,8 @@ impl ShadowTask {
                     "usbId": d.usb_id,
                     "model": d.model,
                     "plugin": d.plugin,
-                    // The table holds attached devices only; a failed device is removed.
+                    // The table holds attached devices only: configured devices that opened
+                    // and USB devices that are plugged in.
                     "status": "attached",
                 })
             })
