@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use devicehub::cloud::events::{EventsTask, HealthInputs};
 use devicehub::cloud::link::{InboundMessage, LinkHandle, LinkState, Qos, StartedLink};
-use devicehub::cloud::shadow::AgentSettings;
+use devicehub::cloud::shadow::{AgentSettings, PluginReport, ShadowSettings, ShadowTask};
 use devicehub::devices::{self, Connection, DeviceSpec, DeviceTable};
 use devicehub::plugins::{PluginSet, Selection};
 use devicehub::storage::certs::CertificateInfo;
@@ -107,43 +107,9 @@ impl Desk {
         Agent::start(&self.config, &self.data_dir.join("..").join("run.log"))
     }
 
-    /// Connects as the shipping application's side, with the emulator's services certificate.
+    /// Connects to the thing's shadow as the shipping application's side.
     async fn console(&self) -> Console {
-        let pki = self.cloud.dir.path().join("pki");
-        let read = |file: &str| {
-            std::fs::read_to_string(pki.join(file)).unwrap_or_else(|e| panic!("pki/{file}: {e}"))
-        };
-        let identity = DeviceIdentity {
-            thing_name: "shadow-console".to_string(),
-            certificate_pem: read("cloud.crt"),
-            private_key_pem: read("cloud.key"),
-            ca_bundle_pem: Some(read("ca.crt")),
-        };
-        let config = self.cloud.link_config(identity, self.cloud.mutual_tls());
-        let (link, shutdown) = start_link(config);
-        let StartedLink {
-            handle, incoming, ..
-        } = link;
-        let mut state = handle.state();
-        wait_connected(&mut state).await;
-        let prefix = format!("$aws/things/{}/shadow", self.thing);
-        for tail in [
-            "get/accepted",
-            "get/rejected",
-            "update/accepted",
-            "update/rejected",
-        ] {
-            handle
-                .subscribe(&format!("{prefix}/{tail}"), Qos::AtLeastOnce)
-                .await
-                .expect("subscribe");
-        }
-        Console {
-            handle,
-            incoming,
-            prefix,
-            _shutdown: shutdown.drop_guard(),
-        }
+        Console::connect(&self.cloud, &self.thing).await
     }
 
     /// Heartbeats the cloud kept for the thing, oldest first.
@@ -167,6 +133,46 @@ struct Console {
 }
 
 impl Console {
+    /// Connects to `thing`'s shadow as the shipping application's side, with the emulator's
+    /// services certificate.
+    async fn connect(cloud: &Cloud, thing: &str) -> Console {
+        let pki = cloud.dir.path().join("pki");
+        let read = |file: &str| {
+            std::fs::read_to_string(pki.join(file)).unwrap_or_else(|e| panic!("pki/{file}: {e}"))
+        };
+        let identity = DeviceIdentity {
+            thing_name: "shadow-console".to_string(),
+            certificate_pem: read("cloud.crt"),
+            private_key_pem: read("cloud.key"),
+            ca_bundle_pem: Some(read("ca.crt")),
+        };
+        let config = cloud.link_config(identity, cloud.mutual_tls());
+        let (link, shutdown) = start_link(config);
+        let StartedLink {
+            handle, incoming, ..
+        } = link;
+        let mut state = handle.state();
+        wait_connected(&mut state).await;
+        let prefix = format!("$aws/things/{}/shadow", thing);
+        for tail in [
+            "get/accepted",
+            "get/rejected",
+            "update/accepted",
+            "update/rejected",
+        ] {
+            handle
+                .subscribe(&format!("{prefix}/{tail}"), Qos::AtLeastOnce)
+                .await
+                .expect("subscribe");
+        }
+        Console {
+            handle,
+            incoming,
+            prefix,
+            _shutdown: shutdown.drop_guard(),
+        }
+    }
+
     /// Publishes `payload` (with a fresh client token) to `PREFIX/op` and returns the answer
     /// carrying that token.
     async fn request(&mut self, op: &str, mut payload: Value) -> (String, Value) {
@@ -625,4 +631,114 @@ async fn devices_attached_and_detached_are_announced_and_held_while_offline() {
     link_shutdown.cancel();
     link.task.await.expect("the link task ends");
     table.shutdown();
+}
+
+#[tokio::test]
+async fn a_version_conflict_is_answered_by_reading_the_shadow_again() {
+    // The shadow task in-process, fed through a channel the test controls: the answer to its
+    // first `get` is held back until the shipping application has changed the shadow, so that
+    // the task's first report carries a stale version and is refused with 409.
+    let cloud = Cloud::start();
+    let identity = cloud.thing("desk-409");
+    let mut console = Console::connect(&cloud, "desk-409").await;
+    console.desire(json!({ "logLevel": "debug" })).await;
+    let data = tempfile::tempdir().expect("data dir");
+    let data_dir = DataDir::new(data.path().to_path_buf());
+    let (link, link_shutdown) = start_link(cloud.link_config(identity, cloud.mutual_tls()));
+    let (settings_tx, mut settings_rx) = watch::channel(AgentSettings::defaults("info"));
+    let shadow = ShadowTask::new(
+        link.handle.clone(),
+        ShadowSettings {
+            thing_name: "desk-409".into(),
+            plugins: vec![PluginReport {
+                name: "zebra".into(),
+                version: "1.0.0".into(),
+            }],
+            devices: Arc::new(DeviceTable::default()),
+            file: data_dir.shadow_file(),
+            settings: settings_tx,
+        },
+        AgentSettings::defaults("info"),
+    );
+    let (to_task, task_incoming) = mpsc::channel(64);
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(shadow.run(task_incoming, shutdown.clone()));
+
+    let mut incoming = link.incoming;
+    let forward = |message: InboundMessage| {
+        let to_task = to_task.clone();
+        async move { to_task.send(message).await.expect("the shadow task reads") }
+    };
+    let held = next_shadow_answer(&mut incoming, "/get/accepted").await;
+    console.desire(json!({ "heartbeatIntervalS": 7 })).await;
+    forward(held).await;
+    let conflict = loop {
+        let message = next_shadow_answer(&mut incoming, "").await;
+        let refused = message.topic.ends_with("/update/rejected");
+        let body: Value = serde_json::from_slice(&message.payload).expect("JSON answer");
+        forward(message).await;
+        if refused {
+            break body;
+        }
+    };
+    assert_eq!(conflict["code"], 409, "{conflict}");
+
+    // The task reads the shadow again and reports against it: both wishes applied.
+    let relay = tokio::spawn(async move {
+        while let Some(message) = incoming.recv().await {
+            if to_task.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    tokio::time::timeout(
+        WAIT,
+        settings_rx.wait_for(|s| s.heartbeat_interval_s == 7 && s.log_level == "debug"),
+    )
+    .await
+    .expect("settings applied in time")
+    .expect("the shadow task runs");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let shadow = console.shadow().await.expect("shadow exists");
+        if reported_interval(&shadow) == Some(7) && shadow["state"].get("delta").is_none() {
+            assert_eq!(shadow["state"]["reported"]["config"]["logLevel"], "debug");
+            assert_eq!(shadow["state"]["reported"]["plugins"][0]["name"], "zebra");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the shadow never caught up: {shadow}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    shutdown.cancel();
+    task.await
+        .expect("the shadow task ends")
+        .expect("without error");
+    link_shutdown.cancel();
+    link.task.await.expect("the link task ends");
+    relay.await.expect("the relay ends");
+}
+
+/// The next message on a shadow topic ending in `suffix` (any shadow topic when empty).
+async fn next_shadow_answer(
+    incoming: &mut mpsc::Receiver<InboundMessage>,
+    suffix: &str,
+) -> InboundMessage {
+    let found = tokio::time::timeout(WAIT, async {
+        while let Some(message) = incoming.recv().await {
+            if message.topic.contains("/shadow/") && message.topic.ends_with(suffix) {
+                return Some(message);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(message)) => message,
+        Ok(None) => panic!("the link closed before a shadow message ending in {suffix:?}"),
+        Err(_) => panic!("no shadow message ending in {suffix:?} within {WAIT:?}"),
+    }
 }
