@@ -60,8 +60,12 @@ pub const DEFAULT_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long shutdown waits for the cloud to confirm the last job's status.
 const FINAL_REPORT_WAIT: Duration = Duration::from_secs(5);
-/// How long to wait before asking again after the cloud refused a `start-next`.
+/// How long to wait before asking again when the cloud keeps handing back a job already
+/// answered from the journal.
 const START_NEXT_RETRY: Duration = Duration::from_secs(5);
+/// How long to wait before asking again after the cloud refused a `start-next` (throttling
+/// counts requests per second, so one second is enough for the window to pass).
+const START_NEXT_REFUSED_RETRY: Duration = Duration::from_secs(1);
 /// AWS limits each `statusDetails` value to 1024 characters; reasons are cut well below.
 const MAX_DETAIL_LEN: usize = 512;
 /// Journal reasons that begin with this were REJECTED, not FAILED.
@@ -520,10 +524,12 @@ pub struct JobsTask {
     /// The client token of the latest `start-next`; answers to older ones are ignored.
     start_next_token: Option<String>,
     /// Set when the cloud refused `start-next` (throttling, an internal error): ask again
-    /// after [`START_NEXT_RETRY`].
+    /// after [`START_NEXT_REFUSED_RETRY`].
     retry_wanted: bool,
     /// The job last answered from the journal, to notice the cloud handing it back again.
     last_replayed: Option<String>,
+    /// A notify-next named a job while a start-next was outstanding.
+    notified_while_asking: bool,
 }
 
 impl JobsTask {
@@ -548,6 +554,7 @@ impl JobsTask {
             shutdown_grace: settings.shutdown_grace,
             start_next_token: None,
             retry_wanted: false,
+            notified_while_asking: false,
             last_replayed: None,
         })
     }
@@ -623,7 +630,7 @@ impl JobsTask {
                         running = Some(self.spawn(job));
                     }
                     if std::mem::take(&mut self.retry_wanted) && retry.is_none() {
-                        retry = Some(Box::pin(tokio::time::sleep(START_NEXT_RETRY)));
+                        retry = Some(Box::pin(tokio::time::sleep(START_NEXT_REFUSED_RETRY)));
                     }
                 }
                 _ = async { retry.as_mut().expect("guarded by the condition").await }, if retry.is_some() => {
@@ -675,8 +682,16 @@ impl JobsTask {
         match answer {
             Answer::NotifyNext => {
                 let next: NextAnswer = parse_or_log(&message.payload, "notify-next")?;
+                // A start-next already on its way usually brings this job, and asking twice
+                // spends the thing's request allowance (the cloud throttles per second). It
+                // may have been answered before the job existed, though: remember to ask again
+                // if its answer comes back empty.
                 if next.execution.is_some() && !busy {
-                    self.start_next().await;
+                    if self.start_next_token.is_none() {
+                        self.start_next().await;
+                    } else {
+                        self.notified_while_asking = true;
+                    }
                 }
                 None
             }
@@ -687,7 +702,13 @@ impl JobsTask {
                     return None;
                 }
                 self.start_next_token = None;
-                let execution = next.execution?;
+                let notified = std::mem::take(&mut self.notified_while_asking);
+                let Some(execution) = next.execution else {
+                    if notified && !busy {
+                        self.start_next().await;
+                    }
+                    return None;
+                };
                 if busy {
                     // Cannot happen with one request at a time; the job comes back after
                     // the running one ends.

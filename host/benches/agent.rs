@@ -1,0 +1,312 @@
+//! Agent benchmark: how fast `devicehub run` is ready, how much memory it holds when idle, and
+//! how long a print job takes from the shipping application's request to SUCCEEDED, through the
+//! emulator cloud, DeviceHub and Zebra simulators, all as separate processes on loopback.
+//!
+//! Prints:
+//! - ready time: from starting `devicehub run` to "cloud link connected" (plugins loaded, devices
+//!   attached, connected), over several starts;
+//! - idle resident memory of the agent with the default plugins loaded and 4 printers attached;
+//! - job latency p50 / p99 and jobs per second over `DEVICEHUB_BENCH_JOBS` (default 500) GIF label
+//!   jobs submitted one after another through the signed HTTP API, each followed to SUCCEEDED.
+//!
+//! Run with:
+//! ```sh
+//! cargo build --release -p devicehub-emulator
+//! cargo bench -p devicehub --bench agent
+//! ```
+
+#[path = "../tests/support.rs"]
+#[allow(dead_code)]
+mod support;
+#[path = "../tests/support_cloud.rs"]
+#[allow(dead_code)]
+mod support_cloud;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use devicehub::cloud::registration::load_device_configuration;
+use devicehub::storage::DataDir;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use support::{emulator_bin, http_client, Simulator, ZEBRA};
+use support_cloud::Cloud;
+
+const PRINTERS: usize = 4;
+const STARTS: usize = 5;
+
+fn emulator(cloud: &Cloud, args: &[&str]) -> Vec<u8> {
+    let output = Command::new(emulator_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(cloud.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run devicehub-emulator");
+    assert!(
+        output.status.success(),
+        "devicehub-emulator {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
+fn path(p: &Path) -> String {
+    p.to_str().expect("UTF-8 path").replace('\\', "/")
+}
+
+/// Starts `devicehub run` and waits for it to be connected; returns the process and the time.
+fn start_agent(config: &Path) -> (Child, Duration) {
+    let start = Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_devicehub"))
+        .arg("--config")
+        .arg(config)
+        .arg("run")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start devicehub run");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    loop {
+        let line = lines
+            .next()
+            .unwrap_or_else(|| panic!("devicehub run ended before connecting"))
+            .expect("read the agent's log");
+        if line.contains("cloud link connected") {
+            break;
+        }
+    }
+    let ready = start.elapsed();
+    // Keep draining the log so that the agent never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, ready)
+}
+
+fn stop_agent(mut child: Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
+
+/// The agent's resident set size in KiB (Linux).
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+struct Submitter {
+    api: String,
+    thing: String,
+    secret: String,
+    file: Vec<u8>,
+    http: reqwest::Client,
+}
+
+impl Submitter {
+    async fn submit(&self) -> String {
+        let path = format!("/things/{}/print-jobs", self.thing);
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock after 1970")
+            .as_secs();
+        let message = format!(
+            "POST\n{path}\n{timestamp}\n{}",
+            hex::encode(Sha256::digest(&self.file))
+        );
+        let mut mac =
+            Hmac::<Sha256>::new_from_slice(self.secret.as_bytes()).expect("any key length");
+        mac.update(message.as_bytes());
+        let answer: Value = self
+            .http
+            .post(format!("{}{path}", self.api))
+            .header("content-type", "image/gif")
+            .header("x-devicehub-timestamp", timestamp.to_string())
+            .header(
+                "x-devicehub-signature",
+                hex::encode(mac.finalize().into_bytes()),
+            )
+            .body(self.file.clone())
+            .send()
+            .await
+            .expect("POST print-jobs")
+            .error_for_status()
+            .expect("print job accepted")
+            .json()
+            .await
+            .expect("answer JSON");
+        answer["jobId"].as_str().expect("jobId").to_string()
+    }
+
+    async fn wait_done(&self, job_id: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let execution: Value = self
+                .http
+                .get(format!("{}/things/{}/jobs/{job_id}", self.api, self.thing))
+                .send()
+                .await
+                .expect("GET job")
+                .json()
+                .await
+                .expect("job JSON");
+            let status = execution["status"].as_str().unwrap_or("").to_string();
+            if !matches!(status.as_str(), "QUEUED" | "IN_PROGRESS") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "job {job_id} stuck in {status}");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main]
+async fn main() {
+    let jobs: usize = std::env::var("DEVICEHUB_BENCH_JOBS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let cloud = Cloud::start();
+    let sims: Vec<Simulator> = (0..PRINTERS)
+        .map(|_| Simulator::zebra(&["--language", "zpl"]))
+        .collect();
+    let plugins = support::plugins_folder(&[ZEBRA]);
+    let claim_dir = cloud.dir.path().join("claim");
+    emulator(&cloud, &["claim-certificate", &path(&claim_dir)]);
+    let code = String::from_utf8(emulator(&cloud, &["activation-code"]))
+        .expect("UTF-8 code")
+        .trim()
+        .to_string();
+    let root: PathBuf = cloud.dir.path().join("desk");
+    std::fs::create_dir_all(&root).expect("desk folder");
+    let data_dir = root.join("data");
+    let mut devices = String::new();
+    for (i, sim) in sims.iter().enumerate() {
+        devices.push_str(&format!(
+            "[[devices]]\nid = \"zebra-{i}\"\naddress = \"tcp://{}\"\nusb_id = \"0A5F:0141\"\n\
+             [devices.settings]\ncompression = \"auto\"\n",
+            sim.print_addr
+        ));
+    }
+    let config = root.join("devicehub.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\nplugins_dir = \"{}\"\nlog_level = \"info\"\n[usb]\nenabled = false\n\
+             {devices}[cloud]\nendpoint = \"localhost\"\nport = {}\nca_bundle = \"{}\"\n\
+             claim_certificate = \"{}\"\nclaim_private_key = \"{}\"\n",
+            path(&data_dir),
+            path(plugins.path()),
+            cloud.ports.mqtt,
+            path(&claim_dir.join("ca.pem")),
+            path(&claim_dir.join("certificate.pem.crt")),
+            path(&claim_dir.join("private.pem.key")),
+        ),
+    )
+    .expect("write config");
+    let registered = Command::new(env!("CARGO_BIN_EXE_devicehub"))
+        .arg("--config")
+        .arg(&config)
+        .args(["register", "--code", &code])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run devicehub register");
+    assert!(
+        registered.status.success(),
+        "registration failed: {}",
+        String::from_utf8_lossy(&registered.stderr)
+    );
+    let data = DataDir::new(data_dir.clone());
+    let (identity, _) = data
+        .cert_store()
+        .load()
+        .expect("identity readable")
+        .expect("identity stored");
+    let secret = load_device_configuration(&data)
+        .expect("device configuration readable")
+        .expect("device configuration stored")["deviceSignature"]
+        .as_str()
+        .expect("deviceSignature")
+        .to_string();
+
+    let mut ready_times = Vec::new();
+    for _ in 0..STARTS - 1 {
+        let (child, ready) = start_agent(&config);
+        ready_times.push(ready);
+        stop_agent(child);
+    }
+    let (agent, ready) = start_agent(&config);
+    ready_times.push(ready);
+    ready_times.sort();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let idle_rss = rss_kib(agent.id());
+
+    let submitter = Submitter {
+        api: cloud.api_url.clone(),
+        thing: identity.thing_name.clone(),
+        secret,
+        file: std::fs::read(support::fixture("label.gif")).expect("label.gif"),
+        http: http_client(),
+    };
+    let mut latencies = Vec::with_capacity(jobs);
+    let all = Instant::now();
+    for _ in 0..jobs {
+        let start = Instant::now();
+        let job_id = submitter.submit().await;
+        let status = submitter.wait_done(&job_id).await;
+        assert_eq!(status, "SUCCEEDED", "job {job_id}");
+        latencies.push(start.elapsed());
+    }
+    let elapsed = all.elapsed();
+    let busy_rss = rss_kib(agent.id());
+    stop_agent(agent);
+    latencies.sort();
+    let printed: usize = {
+        let mut total = 0;
+        for sim in &sims {
+            total += sim.labels().await.len();
+        }
+        total
+    };
+    assert_eq!(printed, jobs, "every job printed exactly once");
+
+    println!(
+        "ready (plugins loaded, {PRINTERS} printers attached, connected): median {:.1} ms, min {:.1} ms, max {:.1} ms over {STARTS} starts",
+        ms(percentile(&ready_times, 0.5)),
+        ms(ready_times[0]),
+        ms(ready_times[ready_times.len() - 1])
+    );
+    println!(
+        "resident memory: idle {} KiB, after the jobs {} KiB",
+        idle_rss.map_or("?".to_string(), |k| k.to_string()),
+        busy_rss.map_or("?".to_string(), |k| k.to_string())
+    );
+    println!(
+        "{jobs} GIF label jobs (812x1218, one at a time): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {:.1} jobs/s",
+        ms(percentile(&latencies, 0.5)),
+        ms(percentile(&latencies, 0.99)),
+        ms(latencies[latencies.len() - 1]),
+        jobs as f64 / elapsed.as_secs_f64()
+    );
+}
