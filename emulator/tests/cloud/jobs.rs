@@ -4,6 +4,7 @@
 //! notifications on the thing's topics, which AWS and both brokers deliver to every subscriber of
 //! that thing, so the same assertions hold on both.
 
+use devicehub_emulator::cloud::jobs::DEFAULT_REQUESTS_PER_THING_PER_SECOND;
 use reqwest::Method;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -19,7 +20,7 @@ on_both_brokers!(
     an_expired_step_timer_moves_the_execution_to_timed_out,
     a_job_cancelled_while_in_progress_is_canceled_for_the_device,
     malformed_or_unknown_requests_are_rejected_with_their_codes,
-    more_than_twenty_requests_within_one_second_are_throttled_until_the_clock_moves,
+    requests_beyond_the_per_second_allowance_are_throttled_until_the_clock_moves,
 );
 
 /// A minimal valid PNG: the signature and an IHDR/IEND are enough for format detection.
@@ -398,7 +399,7 @@ async fn a_print_job_by_url_carries_the_url_and_a_signed_cancel_reaches_the_devi
 const JOBS: &str = "$aws/things/desk-1/jobs";
 
 /// Publishes a jobs request one second of the emulator's clock after the previous one: the
-/// service allows twenty requests per thing within one second of its clock, and the manual
+/// service allows a fixed number of requests per thing within one second of its clock, and the manual
 /// clock would otherwise keep every request of a test inside the same second.
 async fn request(emulator: &Emulator, mqtt: &Mqtt, topic: &str, body: Value) {
     emulator.clock.advance(1);
@@ -854,15 +855,17 @@ async fn malformed_or_unknown_requests_are_rejected_with_their_codes(broker: Bro
     assert_eq!(rejected["code"], "InvalidRequest", "{rejected}");
 }
 
-async fn more_than_twenty_requests_within_one_second_are_throttled_until_the_clock_moves(
+async fn requests_beyond_the_per_second_allowance_are_throttled_until_the_clock_moves(
     broker: Broker,
 ) {
     let emulator = Emulator::start_on(broker).await;
     let thing = emulator.create_thing("desk-1").await;
     let mut mqtt = jobs_session(&emulator, &thing).await;
 
-    // Twenty-one requests inside one second of the emulator's clock: the clock does not move.
-    for n in 0..21 {
+    // One request more than the allowance inside one second of the emulator's clock: the
+    // clock does not move.
+    let allowance = DEFAULT_REQUESTS_PER_THING_PER_SECOND as usize;
+    for n in 0..=allowance {
         mqtt.publish(
             &format!("{JOBS}/get"),
             json!({"clientToken": format!("g-{n}")}).to_string(),
@@ -870,7 +873,7 @@ async fn more_than_twenty_requests_within_one_second_are_throttled_until_the_clo
         .await;
     }
     let mut answers = Vec::new();
-    while answers.len() < 21 {
+    while answers.len() <= allowance {
         answers.push(
             mqtt.json_until_any(&[
                 &format!("{JOBS}/get/accepted"),
@@ -885,7 +888,10 @@ async fn more_than_twenty_requests_within_one_second_are_throttled_until_the_clo
         .collect();
     assert_eq!(rejected.len(), 1, "{answers:?}");
     assert_eq!(rejected[0].1["code"], "RequestThrottled");
-    assert_eq!(rejected[0].1["clientToken"], "g-20");
+    assert_eq!(
+        rejected[0].1["clientToken"],
+        format!("g-{allowance}").as_str()
+    );
 
     request(&emulator, &mqtt, &format!("{JOBS}/get"), json!({})).await;
     mqtt.expect_json(&format!("{JOBS}/get/accepted")).await;

@@ -67,7 +67,11 @@ pub const MIN_STEP_TIMEOUT_MINUTES: u32 = 1;
 /// The longest step timeout (seven days), in minutes.
 pub const MAX_STEP_TIMEOUT_MINUTES: u32 = 10_080;
 /// Requests one thing may make within one second before it is answered with `RequestThrottled`.
-pub const DEFAULT_REQUESTS_PER_THING_PER_SECOND: u32 = 20;
+///
+/// A device printing labels back to back makes two requests per job (`start-next`, then the
+/// final `update`); at 20 a desk printing ten small labels a second was throttled. AWS limits
+/// the Jobs data plane per account rather than per thing.
+pub const DEFAULT_REQUESTS_PER_THING_PER_SECOND: u32 = 100;
 /// The longest `clientToken`, in bytes.
 pub const MAX_CLIENT_TOKEN_BYTES: usize = 64;
 /// The longest job ID.
