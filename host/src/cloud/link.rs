@@ -322,6 +322,10 @@ impl MqttLink {
         let (client, mut eventloop) = AsyncClient::new(options, 64);
         let mut network = NetworkOptions::new();
         network.set_connection_timeout(config.connect_timeout.as_secs().max(1));
+        // Job requests and answers are small packets sent one after another: with Nagle's
+        // algorithm each waits for the peer's delayed ACK, adding tens of milliseconds to every
+        // print job's round trips.
+        network.set_tcp_nodelay(true);
         eventloop.set_network_options(network);
         let (state_tx, state_rx) = watch::channel(LinkState::Connecting);
         let (incoming_tx, incoming_rx) = mpsc::channel(config.incoming_capacity.max(1));
