@@ -26,9 +26,12 @@ mod support;
 #[path = "../tests/support_cloud.rs"]
 #[allow(dead_code)]
 mod support_cloud;
+#[path = "../tests/support_desk.rs"]
+#[allow(dead_code)]
+mod support_desk;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -38,31 +41,11 @@ use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use support::{emulator_bin, http_client, Simulator, ZEBRA};
+use support::{http_client, Simulator, ZEBRA};
 use support_cloud::Cloud;
 
 const PRINTERS: usize = 4;
 const STARTS: usize = 5;
-
-fn emulator(cloud: &Cloud, args: &[&str]) -> Vec<u8> {
-    let output = Command::new(emulator_bin())
-        .args(args)
-        .arg("--data-dir")
-        .arg(cloud.dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run devicehub-emulator");
-    assert!(
-        output.status.success(),
-        "devicehub-emulator {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output.stdout
-}
-
-fn path(p: &Path) -> String {
-    p.to_str().expect("UTF-8 path").replace('\\', "/")
-}
 
 /// Starts `devicehub run` and waits for it to be connected; returns the process and the time.
 fn start_agent(config: &Path) -> (Child, Duration) {
@@ -208,57 +191,17 @@ async fn main() {
         .map(|_| Simulator::zebra(&["--language", "zpl"]))
         .collect();
     let plugins = support::plugins_folder(&[ZEBRA]);
-    let claim_dir = cloud.dir.path().join("claim");
-    emulator(&cloud, &["claim-certificate", &path(&claim_dir)]);
-    let code = String::from_utf8(emulator(&cloud, &["activation-code"]))
-        .expect("UTF-8 code")
-        .trim()
-        .to_string();
-    let root: PathBuf = cloud.dir.path().join("desk");
-    std::fs::create_dir_all(&root).expect("desk folder");
-    let data_dir = root.join("data");
-    let mut devices = String::new();
-    for (i, sim) in sims.iter().enumerate() {
-        devices.push_str(&format!(
-            "[[devices]]\nid = \"zebra-{i}\"\naddress = \"tcp://{}\"\nusb_id = \"0A5F:0141\"\n\
-             [devices.settings]\ncompression = \"auto\"\n",
-            sim.print_addr
-        ));
-    }
-    let config = root.join("devicehub.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "data_dir = \"{}\"\nplugins_dir = \"{}\"\nlog_level = \"info\"\n[usb]\nenabled = false\n\
-             {devices}[cloud]\nendpoint = \"localhost\"\nport = {}\nca_bundle = \"{}\"\n\
-             claim_certificate = \"{}\"\nclaim_private_key = \"{}\"\n",
-            path(&data_dir),
-            path(plugins.path()),
-            cloud.ports.mqtt,
-            path(&claim_dir.join("ca.pem")),
-            path(&claim_dir.join("certificate.pem.crt")),
-            path(&claim_dir.join("private.pem.key")),
-        ),
-    )
-    .expect("write config");
-    let registered = Command::new(env!("CARGO_BIN_EXE_devicehub"))
-        .arg("--config")
-        .arg(&config)
-        .args(["register", "--code", &code])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run devicehub register");
-    assert!(
-        registered.status.success(),
-        "registration failed: {}",
-        String::from_utf8_lossy(&registered.stderr)
-    );
-    let data = DataDir::new(data_dir.clone());
-    let (identity, _) = data
-        .cert_store()
-        .load()
-        .expect("identity readable")
-        .expect("identity stored");
+    let devices: String = sims
+        .iter()
+        .enumerate()
+        .map(|(i, sim)| support_desk::zebra_row(&format!("zebra-{i}"), &sim.print_addr, ""))
+        .collect();
+    let support_desk::Registration {
+        config,
+        data_dir,
+        thing,
+    } = support_desk::register(&cloud, plugins.path(), &devices);
+    let data = DataDir::new(data_dir);
     let secret = load_device_configuration(&data)
         .expect("device configuration readable")
         .expect("device configuration stored")["deviceSignature"]
@@ -280,7 +223,7 @@ async fn main() {
 
     let submitter = Submitter {
         api: cloud.api_url.clone(),
-        thing: identity.thing_name.clone(),
+        thing,
         secret,
         file: std::fs::read(support::fixture("label.gif")).expect("label.gif"),
         http: http_client(),

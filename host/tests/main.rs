@@ -24,6 +24,9 @@ mod mqtt_link;
 /// Fixtures for the cloud tests: the emulator's cloud as a child process, link helpers.
 mod support_cloud;
 
+/// A shipping desk registered with the emulator cloud.
+mod support_desk;
+
 /// Registration by fleet provisioning against the emulator: the `register` command end to end,
 /// refused codes, an untrusted server, a wrong clock.
 mod registration;

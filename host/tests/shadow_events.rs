@@ -24,8 +24,9 @@ use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{self, emulator_bin, Simulator, ZEBRA};
+use crate::support::{self, Simulator, ZEBRA};
 use crate::support_cloud::{start_link, wait_connected, wait_for_state, Cloud};
+use crate::support_desk::{self, zebra_row};
 
 /// The longest a test waits for DeviceHub to do something; a passing test never waits this long.
 const WAIT: Duration = Duration::from_secs(60);
@@ -47,59 +48,15 @@ impl Desk {
         let cloud = Cloud::start();
         let sim = Simulator::zebra(&["--language", "zpl"]);
         let plugins = support::plugins_folder(&[ZEBRA]);
-        let claim_dir = cloud.dir.path().join("claim");
-        emulator(
-            &cloud,
-            &["claim-certificate", claim_dir.to_str().expect("UTF-8 path")],
-        );
-        let code = String::from_utf8(emulator(&cloud, &["activation-code"]).stdout)
-            .expect("UTF-8 code")
-            .trim()
-            .to_string();
-        let root = cloud.dir.path().join("desk");
-        std::fs::create_dir_all(&root).expect("desk folder");
-        let data_dir = root.join("data");
-        let path = |p: &Path| p.to_str().expect("UTF-8 path").replace('\\', "/");
-        let text = format!(
-            "data_dir = \"{}\"\nplugins_dir = \"{}\"\nlog_level = \"info\"\n\
-             [usb]\nenabled = false\n\
-             [[devices]]\nid = \"{PRINTER}\"\naddress = \"tcp://{}\"\nusb_id = \"0A5F:0141\"\nprofile = \"zpl-203\"\n\
-             [cloud]\nendpoint = \"localhost\"\nport = {}\nca_bundle = \"{}\"\n\
-             claim_certificate = \"{}\"\nclaim_private_key = \"{}\"\n",
-            path(&data_dir),
-            path(plugins.path()),
-            sim.print_addr,
-            cloud.ports.mqtt,
-            path(&claim_dir.join("ca.pem")),
-            path(&claim_dir.join("certificate.pem.crt")),
-            path(&claim_dir.join("private.pem.key")),
-        );
-        let config = root.join("devicehub.toml");
-        std::fs::write(&config, text).expect("write config");
-        let output = Command::new(env!("CARGO_BIN_EXE_devicehub"))
-            .arg("--config")
-            .arg(&config)
-            .args(["register", "--code", &code])
-            .stdin(Stdio::null())
-            .output()
-            .expect("run devicehub register");
-        assert!(
-            output.status.success(),
-            "registration failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let (identity, _) = DataDir::new(data_dir.clone())
-            .cert_store()
-            .load()
-            .expect("identity readable")
-            .expect("identity stored");
+        let devices = zebra_row(PRINTER, &sim.print_addr, "");
+        let registration = support_desk::register(&cloud, plugins.path(), &devices);
         Desk {
             cloud,
             _sim: sim,
             _plugins: plugins,
-            config,
-            data_dir,
-            thing: identity.thing_name,
+            config: registration.config,
+            data_dir: registration.data_dir,
+            thing: registration.thing,
         }
     }
 
@@ -319,22 +276,6 @@ impl Drop for Agent {
 }
 
 /// Runs `devicehub-emulator ARGS --data-dir CLOUD` and asserts it succeeded.
-fn emulator(cloud: &Cloud, args: &[&str]) -> std::process::Output {
-    let output = Command::new(emulator_bin())
-        .args(args)
-        .arg("--data-dir")
-        .arg(cloud.dir.path())
-        .stdin(Stdio::null())
-        .output()
-        .expect("run devicehub-emulator");
-    assert!(
-        output.status.success(),
-        "devicehub-emulator {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
 fn reported_interval(shadow: &Value) -> Option<u64> {
     shadow["state"]["reported"]["config"]["heartbeatIntervalS"].as_u64()
 }

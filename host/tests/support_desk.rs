@@ -1,0 +1,99 @@
+//! A shipping desk registered with the emulator cloud, for end-to-end tests and the agent
+//! benchmark: a claim certificate and an activation code from the emulator's command line, a
+//! config naming the cloud and the desk's printers, and `devicehub register` run as a user would.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use devicehub::storage::DataDir;
+
+use crate::support::emulator_bin;
+use crate::support_cloud::Cloud;
+
+/// Runs `devicehub-emulator ARGS --data-dir <the cloud's>` and checks it succeeded.
+pub fn emulator_cli(cloud: &Cloud, args: &[&str]) -> Output {
+    let output = Command::new(emulator_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(cloud.dir.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run devicehub-emulator");
+    assert!(
+        output.status.success(),
+        "devicehub-emulator {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A `[[devices]]` row for a 203 dpi ZPL printer at `print_addr`, with `extra` TOML lines.
+pub fn zebra_row(id: &str, print_addr: &str, extra: &str) -> String {
+    format!(
+        "[[devices]]\nid = \"{id}\"\naddress = \"tcp://{print_addr}\"\nusb_id = \"0A5F:0141\"\n\
+         profile = \"zpl-203\"\n{extra}"
+    )
+}
+
+/// What registering a desk left behind.
+pub struct Registration {
+    /// The config file `devicehub --config` takes.
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    /// The thing name the cloud gave the desk.
+    pub thing: String,
+}
+
+fn toml_path(p: &Path) -> String {
+    p.to_str().expect("UTF-8 path").replace('\\', "/")
+}
+
+/// Writes a config with `devices` (TOML `[[devices]]` rows) and the plugins in `plugins_dir`,
+/// pointed at `cloud`, and registers it with a fresh activation code.
+pub fn register(cloud: &Cloud, plugins_dir: &Path, devices: &str) -> Registration {
+    let claim_dir = cloud.dir.path().join("claim");
+    emulator_cli(cloud, &["claim-certificate", &toml_path(&claim_dir)]);
+    let code = String::from_utf8(emulator_cli(cloud, &["activation-code"]).stdout)
+        .expect("UTF-8 code")
+        .trim()
+        .to_string();
+    let root = cloud.dir.path().join("desk");
+    std::fs::create_dir_all(&root).expect("desk folder");
+    let data_dir = root.join("data");
+    let text = format!(
+        "data_dir = \"{}\"\nplugins_dir = \"{}\"\nlog_level = \"info\"\n\
+         [usb]\nenabled = false\n{devices}\
+         [cloud]\nendpoint = \"localhost\"\nport = {}\nca_bundle = \"{}\"\n\
+         claim_certificate = \"{}\"\nclaim_private_key = \"{}\"\n",
+        toml_path(&data_dir),
+        toml_path(plugins_dir),
+        cloud.ports.mqtt,
+        toml_path(&claim_dir.join("ca.pem")),
+        toml_path(&claim_dir.join("certificate.pem.crt")),
+        toml_path(&claim_dir.join("private.pem.key")),
+    );
+    let config = root.join("devicehub.toml");
+    std::fs::write(&config, text).expect("write config");
+    let output = Command::new(env!("CARGO_BIN_EXE_devicehub"))
+        .arg("--config")
+        .arg(&config)
+        .args(["register", "--code", &code])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run devicehub register");
+    assert!(
+        output.status.success(),
+        "registration failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let (identity, _) = DataDir::new(data_dir.clone())
+        .cert_store()
+        .load()
+        .expect("identity readable")
+        .expect("identity stored");
+    Registration {
+        config,
+        data_dir,
+        thing: identity.thing_name,
+    }
+}
