@@ -19,6 +19,7 @@ use crate::{
     print::{self, FileFormat, PrintOptions},
     render::{Halftone, Rotation},
     service,
+    storage::{DataDir, RotatingLog},
     transport::usb::UsbBus,
 };
 
@@ -109,13 +110,26 @@ pub struct PrintArgs {
 
 /// Runs the command line and returns the process exit code.
 pub fn main(cli: Cli) -> ExitCode {
-    // `run` logs at the config's level unless --log-level says otherwise; a config that does
-    // not load is reported by the command itself.
-    let level = cli.global.log_level.clone().or_else(|| match cli.command {
-        Command::Run => load_config(&cli.global).ok().map(|c| c.log_level),
+    // `run` logs at the config's level unless --log-level says otherwise, to stderr and to the
+    // size-capped log files in the data directory; a config that does not load is reported by
+    // the command itself.
+    let service_config = match cli.command {
+        Command::Run => load_config(&cli.global).ok(),
         _ => None,
+    };
+    let level = cli
+        .global
+        .log_level
+        .clone()
+        .or_else(|| service_config.as_ref().map(|c| c.log_level.clone()));
+    let log_file = service_config.as_ref().and_then(|config| {
+        let data = DataDir::new(config.data_dir());
+        data.create()
+            .and_then(|()| RotatingLog::open(&data.logs_dir(), LOG_FILE_MAX_BYTES, LOG_FILES_KEPT))
+            .map_err(|e| eprintln!("warning: logging to stderr only: {e}"))
+            .ok()
     });
-    init_logging(level.as_deref().unwrap_or("warn"));
+    init_logging(level.as_deref().unwrap_or("warn"), log_file);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -125,12 +139,26 @@ pub fn main(cli: Cli) -> ExitCode {
     }
 }
 
-fn init_logging(filter: &str) {
+/// Size at which `devicehub.log` is rotated.
+const LOG_FILE_MAX_BYTES: u64 = 10 * 1024 * 1024;
+/// Rotated log files kept besides the current one.
+const LOG_FILES_KEPT: usize = 5;
+
+fn init_logging(filter: &str, file: Option<RotatingLog>) {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let file = file.map(|writer| {
+        tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .with_writer(writer)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(stderr)
+        .with(file)
         .try_init();
 }
 

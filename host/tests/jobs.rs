@@ -327,6 +327,13 @@ async fn a_print_job_is_printed_once_dot_for_dot_and_reported() {
         "journal: {:?}",
         desk.journal_state(&job)
     );
+    // The service also logs to the size-capped file in its data directory.
+    let log_file = std::fs::read_to_string(desk.data_dir.join("logs").join("devicehub.log"))
+        .expect("devicehub.log in the data directory");
+    assert!(
+        log_file.contains("cloud link connected"),
+        "log file: {log_file}"
+    );
 }
 
 #[tokio::test]
