@@ -38,6 +38,7 @@ pub mod registry;
 pub mod runtime;
 pub mod shadow;
 pub mod signing;
+pub mod throttle;
 pub mod topics;
 pub mod wire;
 

@@ -46,7 +46,8 @@
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use crate::cloud::throttle::PerThingThrottle;
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -395,13 +396,6 @@ impl PendingView {
     }
 }
 
-/// How many requests a thing made within one second of the caller's clock.
-#[derive(Debug, Clone, Copy)]
-struct RequestWindow {
-    second: u64,
-    count: u32,
-}
-
 /// Which Jobs API a request topic names.
 #[derive(Debug, PartialEq, Eq)]
 enum JobsRequest {
@@ -432,9 +426,7 @@ pub struct JobsService {
     /// The `sequence` of the next execution created.
     next_sequence: u64,
     /// Per-thing request counts for `RequestThrottled`.
-    request_windows: HashMap<String, RequestWindow>,
-    /// The most requests a thing may make within one second.
-    requests_per_thing_per_second: u32,
+    throttle: PerThingThrottle,
     /// Damaged files found by [`JobsService::open`].
     quarantined: Vec<QuarantinedFile>,
 }
@@ -480,8 +472,7 @@ impl JobsService {
             root,
             executions,
             next_sequence,
-            request_windows: HashMap::new(),
-            requests_per_thing_per_second: DEFAULT_REQUESTS_PER_THING_PER_SECOND,
+            throttle: PerThingThrottle::new(DEFAULT_REQUESTS_PER_THING_PER_SECOND),
             quarantined: loaded.quarantined,
         })
     }
@@ -493,7 +484,7 @@ impl JobsService {
 
     /// Changes how many requests one thing may make within one second before `RequestThrottled`.
     pub fn set_requests_per_thing_per_second(&mut self, limit: u32) {
-        self.requests_per_thing_per_second = limit;
+        self.throttle.set_limit(limit);
     }
 
     /// Handles one message published under `$aws/things/{thing}/jobs/`; returns what to publish
@@ -538,7 +529,7 @@ impl JobsService {
             Err(rejection) => return reject(rejection, None),
         };
         let client_token = body.client_token.clone();
-        if !self.admit(thing_name, now_epoch_s) {
+        if !self.throttle.admit(thing_name, now_epoch_s) {
             return reject(
                 Rejection::new(
                     ErrorCode::RequestThrottled,
@@ -804,29 +795,6 @@ impl JobsService {
             ));
         }
         messages
-    }
-
-    /// Counts a request against its thing's one-second window; `false` when over the limit.
-    fn admit(&mut self, thing_name: &str, now_epoch_s: u64) -> bool {
-        let limit = self.requests_per_thing_per_second;
-        let window = self
-            .request_windows
-            .entry(thing_name.to_owned())
-            .or_insert(RequestWindow {
-                second: now_epoch_s,
-                count: 0,
-            });
-        if window.second != now_epoch_s {
-            *window = RequestWindow {
-                second: now_epoch_s,
-                count: 0,
-            };
-        }
-        if window.count >= limit {
-            return false;
-        }
-        window.count += 1;
-        true
     }
 
     /// `jobs/get`: the pending executions as summaries.

@@ -37,7 +37,8 @@ pub mod state_file;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap};
+use crate::cloud::throttle::PerThingThrottle;
+use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -205,13 +206,6 @@ impl StoredShadow {
     }
 }
 
-/// How many requests a thing made within one second of the caller's clock.
-#[derive(Debug, Clone, Copy)]
-struct RequestWindow {
-    second: u64,
-    count: u32,
-}
-
 /// A rejected request: the HTTP-like code and AWS IoT's message for it.
 #[derive(Debug)]
 struct Rejection {
@@ -243,9 +237,7 @@ pub struct ShadowService {
     /// Live shadows and the tombstones of deleted ones (which keep the version).
     shadows: BTreeMap<ShadowKey, StoredShadow>,
     /// Per-thing request counts for the 429 rule.
-    request_windows: HashMap<String, RequestWindow>,
-    /// The most requests a thing may make within one second.
-    requests_per_thing_per_second: u32,
+    throttle: PerThingThrottle,
     /// Damaged files found by [`ShadowService::open`], kept so that the runtime can report them.
     quarantined: Vec<QuarantinedFile>,
 }
@@ -293,8 +285,7 @@ impl ShadowService {
         Ok(ShadowService {
             root,
             shadows,
-            request_windows: HashMap::new(),
-            requests_per_thing_per_second: DEFAULT_REQUESTS_PER_THING_PER_SECOND,
+            throttle: PerThingThrottle::new(DEFAULT_REQUESTS_PER_THING_PER_SECOND),
             quarantined: loaded.quarantined,
         })
     }
@@ -306,7 +297,7 @@ impl ShadowService {
 
     /// Changes how many requests one thing may make within one second before getting 429.
     pub fn set_requests_per_thing_per_second(&mut self, limit: u32) {
-        self.requests_per_thing_per_second = limit;
+        self.throttle.set_limit(limit);
     }
 
     /// The request topic for an operation on a classic (`shadow_name` `None`) or named shadow.
@@ -382,7 +373,7 @@ impl ShadowService {
             Err(rejection) => return reject(rejection, None),
         };
         let client_token = body.client_token.clone();
-        if !self.admit(&key.thing_name, now_epoch_s) {
+        if !self.throttle.admit(&key.thing_name, now_epoch_s) {
             return reject(
                 Rejection::new(429, "Too Many Requests"),
                 client_token.as_deref(),
@@ -394,29 +385,6 @@ impl ShadowService {
             ShadowOperation::Delete => self.delete(&key, &body, now_epoch_s),
         };
         result.unwrap_or_else(|rejection| reject(rejection, client_token.as_deref()))
-    }
-
-    /// Counts a request against its thing's one-second window; `false` when over the limit.
-    fn admit(&mut self, thing_name: &str, now_epoch_s: u64) -> bool {
-        let limit = self.requests_per_thing_per_second;
-        let window = self
-            .request_windows
-            .entry(thing_name.to_owned())
-            .or_insert(RequestWindow {
-                second: now_epoch_s,
-                count: 0,
-            });
-        if window.second != now_epoch_s {
-            *window = RequestWindow {
-                second: now_epoch_s,
-                count: 0,
-            };
-        }
-        if window.count >= limit {
-            return false;
-        }
-        window.count += 1;
-        true
     }
 
     fn live(&self, key: &ShadowKey) -> Option<&StoredShadow> {
