@@ -2,8 +2,8 @@
 //! with `devicehub register`, and `devicehub run` as its own process. Jobs are submitted through
 //! the emulator's command line (the shipping application's side) and followed through its HTTP API.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 
 use crate::support::{self, http_client, Simulator, ZEBRA};
 use crate::support_cloud::{start_link, Cloud};
-use crate::support_desk::{self, emulator_cli as emulator, zebra_row};
+use crate::support_desk::{self, emulator_cli as emulator, zebra_row, Agent};
 
 /// The longest a test waits for a job to finish. Generous for a loaded machine (the agent has
 /// to start, connect and print first); a passing test never waits this long.
@@ -196,69 +196,6 @@ impl Desk {
     }
 }
 
-/// `devicehub run` as a child process; killed when dropped.
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(config: &Path, log: &Path) -> Agent {
-        let log_file = std::fs::File::create(log).expect("agent log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_devicehub"))
-            .arg("--config")
-            .arg(config)
-            .arg("run")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start devicehub run");
-        Agent {
-            child,
-            log: log.to_path_buf(),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().expect("poll the agent")
-    }
-
-    /// Sends SIGTERM and waits (bounded) for the agent to exit.
-    #[cfg(unix)]
-    async fn terminate(&mut self) -> std::process::ExitStatus {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-        let deadline = Instant::now() + JOB_WAIT;
-        loop {
-            if let Some(exit) = self.exited() {
-                return exit;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "devicehub run did not stop after SIGTERM:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Runs `devicehub-emulator ARGS --data-dir CLOUD` and asserts it succeeded.
 fn job_id(stdout: &[u8]) -> String {
     let answer: Value = serde_json::from_slice(stdout).expect("job answer JSON");
     answer["jobId"]

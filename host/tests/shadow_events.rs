@@ -6,8 +6,7 @@
 //! emulator's own services certificate (which may use every thing's topics) and a client ID of
 //! its own, so that DeviceHub's connection is never displaced.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
@@ -26,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::{self, Simulator, ZEBRA};
 use crate::support_cloud::{start_link, wait_connected, wait_for_state, Cloud};
-use crate::support_desk::{self, zebra_row};
+use crate::support_desk::{self, zebra_row, Agent};
 
 /// The longest a test waits for DeviceHub to do something; a passing test never waits this long.
 const WAIT: Duration = Duration::from_secs(60);
@@ -212,69 +211,6 @@ impl Console {
     }
 }
 
-/// `devicehub run` as a child process; killed when dropped.
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(config: &Path, log: &Path) -> Agent {
-        let log_file = std::fs::File::create(log).expect("agent log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_devicehub"))
-            .arg("--config")
-            .arg(config)
-            .arg("run")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
-            .spawn()
-            .expect("start devicehub run");
-        Agent {
-            child,
-            log: log.to_path_buf(),
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().expect("poll the agent")
-    }
-
-    /// Stops the agent (SIGTERM where there are signals) and waits, bounded, for it to exit.
-    async fn stop(&mut self) {
-        #[cfg(unix)]
-        {
-            let status = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status()
-                .expect("run kill");
-            assert!(status.success(), "kill -TERM failed");
-        }
-        #[cfg(not(unix))]
-        self.child.kill().expect("stop the agent");
-        let deadline = Instant::now() + WAIT;
-        while self.exited().is_none() {
-            assert!(
-                Instant::now() < deadline,
-                "devicehub run did not stop:\n{}",
-                self.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs `devicehub-emulator ARGS --data-dir CLOUD` and asserts it succeeded.
 fn reported_interval(shadow: &Value) -> Option<u64> {
     shadow["state"]["reported"]["config"]["heartbeatIntervalS"].as_u64()
@@ -399,7 +335,7 @@ async fn a_setting_desired_while_devicehub_is_stopped_is_applied_at_the_next_sta
             reported_interval(s) == Some(60)
         })
         .await;
-    agent.stop().await;
+    agent.terminate().await;
 
     console
         .desire(json!({ "heartbeatIntervalS": 2, "defaultPrinter": { "label": PRINTER } }))
@@ -424,7 +360,7 @@ async fn a_setting_desired_while_devicehub_is_stopped_is_applied_at_the_next_sta
     wait_heartbeats(&desk, &mut agent, 2, 2).await;
 
     // The applied settings are kept on disk for a start without a connection.
-    agent.stop().await;
+    agent.terminate().await;
     let stored: Value = DataDir::new(desk.data_dir.clone())
         .shadow_file::<Value>()
         .load()

@@ -97,3 +97,75 @@ pub fn register(cloud: &Cloud, plugins_dir: &Path, devices: &str) -> Registratio
         thing: identity.thing_name,
     }
 }
+
+/// How long `Agent::terminate` waits for the agent to exit; a passing test never waits this long.
+const STOP_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `devicehub run` as a child process, its log in a file; killed when dropped.
+pub struct Agent {
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    /// Starts `devicehub --config CONFIG run`, logging to `log`.
+    pub fn start(config: &Path, log: &Path) -> Agent {
+        let log_file = std::fs::File::create(log).expect("agent log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_devicehub"))
+            .arg("--config")
+            .arg(config)
+            .arg("run")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("start devicehub run");
+        Agent {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// What the agent logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The exit status, once the agent has ended.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("poll the agent")
+    }
+
+    /// Stops the agent (SIGTERM where there are signals) and waits, bounded, for it to exit.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        #[cfg(unix)]
+        {
+            let status = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -TERM failed");
+        }
+        #[cfg(not(unix))]
+        self.child.kill().expect("stop the agent");
+        let deadline = std::time::Instant::now() + STOP_WAIT;
+        loop {
+            if let Some(exit) = self.exited() {
+                return exit;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "devicehub run did not stop:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
