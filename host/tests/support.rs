@@ -66,12 +66,18 @@ pub fn fixture(name: &str) -> PathBuf {
 
 /// Renders `file` the way the print pipeline does for a 203 dpi, 832-dot printer.
 pub fn render_for_zebra(file: &Path) -> Vec<MonoBitmap> {
+    render_for(file, 203, 832, 7900)
+}
+
+/// Renders `file` the way the print pipeline does for a printer of `dpi` whose head is
+/// `width_dots` wide and whose labels are at most `max_length_dots` long.
+pub fn render_for(file: &Path, dpi: u32, width_dots: u32, max_length_dots: u32) -> Vec<MonoBitmap> {
     let bytes = std::fs::read(file).expect("read fixture");
     let format = InputFormat::sniff(&bytes).expect("known format");
     let options = RenderOptions::for_target(RenderTarget {
-        dpi: 203,
-        width_dots: 832,
-        max_length_dots: Some(7900),
+        dpi,
+        width_dots,
+        max_length_dots: Some(max_length_dots),
     });
     render::render(&bytes, format, &options)
         .expect("render fixture")
@@ -118,10 +124,15 @@ pub struct Simulator {
 impl Simulator {
     /// Starts `devicehub-emulator printer zebra` with `args` on free ports.
     pub fn zebra(args: &[&str]) -> Simulator {
+        Simulator::start("zebra", args)
+    }
+
+    /// Starts `devicehub-emulator printer FAMILY` with `args` on free ports.
+    pub fn start(family: &str, args: &[&str]) -> Simulator {
         let mut child = Command::new(emulator_bin())
             .args([
                 "printer",
-                "zebra",
+                family,
                 "--listen",
                 "127.0.0.1:0",
                 "--control",
