@@ -129,7 +129,7 @@ pub fn main(cli: Cli) -> ExitCode {
             .map_err(|e| eprintln!("warning: logging to stderr only: {e}"))
             .ok()
     });
-    init_logging(level.as_deref().unwrap_or("warn"), log_file);
+    crate::logging::init(level.as_deref().unwrap_or("warn"), log_file);
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
@@ -143,24 +143,6 @@ pub fn main(cli: Cli) -> ExitCode {
 const LOG_FILE_MAX_BYTES: u64 = 10 * 1024 * 1024;
 /// Rotated log files kept besides the current one.
 const LOG_FILES_KEPT: usize = 5;
-
-fn init_logging(filter: &str, file: Option<RotatingLog>) {
-    use tracing_subscriber::layer::SubscriberExt as _;
-    use tracing_subscriber::util::SubscriberInitExt as _;
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let stderr = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let file = file.map(|writer| {
-        tracing_subscriber::fmt::layer()
-            .with_ansi(false)
-            .with_writer(writer)
-    });
-    let _ = tracing_subscriber::registry()
-        .with(filter)
-        .with(stderr)
-        .with(file)
-        .try_init();
-}
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let config = load_config(&cli.global)?;

@@ -9,6 +9,7 @@
 //! - [`render`]: GIF, PNG, JPEG and PDF to 1-bit bitmaps at a printer's resolution.
 //! - [`print`]: from a print file to a printed label: render, encode, send.
 //! - [`cli`]: the command-line interface the `devicehub` binary runs.
+//! - [`logging`]: log output to standard error and files, with a filter changed at runtime.
 //! - [`storage`]: the data directory: atomic writes, state files, job journal, certificates, logs.
 //! - [`cloud`]: the link to AWS IoT Core (or the emulator) over MQTT.
 //! - [`service`]: `devicehub run`: the agent that takes print jobs from the cloud.
@@ -17,6 +18,7 @@ pub mod cli;
 pub mod cloud;
 pub mod config;
 pub mod devices;
+pub mod logging;
 pub mod plugins;
 pub mod print;
 pub mod render;

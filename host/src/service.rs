@@ -141,6 +141,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let link_shutdown = CancellationToken::new();
     let link = MqttLink::start(link_config, link_shutdown.clone())
         .context("cannot start the cloud link")?;
+    let (settings_tx, settings_rx) =
+        tokio::sync::watch::channel(AgentSettings::defaults(&config.log_level));
     let jobs = JobsTask::new(
         JobsSettings {
             thing_name: thing_name.clone(),
@@ -150,6 +152,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             },
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             preferred_devices: config.devices.iter().map(|d| d.id.clone()).collect(),
+            settings: Some(settings_rx.clone()),
         },
         link.handle.clone(),
         devices.clone(),
@@ -164,8 +167,11 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     // The shadow and events tasks stop with the service, and also when the jobs task ends on
     // its own (the link ended).
     let tasks_shutdown = shutdown.child_token();
-    let (settings_tx, settings_rx) =
-        tokio::sync::watch::channel(AgentSettings::defaults(&config.log_level));
+    let log_level_task = tokio::spawn(follow_log_level(
+        settings_rx.clone(),
+        config.log_level.clone(),
+        tasks_shutdown.clone(),
+    ));
     let shadow = ShadowTask::new(
         link.handle.clone(),
         ShadowSettings {
@@ -224,6 +230,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             let _ = shadow_task.await;
         }
     }
+    if let Err(e) = log_level_task.await {
+        tracing::error!("the log level task failed: {e}");
+    }
     let mut events_task = events_task;
     match tokio::time::timeout(TASK_STOP_GRACE, &mut events_task).await {
         Ok(Ok(())) => {}
@@ -262,6 +271,35 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     tracing::info!("DeviceHub stopped");
     outcome
+}
+
+/// Applies the log level the cloud asks for (`desired.config.logLevel`) to the running process's
+/// log filter, until `shutdown`. The level only changes when the cloud's value does, so a level
+/// given on the command line holds until the cloud sets another.
+async fn follow_log_level(
+    mut settings: tokio::sync::watch::Receiver<AgentSettings>,
+    initial: String,
+    shutdown: CancellationToken,
+) {
+    let mut current = initial;
+    loop {
+        let wanted = settings.borrow_and_update().log_level.clone();
+        if wanted != current {
+            match crate::logging::set_filter(&wanted) {
+                Ok(()) => tracing::info!(level = %wanted, "log level set by the cloud"),
+                Err(e) => tracing::warn!("cannot apply the log level {wanted:?}: {e}"),
+            }
+            current = wanted;
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            changed = settings.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Cancels `shutdown` on SIGINT or SIGTERM (Ctrl+C on Windows); returns when either happened

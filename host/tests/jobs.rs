@@ -84,6 +84,24 @@ impl Desk {
         job_id(&output.stdout)
     }
 
+    /// Submits a print job for a fixture file naming `device` and returns its job ID.
+    fn print_job_on(&self, fixture: &str, device: &str) -> String {
+        let file = support::fixture(fixture);
+        let output = emulator(
+            &self.cloud,
+            &[
+                "job",
+                "print",
+                &self.thing,
+                file.to_str().expect("UTF-8 path"),
+                "--device",
+                device,
+                "--json",
+            ],
+        );
+        job_id(&output.stdout)
+    }
+
     /// Asks for a scale reading and returns the job ID.
     fn scale_job(&self) -> String {
         let output = emulator(&self.cloud, &["job", "scale", &self.thing, "--json"]);
@@ -449,6 +467,91 @@ async fn a_file_that_does_not_match_its_hash_or_link_is_not_printed() {
 }
 
 #[tokio::test]
+async fn printers_print_in_parallel_and_each_takes_one_job_at_a_time() {
+    // A printer that takes the connection and never answers: the job sent to it stays in
+    // progress for the whole test (its status query waits ten minutes).
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_addr = silent.local_addr().expect("address").to_string();
+    std::thread::spawn(move || {
+        let held: Vec<_> = silent.incoming().collect();
+        drop(held);
+    });
+    let desk = Desk::with_devices(&zebra_row(
+        "silent-1",
+        &silent_addr,
+        "[devices.settings]\nstatus_timeout_ms = \"600000\"\n",
+    ));
+    let mut agent = desk.run();
+
+    // The first printer in the config is the default: the first job goes to the silent one.
+    let stuck = desk.print_job("indicia.gif", 1);
+    let deadline = Instant::now() + JOB_WAIT;
+    while desk.journal_state(&stuck)
+        != Some(JobState::Printing {
+            device: "silent-1".into(),
+        })
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the first job never reached the silent printer:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let waiting = desk.print_job_on("label.png", "silent-1");
+    let other = desk.print_job_on("label.png", PRINTER);
+
+    // The other printer prints while the silent one is busy.
+    let execution = desk.wait_done(&other, &mut agent).await;
+    assert_eq!(execution["status"], "SUCCEEDED", "{execution}");
+    assert_eq!(detail(&execution, "device"), PRINTER);
+    assert_eq!(
+        desk.sim.labels().await.len(),
+        support::render_for_zebra(&support::fixture("label.png")).len()
+    );
+    // The silent printer still has its first job, and its second waits its turn, unstarted.
+    assert_eq!(desk.execution(&stuck).await["status"], "IN_PROGRESS");
+    let second = desk.execution(&waiting).await;
+    assert_eq!(second["status"], "QUEUED", "{second}");
+    assert_eq!(
+        desk.journal_state(&waiting),
+        None,
+        "never handed to a printer"
+    );
+}
+
+#[tokio::test]
+async fn a_job_redelivered_after_success_is_answered_from_the_journal_not_printed_again() {
+    let mut desk = Desk::new();
+    let mut agent = desk.run();
+    let job = desk.print_job("indicia.gif", 1);
+    let execution = desk.wait_done(&job, &mut agent).await;
+    assert_eq!(execution["status"], "SUCCEEDED", "{execution}");
+    let printed = desk.sim.labels().await.len();
+    assert!(printed > 0);
+
+    // The cloud comes back without the status: the execution is in progress again, as if the
+    // report had never arrived, and the job is delivered again.
+    desk.cloud.kill();
+    let file = desk.execution_file(&job);
+    let mut stored: Value =
+        serde_json::from_slice(&std::fs::read(&file).expect("read execution")).expect("JSON");
+    stored["status"] = json!("IN_PROGRESS");
+    stored["status_details"] = json!({});
+    std::fs::write(&file, serde_json::to_vec(&stored).expect("encode")).expect("write execution");
+    desk.cloud.restart();
+
+    let execution = desk.wait_done(&job, &mut agent).await;
+    assert_eq!(execution["status"], "SUCCEEDED", "{execution}");
+    assert_eq!(detail(&execution, "replayed"), "true");
+    assert_eq!(
+        detail(&execution, "summary"),
+        "printed 1 label(s) on zebra-1"
+    );
+    assert_eq!(desk.sim.labels().await.len(), printed, "not printed again");
+}
+
+#[tokio::test]
 async fn a_job_queued_while_the_link_was_down_is_taken_after_the_reconnection() {
     let mut desk = Desk::new();
     let mut agent = desk.run();
@@ -556,6 +659,7 @@ async fn stopping_while_printing_waits_then_reports_the_job_failed() {
             },
             shutdown_grace: Duration::from_millis(200),
             preferred_devices: vec!["silent-1".into()],
+            settings: None,
         },
         link.handle.clone(),
         table.clone(),

@@ -421,6 +421,10 @@ struct PrintQuery {
     #[serde(default = "one")]
     copies: u32,
     step_timeout_minutes: Option<u32>,
+    /// The device the job names; DeviceHub's default rule applies when absent.
+    device: Option<String>,
+    /// `label`, `indicia` or `sheet`.
+    kind: Option<String>,
 }
 
 fn one() -> u32 {
@@ -437,6 +441,34 @@ struct PrintByUrl {
     size: Option<u64>,
     #[serde(default = "one")]
     copies: u32,
+    device: Option<String>,
+    kind: Option<String>,
+    /// The media the file was laid out for, passed through to the job document.
+    media: Option<Value>,
+}
+
+/// Adds the optional targeting fields of a print request to its job document.
+fn target(
+    mut document: Value,
+    device: Option<String>,
+    kind: Option<String>,
+    media: Option<Value>,
+) -> Result<Value, ApiError> {
+    if let Some(kind) = kind {
+        if !["label", "indicia", "sheet"].contains(&kind.as_str()) {
+            return Err(ApiError::BadRequest(format!(
+                "kind {kind} is not label, indicia or sheet"
+            )));
+        }
+        document["kind"] = Value::String(kind);
+    }
+    if let Some(device) = device {
+        document["device"] = Value::String(device);
+    }
+    if let Some(media) = media {
+        document["media"] = media;
+    }
+    Ok(document)
 }
 
 /// Maps a jobs engine error to the HTTP answer it deserves.
@@ -519,7 +551,12 @@ async fn submit_print_job(
         if let Some(size) = request.size {
             file["size"] = Value::from(size);
         }
-        json!({"operation": "print", "file": file, "copies": request.copies})
+        target(
+            json!({"operation": "print", "file": file, "copies": request.copies}),
+            request.device,
+            request.kind,
+            request.media,
+        )?
     } else {
         let Some(format) = detect_format(&body) else {
             return Err(ApiError::UnsupportedMedia(
@@ -545,11 +582,16 @@ async fn submit_print_job(
             "{}{url_path}?expires={expires}&signature={signature}",
             state.files_url
         );
-        json!({
-            "operation": "print",
-            "file": {"url": url, "sha256": sha256, "size": body.len(), "format": format},
-            "copies": query.copies,
-        })
+        target(
+            json!({
+                "operation": "print",
+                "file": {"url": url, "sha256": sha256, "size": body.len(), "format": format},
+                "copies": query.copies,
+            }),
+            query.device.clone(),
+            query.kind.clone(),
+            None,
+        )?
     };
     create_job(
         &state,

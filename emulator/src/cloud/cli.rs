@@ -154,6 +154,12 @@ pub enum JobCommand {
         file: PathBuf,
         #[arg(long, default_value_t = 1)]
         copies: u32,
+        /// The device to print on (DeviceHub's default for the kind when absent).
+        #[arg(long)]
+        device: Option<String>,
+        /// What is printed: label, indicia or sheet.
+        #[arg(long)]
+        kind: Option<String>,
     },
     /// Ask a thing for a scale reading.
     Scale {
@@ -513,6 +519,30 @@ pub fn thing(command: ThingCommand) -> Result<(), CliError> {
 }
 
 /// Runs `job ...`.
+/// The query string of a print upload.
+fn print_query(copies: u32, device: Option<&str>, kind: Option<&str>) -> String {
+    let mut query = format!("?copies={copies}");
+    for (name, value) in [("device", device), ("kind", kind)] {
+        if let Some(value) = value {
+            query.push_str(&format!("&{name}={}", query_escape(value)));
+        }
+    }
+    query
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+fn query_escape(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            other => format!("%{other:02X}"),
+        })
+        .collect()
+}
+
 pub fn job(command: JobCommand) -> Result<(), CliError> {
     runtime()?.block_on(async {
         let (answer, json_output) = match command {
@@ -521,6 +551,8 @@ pub fn job(command: JobCommand) -> Result<(), CliError> {
                 thing,
                 file,
                 copies,
+                device,
+                kind,
             } => {
                 let (client, _) = ApiClient::connect(&common.data_dir())?;
                 let bytes = std::fs::read(&file).map_err(|source| CliError::Read {
@@ -534,7 +566,7 @@ pub fn job(command: JobCommand) -> Result<(), CliError> {
                         reqwest::Method::POST,
                         &thing,
                         &path,
-                        &format!("?copies={copies}"),
+                        &print_query(copies, device.as_deref(), kind.as_deref()),
                         "application/octet-stream",
                         bytes,
                     )

@@ -1,50 +1,49 @@
-//! Print jobs from the cloud over AWS IoT Jobs: each job is taken with `start-next`, printed at
-//! most once, and answered with `{jobId}/update`.
+//! Print jobs from the cloud over AWS IoT Jobs: each job is printed at most once and answered
+//! with `{jobId}/update`; one job at a time per device, devices in parallel.
 //!
-//! # Protocol (AWS IoT Developer Guide: jobs-mqtt-api)
-//! - Subscriptions under `$aws/things/{thing}/jobs/`: `notify-next`, `start-next/accepted`,
-//!   `start-next/rejected`, `+/update/accepted`, `+/update/rejected`.
-//! - `start-next` is published after every (re)connection (the link acknowledges QoS 1 messages
-//!   as soon as it reads them, so a notification in flight when DeviceHub stopped is lost:
-//!   asking is the only reliable way to learn what is pending), when `notify-next` names a job
-//!   while nothing is running, and after each job ends. Every request carries a fresh
-//!   `clientToken`; a `start-next` answer whose token is not the latest request's is stale and
-//!   ignored.
-//! - One job runs at a time. `start-next` returns IN_PROGRESS executions first, so a job
-//!   interrupted by a lost connection comes back by itself; the journal decides what to do
-//!   with it.
+//! # Layout
+//! - this file: job documents, failures and outcomes, running one job (download, render,
+//!   print), print file downloads.
+//! - [`queue`]: the jobs task: which jobs are pending, in which order they start, the requests
+//!   to the cloud (see its docs for the protocol).
 //!
 //! # At most once
-//! The [`JobJournal`] records `Received` when a job is taken, `Printing{device}` before the first
-//! byte goes to the printer, and the outcome afterwards. A job the journal knows as finished is
-//! answered with its recorded outcome without printing; a job found in `Printing` (DeviceHub
-//! stopped mid-print) is reported FAILED so that a person checks the printer, never printed
-//! again. Refusals are journaled as `Failed` with the reason prefixed by
-//! [`REJECTED_PREFIX`], so that a replay answers REJECTED again.
+//! The [`JobJournal`] records `Printing{device}` before the first byte goes to the printer,
+//! and the outcome afterwards. A job the journal knows as finished is answered with its
+//! recorded outcome without printing; a job found in `Printing` (DeviceHub stopped mid-print)
+//! is reported FAILED so that a person checks the printer, never printed again. Refusals are
+//! journaled as `Failed` with the reason prefixed by [`REJECTED_PREFIX`], so that a replay
+//! answers REJECTED again.
 //!
 //! # Device choice
-//! A print document may name a `device`. Without one, the job goes to the first printer of the
-//! config's device table that is attached, else to the attached printer whose ID sorts first
-//! (USB printers found by discovery).
+//! A print document may name a `device`. Without one, the cloud's default printer for the
+//! document's `kind` applies (the shadow's `desired.config.defaultPrinter`; a default that is
+//! not attached fails the job rather than printing postage on another printer's media), else
+//! the first printer of the config's device table that is attached, else the attached printer
+//! whose ID sorts first (USB printers found by discovery).
 //!
 //! # Privacy
 //! Job documents and print files never reach the journal or the logs: the logs name job IDs,
 //! device IDs, sizes and outcomes; print files are held in memory only; download URLs (whose
 //! query strings are signatures) are never logged or reported.
 
+mod queue;
+
+pub use queue::JobsTask;
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use devicehub_plugin_api::{DeviceKind, ErrorKind, PrinterProfile};
+use abi_stable::std_types::ROption;
+use devicehub_plugin_api::{DeviceKind, ErrorKind, MediaKind, MediaRequest, PrinterProfile};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
+use tokio::sync::watch;
 
-use super::link::{InboundMessage, LinkError, LinkHandle, LinkState, Qos};
+use super::link::LinkError;
+use super::shadow::AgentSettings;
 use super::tls::{self, TlsError};
 use crate::devices::{DeviceError, DeviceTable};
 use crate::print::{self, FileFormat, PrintOptions, MAX_COPIES};
@@ -58,14 +57,6 @@ pub const DEFAULT_MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
 pub const DEFAULT_DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long shutdown waits for a print that has started before reporting it failed.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-/// How long shutdown waits for the cloud to confirm the last job's status.
-const FINAL_REPORT_WAIT: Duration = Duration::from_secs(5);
-/// How long to wait before asking again when the cloud keeps handing back a job already
-/// answered from the journal.
-const START_NEXT_RETRY: Duration = Duration::from_secs(5);
-/// How long to wait before asking again after the cloud refused a `start-next` (throttling
-/// counts requests per second, so one second is enough for the window to pass).
-const START_NEXT_REFUSED_RETRY: Duration = Duration::from_secs(1);
 /// AWS limits each `statusDetails` value to 1024 characters; reasons are cut well below.
 const MAX_DETAIL_LEN: usize = 512;
 /// Journal reasons that begin with this were REJECTED, not FAILED.
@@ -75,17 +66,24 @@ pub const REJECTED_PREFIX: &str = "rejected: ";
 pub const OPERATIONS: [&str; 2] = ["print", "scale.read"];
 
 /// A parsed job document.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum JobDocument {
     Print(PrintDocument),
     ScaleRead(ScaleDocument),
 }
 
 /// `{"operation":"print", ...}`.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PrintDocument {
     pub file: PrintFile,
+    /// What is printed: it picks the default printer and how the file is rendered.
+    #[serde(default)]
+    pub kind: JobKind,
+    /// The media the file was laid out for; a printer that can tell what is loaded refuses a
+    /// job that does not fit it.
+    #[serde(default)]
+    pub media: Option<MediaSpec>,
     /// Labels to print of each page, 1..=[`MAX_COPIES`].
     #[serde(default = "one")]
     pub copies: u32,
@@ -96,6 +94,86 @@ pub struct PrintDocument {
 
 fn one() -> u32 {
     1
+}
+
+/// What a print job prints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    /// A shipping label.
+    #[default]
+    Label,
+    /// Postage indicia (stamps, envelopes).
+    Indicia,
+    /// A sheet for an office printer (stamp sheets, letters).
+    Sheet,
+}
+
+impl JobKind {
+    /// The name used in documents and settings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Label => "label",
+            JobKind::Indicia => "indicia",
+            JobKind::Sheet => "sheet",
+        }
+    }
+}
+
+/// `"media": {"widthMm": 102, "heightMm": 152, "type": "die-cut"}`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MediaSpec {
+    /// The label's width in millimetres.
+    pub width_mm: f64,
+    /// The label's length in millimetres; absent on continuous media cut to the page's length.
+    #[serde(default)]
+    pub height_mm: Option<f64>,
+    #[serde(rename = "type", default)]
+    pub media_type: MediaType,
+}
+
+/// The kind of media a job was laid out for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MediaType {
+    #[default]
+    DieCut,
+    Continuous,
+    BlackMark,
+    Sheet,
+}
+
+/// The range of media sizes a document may give, in millimetres.
+const MEDIA_MM: std::ops::RangeInclusive<f64> = 5.0..=1000.0;
+
+impl MediaSpec {
+    /// The media in dots at `dpi`, as plugins see it.
+    pub fn request(&self, dpi: u32) -> MediaRequest {
+        let dots = |mm: f64| (mm * f64::from(dpi) / 25.4).round() as u32;
+        MediaRequest {
+            kind: match self.media_type {
+                MediaType::DieCut => MediaKind::DieCut,
+                MediaType::Continuous => MediaKind::Continuous,
+                MediaType::BlackMark => MediaKind::BlackMark,
+                MediaType::Sheet => MediaKind::Sheet,
+            },
+            width_dots: dots(self.width_mm),
+            length_dots: self.height_mm.map(dots).unwrap_or(0),
+        }
+    }
+
+    fn check(&self) -> Result<(), String> {
+        let in_range = |mm: f64| mm.is_finite() && MEDIA_MM.contains(&mm);
+        if !in_range(self.width_mm) || !self.height_mm.is_none_or(in_range) {
+            return Err(format!(
+                "media sizes must be {} to {} mm",
+                MEDIA_MM.start(),
+                MEDIA_MM.end()
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Where the print file is and how to check it.
@@ -167,6 +245,9 @@ impl JobDocument {
                         "the print file URL is not https".into(),
                     ));
                 }
+                if let Some(media) = &doc.media {
+                    media.check().map_err(JobFailure::InvalidDocument)?;
+                }
                 if let Some(sha) = &doc.file.sha256 {
                     if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
                         return Err(JobFailure::InvalidDocument(
@@ -208,6 +289,8 @@ pub enum JobFailure {
     NotAPrinter(String),
     #[error("no printer is attached")]
     NoPrinter,
+    #[error("the default {kind} printer '{device}' is not attached")]
+    DefaultPrinterMissing { kind: &'static str, device: String },
     #[error("no scale is attached")]
     NoScale,
     #[error("reading scale '{0}' is not supported by this DeviceHub yet")]
@@ -392,100 +475,9 @@ pub struct JobsSettings {
     pub shutdown_grace: Duration,
     /// Device IDs in config order: the default printer is the first of these that is attached.
     pub preferred_devices: Vec<String>,
-}
-
-/// The topics of one thing's jobs.
-#[derive(Debug, Clone)]
-struct Topics {
-    prefix: String,
-}
-
-impl Topics {
-    fn new(thing: &str) -> Topics {
-        Topics {
-            prefix: format!("$aws/things/{thing}/jobs"),
-        }
-    }
-
-    fn notify_next(&self) -> String {
-        format!("{}/notify-next", self.prefix)
-    }
-
-    fn start_next(&self) -> String {
-        format!("{}/start-next", self.prefix)
-    }
-
-    fn update(&self, job_id: &str) -> String {
-        format!("{}/{job_id}/update", self.prefix)
-    }
-
-    fn filters(&self) -> Vec<String> {
-        vec![
-            self.notify_next(),
-            format!("{}/start-next/accepted", self.prefix),
-            format!("{}/start-next/rejected", self.prefix),
-            format!("{}/+/update/accepted", self.prefix),
-            format!("{}/+/update/rejected", self.prefix),
-        ]
-    }
-
-    /// What a received topic is.
-    fn classify<'a>(&self, topic: &'a str) -> Option<Answer<'a>> {
-        let rest = topic
-            .strip_prefix(self.prefix.as_str())?
-            .strip_prefix('/')?;
-        match rest {
-            "notify-next" => Some(Answer::NotifyNext),
-            "start-next/accepted" => Some(Answer::StartNextAccepted),
-            "start-next/rejected" => Some(Answer::StartNextRejected),
-            _ => {
-                let (job_id, tail) = rest.split_once('/')?;
-                match tail {
-                    "update/accepted" => Some(Answer::UpdateAccepted(job_id)),
-                    "update/rejected" => Some(Answer::UpdateRejected(job_id)),
-                    _ => None,
-                }
-            }
-        }
-    }
-}
-
-#[derive(Debug, PartialEq, Eq)]
-enum Answer<'a> {
-    NotifyNext,
-    StartNextAccepted,
-    StartNextRejected,
-    UpdateAccepted(&'a str),
-    UpdateRejected(&'a str),
-}
-
-/// A JobExecution as far as DeviceHub reads it.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Execution {
-    job_id: String,
-    #[serde(default)]
-    job_document: Option<Value>,
-}
-
-/// The answer of `start-next` or the payload of `notify-next`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct NextAnswer {
-    #[serde(default)]
-    execution: Option<Execution>,
-    #[serde(default)]
-    client_token: Option<String>,
-}
-
-/// A Jobs API error answer.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ErrorAnswer {
-    #[serde(default)]
-    code: Option<String>,
-    #[serde(default)]
-    message: Option<String>,
+    /// The settings the cloud asked for (the default printer per job kind), when the shadow
+    /// task runs beside the jobs task.
+    pub settings: Option<watch::Receiver<AgentSettings>>,
 }
 
 /// Where a running job is, for shutdown: a job that has not reached the printer can be
@@ -496,7 +488,31 @@ enum Phase {
     Printing { device: String },
 }
 
-/// Everything a job needs, shared by the task that runs it.
+/// What a described job needs.
+#[derive(Debug, Clone)]
+enum Plan {
+    /// The journal knows the job as finished or interrupted: it is answered from there.
+    Journal,
+    /// The document is refused (or asks for what this desk cannot do).
+    Refuse(JobFailure),
+    /// A print on `device`.
+    Print {
+        document: PrintDocument,
+        device: String,
+    },
+}
+
+impl Plan {
+    /// The device the job waits for, if any.
+    fn lane(&self) -> Option<&str> {
+        match self {
+            Plan::Print { device, .. } => Some(device),
+            Plan::Journal | Plan::Refuse(_) => None,
+        }
+    }
+}
+
+/// Everything a job needs, shared by the tasks that run jobs.
 #[derive(Debug)]
 struct JobContext {
     devices: Arc<DeviceTable>,
@@ -504,356 +520,28 @@ struct JobContext {
     http: reqwest::Client,
     download: DownloadSettings,
     preferred_devices: Vec<String>,
+    settings: Option<watch::Receiver<AgentSettings>>,
 }
 
-/// The job that is running.
-#[derive(Debug)]
-struct RunningJob {
-    job_id: String,
-    task: JoinHandle<JobOutcome>,
-    phase: Arc<Mutex<Phase>>,
-}
-
-/// The jobs task: follows the cloud's job queue and runs one job at a time.
-#[derive(Debug)]
-pub struct JobsTask {
-    link: LinkHandle,
-    topics: Topics,
-    context: Arc<JobContext>,
-    shutdown_grace: Duration,
-    /// The client token of the latest `start-next`; answers to older ones are ignored.
-    start_next_token: Option<String>,
-    /// Set when the cloud refused `start-next` (throttling, an internal error): ask again
-    /// after [`START_NEXT_REFUSED_RETRY`].
-    retry_wanted: bool,
-    /// The job last answered from the journal, to notice the cloud handing it back again.
-    last_replayed: Option<String>,
-    /// A notify-next named a job while a start-next was outstanding.
-    notified_while_asking: bool,
-}
-
-impl JobsTask {
-    /// Prepares the task (the download client, the topics); [`JobsTask::run`] starts it.
-    pub fn new(
-        settings: JobsSettings,
-        link: LinkHandle,
-        devices: Arc<DeviceTable>,
-        journal: JobJournal,
-    ) -> Result<JobsTask, JobsError> {
-        let http = download_client(&settings.download)?;
-        Ok(JobsTask {
-            link,
-            topics: Topics::new(&settings.thing_name),
-            context: Arc::new(JobContext {
-                devices,
-                journal: Arc::new(Mutex::new(journal)),
-                http,
-                download: settings.download,
-                preferred_devices: settings.preferred_devices,
-            }),
-            shutdown_grace: settings.shutdown_grace,
-            start_next_token: None,
-            retry_wanted: false,
-            notified_while_asking: false,
-            last_replayed: None,
-        })
-    }
-
-    /// Runs until `shutdown`: subscribes, asks for work after every connection, runs jobs one
-    /// at a time. On shutdown no new job is taken; a job that is printing gets
-    /// `shutdown_grace` to finish, then is reported failed; a job that has not reached the
-    /// printer is dropped and resumed at the next start.
-    pub async fn run(
-        mut self,
-        mut incoming: mpsc::Receiver<InboundMessage>,
-        shutdown: CancellationToken,
-    ) -> Result<(), JobsError> {
-        self.subscribe().await?;
-        let mut state = self.link.state();
-        let mut connected = matches!(*state.borrow_and_update(), LinkState::Connected { .. });
-        let mut running: Option<RunningJob> = None;
-        let mut retry: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-        if connected {
-            // Connected between the first subscribe and now: see the comment in the loop.
-            self.subscribe().await?;
-            self.start_next().await;
-        }
-        loop {
-            tokio::select! {
-                biased;
-                _ = shutdown.cancelled() => break,
-                outcome = wait_job(&mut running) => {
-                    let finished = running.take().expect("wait_job only completes for a running job");
-                    let outcome = match outcome {
-                        Ok(outcome) => outcome,
-                        Err(e) => {
-                            // A panic in the job's own code (not in a plugin: those are
-                            // caught at the boundary). The journal may say Printing; the
-                            // next start reports it as interrupted.
-                            tracing::error!(job = %finished.job_id, "the job task failed: {e}");
-                            continue;
-                        }
-                    };
-                    self.report(&finished.job_id, &outcome).await;
-                    // The same job answered from the journal twice in a row means the cloud
-                    // keeps refusing its status: ask again later instead of in a tight loop.
-                    let replayed = outcome.details.contains_key("replayed");
-                    let again = replayed && self.last_replayed.as_deref() == Some(finished.job_id.as_str());
-                    self.last_replayed = replayed.then_some(finished.job_id);
-                    if again {
-                        retry.get_or_insert_with(|| Box::pin(tokio::time::sleep(START_NEXT_RETRY)));
-                    } else if connected {
-                        self.start_next().await;
-                    }
-                }
-                changed = state.changed() => {
-                    if changed.is_err() {
-                        // The link task ended: nothing more will arrive.
-                        break;
-                    }
-                    let now = matches!(*state.borrow_and_update(), LinkState::Connected { .. });
-                    if now && !connected {
-                        // The link re-sends registered filters only when the broker lost the
-                        // session; filters registered while disconnected into a session the
-                        // broker kept (one left by registration) would never be sent. A
-                        // repeated SUBSCRIBE is harmless, so send them on every connection.
-                        self.subscribe().await?;
-                        if running.is_none() {
-                            self.start_next().await;
-                        }
-                    }
-                    connected = now;
-                }
-                message = incoming.recv() => {
-                    let Some(message) = message else { break };
-                    if let Some(job) = self.handle(&message, running.is_some()).await {
-                        running = Some(self.spawn(job));
-                    }
-                    if std::mem::take(&mut self.retry_wanted) && retry.is_none() {
-                        retry = Some(Box::pin(tokio::time::sleep(START_NEXT_REFUSED_RETRY)));
-                    }
-                }
-                _ = async { retry.as_mut().expect("guarded by the condition").await }, if retry.is_some() => {
-                    retry = None;
-                    if running.is_none() && connected {
-                        self.start_next().await;
-                    }
-                }
+impl JobContext {
+    /// The printer for `document`: the one it names, else the cloud's default printer for its
+    /// kind, else the config-order rule (see the module docs).
+    fn choose_printer(&self, document: &PrintDocument) -> Result<String, JobFailure> {
+        let default = self.settings.as_ref().and_then(|settings| {
+            let settings = settings.borrow();
+            let defaults = &settings.default_printer;
+            match document.kind {
+                JobKind::Label => defaults.label.clone(),
+                JobKind::Indicia => defaults.indicia.clone(),
+                JobKind::Sheet => defaults.sheet.clone(),
             }
-        }
-        if let Some(job) = running.take() {
-            if let Some(job_id) = self.finish_on_shutdown(job).await {
-                if connected {
-                    self.await_update_answer(&job_id, &mut incoming).await;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Registers the jobs filters with the link (and sends them when connected).
-    async fn subscribe(&self) -> Result<(), JobsError> {
-        for filter in self.topics.filters() {
-            self.link
-                .subscribe(&filter, Qos::AtLeastOnce)
-                .await
-                .map_err(JobsError::Subscribe)?;
-        }
-        Ok(())
-    }
-
-    /// Publishes `start-next` with a fresh client token.
-    async fn start_next(&mut self) {
-        let token = client_token();
-        let payload = serde_json::json!({ "clientToken": token }).to_string();
-        match self
-            .link
-            .publish(&self.topics.start_next(), payload, Qos::AtLeastOnce)
-            .await
-        {
-            Ok(()) => self.start_next_token = Some(token),
-            Err(e) => tracing::warn!("cannot ask the cloud for the next job: {e}"),
-        }
-    }
-
-    /// Handles one message; returns a job to start.
-    async fn handle(&mut self, message: &InboundMessage, busy: bool) -> Option<Execution> {
-        let answer = self.topics.classify(&message.topic)?;
-        match answer {
-            Answer::NotifyNext => {
-                let next: NextAnswer = parse_or_log(&message.payload, "notify-next")?;
-                // A start-next already on its way usually brings this job, and asking twice
-                // spends the thing's request allowance (the cloud throttles per second). It
-                // may have been answered before the job existed, though: remember to ask again
-                // if its answer comes back empty.
-                if next.execution.is_some() && !busy {
-                    if self.start_next_token.is_none() {
-                        self.start_next().await;
-                    } else {
-                        self.notified_while_asking = true;
-                    }
-                }
-                None
-            }
-            Answer::StartNextAccepted => {
-                let next: NextAnswer = parse_or_log(&message.payload, "start-next answer")?;
-                if next.client_token.is_none() || next.client_token != self.start_next_token {
-                    tracing::debug!("ignoring the answer to an earlier start-next");
-                    return None;
-                }
-                self.start_next_token = None;
-                let notified = std::mem::take(&mut self.notified_while_asking);
-                let Some(execution) = next.execution else {
-                    if notified && !busy {
-                        self.start_next().await;
-                    }
-                    return None;
-                };
-                if busy {
-                    // Cannot happen with one request at a time; the job comes back after
-                    // the running one ends.
-                    tracing::debug!(job = %execution.job_id, "a job is running; taking this one later");
-                    return None;
-                }
-                tracing::info!(job = %execution.job_id, "job taken");
-                Some(execution)
-            }
-            Answer::StartNextRejected => {
-                let error: ErrorAnswer = parse_or_log(&message.payload, "start-next refusal")?;
-                self.start_next_token = None;
-                self.retry_wanted = true;
-                tracing::warn!(
-                    code = error.code.as_deref().unwrap_or("?"),
-                    "the cloud refused start-next: {}; asking again shortly",
-                    error.message.as_deref().unwrap_or("no message")
-                );
-                None
-            }
-            Answer::UpdateAccepted(job_id) => {
-                tracing::debug!(job = %job_id, "the cloud took the job's status");
-                None
-            }
-            Answer::UpdateRejected(job_id) => {
-                let error: ErrorAnswer = parse_or_log(&message.payload, "update refusal")?;
-                tracing::warn!(
-                    job = %job_id,
-                    code = error.code.as_deref().unwrap_or("?"),
-                    "the cloud refused the job's status: {}",
-                    error.message.as_deref().unwrap_or("no message")
-                );
-                None
-            }
-        }
-    }
-
-    fn spawn(&self, execution: Execution) -> RunningJob {
-        let phase = Arc::new(Mutex::new(Phase::Preparing));
-        let job_id = execution.job_id.clone();
-        let task = tokio::spawn(execute(self.context.clone(), execution, phase.clone()));
-        RunningJob {
-            job_id,
-            task,
-            phase,
-        }
-    }
-
-    /// Publishes the job's terminal status.
-    async fn report(&self, job_id: &str, outcome: &JobOutcome) {
-        let payload = serde_json::json!({
-            "status": outcome.status,
-            "statusDetails": outcome.details,
-            "clientToken": client_token(),
-        })
-        .to_string();
-        tracing::info!(job = %job_id, status = ?outcome.status, reason = outcome.details.get("reason").map(String::as_str).unwrap_or(""), "job finished");
-        if let Err(e) = self
-            .link
-            .publish(&self.topics.update(job_id), payload, Qos::AtLeastOnce)
-            .await
-        {
-            // The journal holds the outcome: the next start reports it again.
-            tracing::warn!(job = %job_id, "cannot report the job's status: {e}");
-        }
-    }
-
-    /// Waits (bounded) for the cloud's answer to the job's status report, so that the link is
-    /// not closed before the report has reached the cloud.
-    async fn await_update_answer(
-        &self,
-        job_id: &str,
-        incoming: &mut mpsc::Receiver<InboundMessage>,
-    ) {
-        let answered = tokio::time::timeout(FINAL_REPORT_WAIT, async {
-            while let Some(message) = incoming.recv().await {
-                match self.topics.classify(&message.topic) {
-                    Some(Answer::UpdateAccepted(id)) if id == job_id => return true,
-                    Some(Answer::UpdateRejected(id)) if id == job_id => {
-                        tracing::warn!(job = %job_id, "the cloud refused the job's last status");
-                        return true;
-                    }
-                    _ => {}
-                }
-            }
-            false
-        })
-        .await;
-        if !matches!(answered, Ok(true)) {
-            tracing::warn!(job = %job_id, "the cloud did not confirm the job's last status before stopping; the next start reports it again");
-        }
-    }
-
-    /// Shutdown with a job running: see [`JobsTask::run`]. Returns the job whose status was
-    /// reported.
-    async fn finish_on_shutdown(&self, mut job: RunningJob) -> Option<String> {
-        let phase = lock(&job.phase).clone();
-        let device = match phase {
-            Phase::Preparing => {
-                job.task.abort();
-                let _ = (&mut job.task).await;
-                tracing::info!(job = %job.job_id, "stopped before printing; the job resumes at the next start");
-                return None;
-            }
-            Phase::Printing { device } => device,
-        };
-        tracing::info!(job = %job.job_id, device = %device, "waiting for the print to finish before stopping");
-        match tokio::time::timeout(self.shutdown_grace, &mut job.task).await {
-            Ok(Ok(outcome)) => self.report(&job.job_id, &outcome).await,
-            Ok(Err(e)) => {
-                tracing::error!(job = %job.job_id, "the job task failed: {e}");
-                return None;
-            }
-            Err(_) => {
-                job.task.abort();
-                let _ = (&mut job.task).await;
-                let failure = JobFailure::StoppedWhilePrinting { device };
-                let outcome = JobOutcome::failure(&failure);
-                if let Err(e) =
-                    record(&self.context.journal, &job.job_id, outcome.journal_state()).await
-                {
-                    tracing::error!(job = %job.job_id, "cannot record the job's outcome: {e}");
-                }
-                self.report(&job.job_id, &outcome).await;
-            }
-        }
-        Some(job.job_id)
-    }
-}
-
-/// Waits for the running job, or forever when there is none.
-async fn wait_job(running: &mut Option<RunningJob>) -> Result<JobOutcome, tokio::task::JoinError> {
-    match running {
-        Some(job) => (&mut job.task).await,
-        None => std::future::pending().await,
-    }
-}
-
-fn parse_or_log<T: serde::de::DeserializeOwned>(payload: &[u8], what: &str) -> Option<T> {
-    match serde_json::from_slice(payload) {
-        Ok(value) => Some(value),
-        Err(e) => {
-            tracing::warn!("ignoring a {what} that does not parse: {e}");
-            None
-        }
+        });
+        choose_printer(
+            &self.devices,
+            &self.preferred_devices,
+            document.device.as_deref(),
+            default.as_deref().map(|device| (document.kind, device)),
+        )
     }
 }
 
@@ -883,53 +571,41 @@ async fn record(
         .map_err(|e: JournalError| e.to_string())
 }
 
-/// Runs one job from the journal's decision to its outcome, which is recorded before it is
-/// returned.
+/// Runs one planned job to its outcome. The journal is asked again here, right before
+/// anything reaches a printer; the caller records the outcome.
 async fn execute(
-    context: Arc<JobContext>,
-    execution: Execution,
-    phase: Arc<Mutex<Phase>>,
+    context: &JobContext,
+    job_id: &str,
+    plan: Plan,
+    phase: &Mutex<Phase>,
 ) -> JobOutcome {
-    let job_id = execution.job_id;
-    let decision = lock(&context.journal).may_start(&job_id);
+    let decision = lock(&context.journal).may_start(job_id);
     match decision {
         StartDecision::Finished(state) => {
             tracing::info!(job = %job_id, "already finished; reporting the recorded outcome again");
             return JobOutcome::from_journal(&state);
         }
         StartDecision::Interrupted { device } => {
-            let outcome = JobOutcome::failure(&JobFailure::Interrupted { device });
-            if let Err(e) = record(&context.journal, &job_id, outcome.journal_state()).await {
-                tracing::error!(job = %job_id, "cannot record the job's outcome: {e}");
-            }
-            return outcome;
+            return JobOutcome::failure(&JobFailure::Interrupted { device });
         }
-        StartDecision::New => {
-            if let Err(e) = record(&context.journal, &job_id, JobState::Received).await {
-                return JobOutcome::failure(&JobFailure::Journal(e));
-            }
-        }
-        StartDecision::NotStarted => {}
+        // `Received` is not written: a job that never reached `Printing` is simply new, and
+        // leaving the write out keeps one fsync off every job's way to the printer.
+        StartDecision::New | StartDecision::NotStarted => {}
     }
     let started = Instant::now();
-    let result = match execution.job_document.as_ref().map(JobDocument::parse) {
-        None => Err(JobFailure::InvalidDocument(
-            "the execution carries no job document".into(),
+    let result = match plan {
+        Plan::Journal => Err(JobFailure::Journal(
+            "the journal changed while the job waited".into(),
         )),
-        Some(Err(failure)) => Err(failure),
-        Some(Ok(JobDocument::Print(document))) => {
-            print_job(&context, &job_id, &document, &phase, started).await
+        Plan::Refuse(failure) => Err(failure),
+        Plan::Print { document, device } => {
+            print_job(context, job_id, &document, &device, phase, started).await
         }
-        Some(Ok(JobDocument::ScaleRead(document))) => Err(scale_job(&context, &document)),
     };
-    let outcome = match result {
+    match result {
         Ok(outcome) => outcome,
         Err(failure) => JobOutcome::failure(&failure),
-    };
-    if let Err(e) = record(&context.journal, &job_id, outcome.journal_state()).await {
-        tracing::error!(job = %job_id, "cannot record the job's outcome: {e}");
     }
-    outcome
 }
 
 /// Scale jobs: refused until DeviceHub reads scales, with the reason that applies.
@@ -949,20 +625,32 @@ fn scale_job(context: &JobContext, document: &ScaleDocument) -> JobFailure {
     }
 }
 
-/// Chooses the printer: the named device, else the default rule (see the module docs).
+/// Chooses the printer: the named device, else the default for the job's kind when one is set
+/// (`(kind, device)`), else the config-order rule (see the module docs).
 pub fn choose_printer(
     devices: &DeviceTable,
     preferred: &[String],
     requested: Option<&str>,
+    default_for_kind: Option<(JobKind, &str)>,
 ) -> Result<String, JobFailure> {
     let attached = devices.list();
     let printer = DeviceKind::Printer.as_str();
+    let named = |id: &str| match attached.iter().find(|d| d.id == id) {
+        None => Err(JobFailure::NoSuchDevice(cap(id.to_string()))),
+        Some(d) if d.kind != printer => Err(JobFailure::NotAPrinter(d.id.clone())),
+        Some(d) => Ok(d.id.clone()),
+    };
     if let Some(id) = requested {
-        return match attached.iter().find(|d| d.id == id) {
-            None => Err(JobFailure::NoSuchDevice(cap(id.to_string()))),
-            Some(d) if d.kind != printer => Err(JobFailure::NotAPrinter(d.id.clone())),
-            Some(d) => Ok(d.id.clone()),
-        };
+        return named(id);
+    }
+    if let Some((kind, id)) = default_for_kind {
+        return named(id).map_err(|failure| match failure {
+            JobFailure::NoSuchDevice(device) => JobFailure::DefaultPrinterMissing {
+                kind: kind.as_str(),
+                device,
+            },
+            other => other,
+        });
     }
     let printers: Vec<&str> = attached
         .iter()
@@ -985,14 +673,11 @@ async fn print_job(
     context: &JobContext,
     job_id: &str,
     document: &PrintDocument,
+    device_id: &str,
     phase: &Mutex<Phase>,
     started: Instant,
 ) -> Result<JobOutcome, JobFailure> {
-    let device_id = choose_printer(
-        &context.devices,
-        &context.preferred_devices,
-        document.device.as_deref(),
-    )?;
+    let device_id = device_id.to_string();
     let worker = context
         .devices
         .get(&device_id)
@@ -1009,17 +694,20 @@ async fn print_job(
     let file_bytes = file.len();
 
     let render_started = Instant::now();
+    // Every kind is thresholded (the default): indicia and labels carry barcodes.
     let options = PrintOptions {
         job_id: job_id.to_string(),
         copies: document.copies,
         format: FileFormat::parse(&document.file.format),
         ..PrintOptions::default()
     };
-    let prepared =
+    let media = document.media.as_ref().map(|m| m.request(profile.dpi));
+    let mut prepared =
         tokio::task::spawn_blocking(move || print::prepare_job(&file, &profile, &options))
             .await
             .map_err(|e| JobFailure::BadFile(format!("rendering stopped: {e}")))?
             .map_err(|e| JobFailure::BadFile(e.to_string()))?;
+    prepared.job.media = media.map_or(ROption::RNone, ROption::RSome);
     let render_time = render_started.elapsed();
 
     // Printing is recorded durably before the first byte goes to the printer: from here on a
@@ -1045,6 +733,7 @@ async fn print_job(
 
     let mut details = BTreeMap::new();
     details.insert("device".to_string(), device_id.clone());
+    details.insert("kind".to_string(), document.kind.as_str().to_string());
     details.insert("copies".to_string(), document.copies.to_string());
     details.insert("labels".to_string(), report.labels.to_string());
     details.insert("bytes".to_string(), file_bytes.to_string());
@@ -1268,35 +957,22 @@ mod tests {
     }
 
     #[test]
-    fn topics_are_classified() {
-        let topics = Topics::new("desk-1");
-        assert_eq!(
-            topics.classify("$aws/things/desk-1/jobs/notify-next"),
-            Some(Answer::NotifyNext)
-        );
-        assert_eq!(
-            topics.classify("$aws/things/desk-1/jobs/print-1/update/rejected"),
-            Some(Answer::UpdateRejected("print-1"))
-        );
-        assert_eq!(
-            topics.classify("$aws/things/desk-1/jobs/start-next/accepted"),
-            Some(Answer::StartNextAccepted)
-        );
-        assert_eq!(topics.classify("$aws/things/desk-2/jobs/notify-next"), None);
-        assert_eq!(topics.classify("$aws/things/desk-1/jobs/notify"), None);
-        assert_eq!(topics.filters().len(), 5);
-    }
-
-    #[test]
     fn without_devices_there_is_no_printer() {
         let table = DeviceTable::default();
         assert_eq!(
-            choose_printer(&table, &["zebra-1".into()], None),
+            choose_printer(&table, &["zebra-1".into()], None, None),
             Err(JobFailure::NoPrinter)
         );
         assert_eq!(
-            choose_printer(&table, &[], Some("zebra-9")),
+            choose_printer(&table, &[], Some("zebra-9"), None),
             Err(JobFailure::NoSuchDevice("zebra-9".into()))
+        );
+        assert_eq!(
+            choose_printer(&table, &[], None, Some((JobKind::Indicia, "envelopes"))),
+            Err(JobFailure::DefaultPrinterMissing {
+                kind: "indicia",
+                device: "envelopes".into()
+            })
         );
     }
 

@@ -99,7 +99,7 @@ fn cap(mut text: String) -> String {
 /// Whether a job may be started, decided from the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartDecision {
-    /// Never seen: record [`JobState::Received`] and go ahead.
+    /// Never seen: go ahead (record [`JobState::Printing`] before the first byte).
     New,
     /// Received but nothing sent to a device yet (DeviceHub stopped in between): go ahead.
     NotStarted,
@@ -219,20 +219,19 @@ impl JobJournal {
 
     /// Records `state` for `job_id` and writes the journal atomically before returning.
     ///
-    /// Allowed moves: (new) -> Received; Received -> Printing, or straight to an outcome
-    /// (a job refused before printing, a scale reading); Printing -> an outcome; an
-    /// interrupted job (Printing after a restart) -> Failed. Anything else, in particular
+    /// Allowed moves: (new) -> any state (a job goes straight to Printing, or to an outcome
+    /// when refused); Received -> Printing or an outcome; Printing -> an outcome (an
+    /// interrupted job, Printing after a restart, -> Failed). Anything else, in particular
     /// Printing twice or leaving a finished state, is refused: that is how "print at most
     /// once" is enforced.
     pub fn record(&mut self, job_id: &str, state: JobState) -> Result<(), JournalError> {
-        if !valid_job_id(job_id) {
+        if !is_valid_job_id(job_id) {
             return Err(JournalError::InvalidJobId(job_id.to_string()));
         }
         let state = state.capped();
         let current = self.body.jobs.get(job_id).map(|e| &e.state);
         let allowed = match (current, &state) {
-            (None, JobState::Received) => true,
-            (None, _) => false,
+            (None, _) => true,
             (Some(JobState::Received), s) => !matches!(s, JobState::Received),
             (Some(JobState::Printing { .. }), s) => s.is_terminal(),
             (Some(_), _) => false,
@@ -284,7 +283,7 @@ fn prune(body: &mut JournalBody, max_finished: usize) {
 }
 
 /// AWS IoT job IDs: 1..64 characters of `[a-zA-Z0-9_-]`.
-fn valid_job_id(id: &str) -> bool {
+pub fn is_valid_job_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
             .bytes()
@@ -374,15 +373,14 @@ mod tests {
         );
         assert!(journal.record("j", JobState::Received).is_err());
         assert!(journal.record("j", printing).is_err());
-        // A job the journal never saw cannot jump to printing.
-        assert!(journal
-            .record(
-                "k",
-                JobState::Printing {
-                    device: "zebra-1".into()
-                }
-            )
-            .is_err());
+        // A job the journal never saw goes straight to printing, once.
+        let k_printing = JobState::Printing {
+            device: "zebra-1".into(),
+        };
+        journal
+            .record("k", k_printing.clone())
+            .expect("new to printing");
+        assert!(journal.record("k", k_printing).is_err());
     }
 
     #[test]
