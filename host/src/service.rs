@@ -22,7 +22,7 @@ use anyhow::{anyhow, Context};
 use tokio_util::sync::CancellationToken;
 
 use crate::cloud::dispatch;
-use crate::cloud::events::{EventsTask, HealthInputs};
+use crate::cloud::events::{EventsTask, HealthInputs, SharedHealth};
 use crate::cloud::jobs::{DownloadSettings, JobsSettings, JobsTask, DEFAULT_SHUTDOWN_GRACE};
 use crate::cloud::link::{LinkConfig, MqttLink};
 use crate::cloud::registration::RegistrationSettings;
@@ -143,6 +143,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         .context("cannot start the cloud link")?;
     let (settings_tx, settings_rx) =
         tokio::sync::watch::channel(AgentSettings::defaults(&config.log_level));
+    let health = SharedHealth::default();
     let jobs = JobsTask::new(
         JobsSettings {
             thing_name: thing_name.clone(),
@@ -157,7 +158,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         link.handle.clone(),
         devices.clone(),
         journal,
-    );
+    )
+    .map(|jobs| jobs.report_to(health.clone()));
     let (dispatcher, routes) = dispatch::dispatcher(thing_name.clone(), link.incoming);
     // The dispatcher ends when the link closes its channel; the token only guards against a
     // link that never does.
@@ -187,6 +189,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             devices: devices.clone(),
             file: data_dir.shadow_file(),
             settings: settings_tx,
+            health: health.clone(),
         },
         AgentSettings::defaults(&config.log_level),
     );
@@ -200,6 +203,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             plugins_refused: plugins.refused.len(),
             data_dir: data_dir.root().to_path_buf(),
             certificate,
+            board: health,
         },
         settings_rx,
     );

@@ -179,6 +179,20 @@ impl Console {
         );
     }
 
+    /// Sets `desired.releases`.
+    async fn announce(&mut self, releases: Value) {
+        let (topic, body) = self
+            .request(
+                "update",
+                json!({ "state": { "desired": { "releases": releases } } }),
+            )
+            .await;
+        assert!(
+            topic.ends_with("/update/accepted"),
+            "update refused: {body}"
+        );
+    }
+
     /// Reads the shadow until `wanted` holds for it (bounded by [`WAIT`]).
     async fn wait_for(
         &mut self,
@@ -462,6 +476,7 @@ async fn devices_attached_and_detached_are_announced_and_held_while_offline() {
                 not_before: now,
                 not_after: now + 10 * 86_400,
             },
+            board: Default::default(),
         },
         settings_rx,
     );
@@ -534,6 +549,7 @@ async fn a_version_conflict_is_answered_by_reading_the_shadow_again() {
             devices: Arc::new(DeviceTable::default()),
             file: data_dir.shadow_file(),
             settings: settings_tx,
+            health: Default::default(),
         },
         AgentSettings::defaults("info"),
     );
@@ -617,5 +633,168 @@ async fn next_shadow_answer(
         Ok(Some(message)) => message,
         Ok(None) => panic!("the link closed before a shadow message ending in {suffix:?}"),
         Err(_) => panic!("no shadow message ending in {suffix:?} within {WAIT:?}"),
+    }
+}
+
+/// Submits a print job for a fixture with extra `devicehub-emulator job print` options and
+/// waits for its terminal status.
+async fn print_and_wait(
+    cloud: &Cloud,
+    thing: &str,
+    fixture: &str,
+    options: &[&str],
+    agent: &mut Agent,
+) -> Value {
+    let file = support::fixture(fixture);
+    let mut args = vec!["job", "print", thing, file.to_str().expect("UTF-8 path")];
+    args.extend_from_slice(options);
+    args.push("--json");
+    let output = support_desk::emulator_cli(cloud, &args);
+    let answer: Value = serde_json::from_slice(&output.stdout).expect("job answer JSON");
+    let job = answer["jobId"].as_str().expect("jobId").to_string();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let execution: Value = support::http_client()
+            .get(format!("{}/things/{thing}/jobs/{job}", cloud.api_url))
+            .send()
+            .await
+            .expect("GET job")
+            .json()
+            .await
+            .expect("job JSON");
+        if !matches!(execution["status"].as_str(), Some("QUEUED" | "IN_PROGRESS")) {
+            return execution;
+        }
+        if let Some(exit) = agent.exited() {
+            panic!("devicehub run ended ({exit}):\n{}", agent.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {job} unfinished within {WAIT:?}:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn cloud_settings_pick_printers_per_kind_set_the_log_level_and_announce_upgrades() {
+    let cloud = Cloud::start();
+    let labels = Simulator::zebra(&["--language", "zpl"]);
+    let envelopes = Simulator::zebra(&["--language", "zpl"]);
+    let plugins = support::plugins_folder(&[ZEBRA]);
+    let devices = format!(
+        "{}{}",
+        zebra_row(PRINTER, &labels.print_addr, ""),
+        zebra_row("envelopes", &envelopes.print_addr, "")
+    );
+    let registration = support_desk::register(&cloud, plugins.path(), &devices);
+    let thing = registration.thing.clone();
+    let mut console = Console::connect(&cloud, &thing).await;
+    let mut agent = Agent::start(
+        &registration.config,
+        &registration.data_dir.join("..").join("run.log"),
+    );
+    console
+        .wait_for("report of both printers", &mut agent, |s| {
+            s["state"]["reported"]["devices"]
+                .as_array()
+                .is_some_and(|d| d.len() == 2)
+        })
+        .await;
+
+    console
+        .desire(json!({
+            "defaultPrinter": { "indicia": "envelopes" },
+            "logLevel": "debug",
+            "heartbeatIntervalS": 1,
+        }))
+        .await;
+    console
+        .wait_for("the settings reported", &mut agent, |s| {
+            let config = &s["state"]["reported"]["config"];
+            config["defaultPrinter"]["indicia"] == "envelopes" && config["logLevel"] == "debug"
+        })
+        .await;
+
+    // Indicia go to the cloud's default for indicia; labels keep the config-order default.
+    let indicia = print_and_wait(
+        &cloud,
+        &thing,
+        "indicia.gif",
+        &["--kind", "indicia"],
+        &mut agent,
+    )
+    .await;
+    assert_eq!(indicia["status"], "SUCCEEDED", "{indicia}");
+    assert_eq!(indicia["statusDetails"]["device"], "envelopes");
+    assert_eq!(indicia["statusDetails"]["kind"], "indicia");
+    let label = print_and_wait(&cloud, &thing, "label.png", &[], &mut agent).await;
+    assert_eq!(label["status"], "SUCCEEDED", "{label}");
+    assert_eq!(label["statusDetails"]["device"], PRINTER);
+    assert_eq!(envelopes.labels().await.len(), 1);
+    assert_eq!(labels.labels().await.len(), 1);
+
+    // The log level applies to the running process.
+    let log = agent.log();
+    let switched = log
+        .find("log level set by the cloud")
+        .unwrap_or_else(|| panic!("no log level change in the log:\n{log}"));
+    assert!(
+        log[switched..].contains("DEBUG"),
+        "no debug line after the switch:\n{log}"
+    );
+
+    // A newer agent on DeviceHub's channel is announced in the shadow, as an event and in the
+    // heartbeat; another channel's announcement is not.
+    console
+        .announce(json!({ "stable": { "agent": "99.0.0" }, "beta": { "agent": "100.0.0" } }))
+        .await;
+    let shadow = console
+        .wait_for("the upgrade notice reported", &mut agent, |s| {
+            s["state"]["reported"]["upgradeAvailable"]["agent"]["available"] == "99.0.0"
+        })
+        .await;
+    assert_eq!(
+        shadow["state"]["reported"]["upgradeAvailable"]["channel"],
+        "stable"
+    );
+    assert!(
+        shadow["state"].get("delta").is_none(),
+        "delta left: {shadow}"
+    );
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let messages = cloud.messages(&thing).await;
+        let event = messages
+            .iter()
+            .find(|m| m["topic"] == format!("devicehub/{thing}/events/upgrade"));
+        let beat = messages.iter().rev().find(|m| {
+            m["topic"] == format!("devicehub/{thing}/heartbeat")
+                && m["payload"]["upgradeAvailable"].is_object()
+        });
+        let job_events = messages
+            .iter()
+            .filter(|m| m["topic"] == format!("devicehub/{thing}/events/job"))
+            .count();
+        if let (Some(event), Some(beat)) = (event, beat) {
+            assert_eq!(event["payload"]["event"], "upgrade-available");
+            assert_eq!(
+                event["payload"]["agent"]["current"],
+                env!("CARGO_PKG_VERSION")
+            );
+            let beat = &beat["payload"];
+            assert_eq!(beat["upgradeAvailable"]["agent"]["available"], "99.0.0");
+            assert_eq!(beat["lastJob"]["status"], "SUCCEEDED", "{beat}");
+            assert!(beat["clock"]["skewS"].is_i64(), "{beat}");
+            assert_eq!(job_events, 2, "one event per job");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no upgrade event and heartbeat within {WAIT:?}:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }

@@ -7,6 +7,12 @@
 //!   outbox).
 //! - `devicehub/{thing}/events/device`, QoS 1: a device was attached or detached. The device
 //!   table is polled every [`DEVICE_POLL`] and differences are published.
+//! - `devicehub/{thing}/events/job`, QoS 1: a job ended, with its status details.
+//! - `devicehub/{thing}/events/upgrade`, QoS 1: the cloud announced a newer agent or plugin
+//!   version for DeviceHub's update channel (see [`super::upgrades`]); sent once per notice.
+//!
+//! The jobs and shadow tasks leave what the heartbeat reports about them (last job, clock
+//! skew, upgrade notice) and job events on a shared [`HealthBoard`], read at every poll.
 //!
 //! # Offline
 //! Events wait in a bounded in-memory outbox ([`OUTBOX_CAPACITY`]) while the link is down and
@@ -16,7 +22,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
@@ -25,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::link::{LinkHandle, LinkState, Qos};
 use super::shadow::AgentSettings;
+use super::upgrades::UpgradeNotice;
 use crate::devices::{DeviceSummary, DeviceTable};
 use crate::storage::certs::CertificateInfo;
 
@@ -33,7 +40,8 @@ pub const OUTBOX_CAPACITY: usize = 256;
 /// How often the device table is compared with the last look.
 pub const DEVICE_POLL: Duration = Duration::from_secs(1);
 
-/// What the heartbeat reports that does not change while DeviceHub runs.
+/// What the heartbeat reports that does not change while DeviceHub runs, and the board the
+/// other tasks write to.
 #[derive(Debug, Clone)]
 pub struct HealthInputs {
     pub plugins_loaded: usize,
@@ -42,12 +50,35 @@ pub struct HealthInputs {
     pub data_dir: PathBuf,
     /// The device certificate, whose days left are reported.
     pub certificate: CertificateInfo,
+    pub board: SharedHealth,
+}
+
+/// What the jobs and shadow tasks tell the heartbeat.
+#[derive(Debug, Default)]
+pub struct HealthBoard {
+    /// The last job that ended.
+    pub last_job: Option<Value>,
+    /// Local clock minus the cloud's, seconds, from the last shadow answer.
+    pub clock_skew_s: Option<i64>,
+    /// What the cloud announced as newer for DeviceHub's channel.
+    pub upgrade: Option<UpgradeNotice>,
+    /// Job events not yet in the outbox.
+    pub job_events: Vec<Value>,
+}
+
+/// The board shared between the tasks.
+pub type SharedHealth = Arc<Mutex<HealthBoard>>;
+
+/// Locks the board; a panic elsewhere leaves it valid (every field is replaced whole).
+pub fn board(shared: &SharedHealth) -> MutexGuard<'_, HealthBoard> {
+    shared.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Events waiting to be sent, oldest first, with a count of those dropped for room.
 #[derive(Debug)]
 pub struct Outbox {
-    events: VecDeque<Value>,
+    /// (topic, payload)
+    events: VecDeque<(String, Value)>,
     capacity: usize,
     /// Dropped since the last heartbeat reported them.
     dropped: u64,
@@ -62,13 +93,13 @@ impl Outbox {
         }
     }
 
-    /// Adds an event, dropping the oldest when full.
-    pub fn push(&mut self, event: Value) {
+    /// Adds an event for `topic`, dropping the oldest when full.
+    pub fn push(&mut self, topic: &str, event: Value) {
         if self.events.len() == self.capacity {
             self.events.pop_front();
             self.dropped += 1;
         }
-        self.events.push_back(event);
+        self.events.push_back((topic.to_string(), event));
     }
 
     pub fn len(&self) -> usize {
@@ -91,6 +122,10 @@ pub struct EventsTask {
     link: LinkHandle,
     heartbeat_topic: String,
     device_topic: String,
+    job_topic: String,
+    upgrade_topic: String,
+    /// The upgrade notice last queued, so that each is sent once.
+    announced: Option<UpgradeNotice>,
     devices: Arc<DeviceTable>,
     health: HealthInputs,
     settings: watch::Receiver<AgentSettings>,
@@ -123,6 +158,9 @@ impl EventsTask {
             link,
             heartbeat_topic: format!("devicehub/{thing_name}/heartbeat"),
             device_topic: format!("devicehub/{thing_name}/events/device"),
+            job_topic: format!("devicehub/{thing_name}/events/job"),
+            upgrade_topic: format!("devicehub/{thing_name}/events/upgrade"),
+            announced: None,
             devices,
             health,
             settings,
@@ -185,6 +223,7 @@ impl EventsTask {
                 }
                 _ = poll.tick() => {
                     self.poll_devices();
+                    self.poll_board();
                     if connected {
                         self.flush().await;
                     }
@@ -210,31 +249,55 @@ impl EventsTask {
             .collect();
         for (id, device) in &now {
             if self.known.get(id) != Some(device) {
-                self.outbox.push(device_event("attached", device));
+                self.outbox
+                    .push(&self.device_topic, device_event("attached", device));
             }
         }
         for (id, device) in &self.known {
             if !now.contains_key(id) {
-                self.outbox.push(device_event("detached", device));
+                self.outbox
+                    .push(&self.device_topic, device_event("detached", device));
             }
         }
         self.known = now;
     }
 
+    /// Queues the job events and a new upgrade notice left on the board.
+    fn poll_board(&mut self) {
+        let (jobs, upgrade) = {
+            let mut board = board(&self.health.board);
+            (std::mem::take(&mut board.job_events), board.upgrade.clone())
+        };
+        for event in jobs {
+            self.outbox.push(&self.job_topic, event);
+        }
+        if upgrade != self.announced {
+            if let Some(notice) = &upgrade {
+                let mut event = json!({
+                    "timestamp": epoch_seconds(),
+                    "event": "upgrade-available",
+                });
+                if let (Value::Object(event), Ok(Value::Object(notice))) =
+                    (&mut event, serde_json::to_value(notice))
+                {
+                    event.extend(notice);
+                }
+                self.outbox.push(&self.upgrade_topic, event);
+            }
+            self.announced = upgrade;
+        }
+    }
+
     /// Sends the queued events, oldest first; one that cannot be queued on the link stays.
     async fn flush(&mut self) {
-        while let Some(event) = self.outbox.events.front() {
+        while let Some((topic, event)) = self.outbox.events.front() {
             let payload = event.to_string();
-            match self
-                .link
-                .publish(&self.device_topic, payload, Qos::AtLeastOnce)
-                .await
-            {
+            match self.link.publish(topic, payload, Qos::AtLeastOnce).await {
                 Ok(()) => {
                     self.outbox.events.pop_front();
                 }
                 Err(e) => {
-                    tracing::warn!("cannot send a device event: {e}");
+                    tracing::warn!("cannot send an event: {e}");
                     break;
                 }
             }
@@ -243,7 +306,15 @@ impl EventsTask {
 
     async fn heartbeat(&mut self) {
         self.sequence += 1;
-        let payload = json!({
+        let (last_job, clock_skew_s, upgrade) = {
+            let board = board(&self.health.board);
+            (
+                board.last_job.clone(),
+                board.clock_skew_s,
+                board.upgrade.clone(),
+            )
+        };
+        let mut payload = json!({
             "timestamp": epoch_seconds(),
             "sequence": self.sequence,
             "agentVersion": env!("CARGO_PKG_VERSION"),
@@ -263,7 +334,12 @@ impl EventsTask {
                 "queued": self.outbox.len(),
                 "dropped": self.outbox.take_dropped(),
             },
+            "clock": { "skewS": clock_skew_s },
+            "lastJob": last_job,
         });
+        if let Some(upgrade) = upgrade {
+            payload["upgradeAvailable"] = json!(upgrade);
+        }
         if let Err(e) = self
             .link
             .publish(&self.heartbeat_topic, payload.to_string(), Qos::AtMostOnce)
@@ -327,7 +403,7 @@ mod tests {
     fn a_full_outbox_drops_the_oldest_and_counts_it() {
         let mut outbox = Outbox::new(3);
         for n in 0..5 {
-            outbox.push(json!({ "n": n }));
+            outbox.push("devicehub/t/events/device", json!({ "n": n }));
         }
         assert_eq!(outbox.len(), 3);
         assert_eq!(outbox.take_dropped(), 2);
@@ -335,7 +411,7 @@ mod tests {
         let kept: Vec<i64> = outbox
             .events
             .iter()
-            .map(|e| e["n"].as_i64().expect("n"))
+            .map(|(_, e)| e["n"].as_i64().expect("n"))
             .collect();
         assert_eq!(kept, [2, 3, 4]);
     }

@@ -7,7 +7,8 @@
 //! - [`jobs`]: print jobs over AWS IoT Jobs, each printed at most once.
 //! - [`dispatch`]: the one reader of the link's messages, routing them to jobs and shadow.
 //! - [`shadow`]: the Device Shadow: what DeviceHub reports, the settings the cloud wants.
-//! - [`events`]: heartbeats and device events on `devicehub/{thing}/...`.
+//! - [`events`]: heartbeats and device, job and upgrade events on `devicehub/{thing}/...`.
+//! - [`upgrades`]: newer agent and plugin versions announced by the cloud, per channel.
 
 pub mod dispatch;
 pub mod events;
@@ -16,3 +17,4 @@ pub mod link;
 pub mod registration;
 pub mod shadow;
 pub mod tls;
+pub mod upgrades;

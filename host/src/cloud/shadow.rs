@@ -21,11 +21,20 @@
 //! See [`AgentSettings`]. A valid value is applied and reported back; an invalid one (wrong
 //! type, out of range, unknown key) leaves the effective value unchanged and is reported under
 //! `reported.configErrors.{key}` with the reason, until the desired value is fixed. Applied at
-//! runtime: `heartbeatIntervalS` (the heartbeat task follows the settings channel). Accepted,
-//! stored and reported, but not yet acted on by any part of DeviceHub: `logLevel` (the log
-//! filter is set at start from the config file), `defaultPrinter` (print job documents carry no
-//! job kind yet, so the jobs task cannot tell a label from an indicia; it keeps its config-order
-//! rule), `scaleUnits` (no scale plugin yet) and `updateChannel` (no updater yet).
+//! runtime, through the settings channel: `heartbeatIntervalS` (the heartbeat task),
+//! `logLevel` (the process's log filter, see `service.rs`), `defaultPrinter` (the jobs task's
+//! printer choice per job kind), `updateChannel` (which announcement in `desired.releases`
+//! applies, below) and `scaleUnits` (the unit of scale readings when a job names none).
+//!
+//! # Releases (`desired.releases`)
+//! The newest agent and plugin versions per update channel (see [`super::upgrades`]). They are
+//! reported back unchanged (which ends the delta) with `upgradeAvailable`, the notice for
+//! DeviceHub's channel, also left on the health board for the heartbeat and the upgrade
+//! event.
+//!
+//! # Clock
+//! Every answer carries the cloud's `timestamp`: the difference from the local clock is left
+//! on the health board (the heartbeat's clock skew check).
 //!
 //! # Storage
 //! The last known shadow (version, reported view, desired settings, effective settings) is kept
@@ -41,7 +50,9 @@ use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use super::events::{board, SharedHealth};
 use super::link::{InboundMessage, LinkError, LinkHandle, LinkState, Qos};
+use super::upgrades;
 use crate::devices::DeviceTable;
 use crate::storage::{Loaded, StateFile};
 
@@ -236,6 +247,9 @@ pub struct ShadowRecord {
     pub reported: Value,
     /// The effective settings.
     pub settings: AgentSettings,
+    /// `desired.releases` as last seen.
+    #[serde(default)]
+    pub desired_releases: Value,
 }
 
 /// Why the shadow task stopped.
@@ -324,6 +338,9 @@ struct ShadowMessage {
     code: Option<u16>,
     #[serde(default)]
     message: Option<String>,
+    /// The cloud's clock, epoch seconds.
+    #[serde(default)]
+    timestamp: Option<i64>,
 }
 
 /// What the shadow task needs besides the link and its messages.
@@ -336,6 +353,8 @@ pub struct ShadowSettings {
     pub file: StateFile<ShadowRecord>,
     /// Where effective settings are published for the other tasks.
     pub settings: watch::Sender<AgentSettings>,
+    /// Where the upgrade notice and clock skew are left for the heartbeat.
+    pub health: SharedHealth,
 }
 
 /// The shadow sync task; see the module docs.
@@ -347,6 +366,7 @@ pub struct ShadowTask {
     devices: Arc<DeviceTable>,
     file: StateFile<ShadowRecord>,
     settings: watch::Sender<AgentSettings>,
+    health: SharedHealth,
     record: ShadowRecord,
     /// The rejected desired keys and why, reported under `configErrors`.
     errors: BTreeMap<String, String>,
@@ -379,18 +399,41 @@ impl ShadowTask {
             }
         };
         options.settings.send_replace(record.settings.clone());
-        ShadowTask {
+        let mut task = ShadowTask {
             link,
             topics: Topics::new(&options.thing_name),
             plugins: options.plugins,
             devices: options.devices,
             file: options.file,
             settings: options.settings,
+            health: options.health,
             record,
             errors: BTreeMap::new(),
             pending_get: None,
             pending_update: None,
             synced: false,
+        };
+        task.update_upgrade();
+        task
+    }
+
+    /// Recomputes the upgrade notice for the channel in effect and leaves it on the board.
+    fn update_upgrade(&mut self) {
+        let (notice, problems) = upgrades::available(
+            &self.record.desired_releases,
+            &self.record.settings.update_channel,
+            env!("CARGO_PKG_VERSION"),
+            &self.plugins,
+        );
+        for problem in problems {
+            tracing::warn!("the cloud's release announcement is unreadable: {problem}");
+        }
+        let mut board = board(&self.health);
+        if notice != board.upgrade {
+            if let Some(notice) = &notice {
+                tracing::info!(channel = %notice.channel, "the cloud announces a newer version");
+            }
+            board.upgrade = notice;
         }
     }
 
@@ -489,6 +532,14 @@ impl ShadowTask {
                 return;
             }
         };
+        if let (Some(timestamp), Answer::GetAccepted | Answer::UpdateAccepted) =
+            (parsed.timestamp, answer)
+        {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64);
+            board(&self.health).clock_skew_s = Some(now - timestamp);
+        }
         if let Some(version) = parsed.version {
             if matches!(
                 answer,
@@ -517,7 +568,13 @@ impl ShadowTask {
                     .cloned()
                     .unwrap_or_default();
                 self.record.desired_config = desired.clone();
+                self.record.desired_releases = state
+                    .get("desired")
+                    .and_then(|d| d.get("releases"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
                 self.apply(&desired, true);
+                self.update_upgrade();
                 self.synced = true;
                 self.save().await;
                 self.report_changes().await;
@@ -566,11 +623,22 @@ impl ShadowTask {
                     .and_then(Value::as_object)
                     .cloned()
                     .unwrap_or_default();
-                if delta.is_empty() {
+                let releases = parsed.state.as_ref().and_then(|s| s.get("releases"));
+                if delta.is_empty() && releases.is_none() {
                     return;
+                }
+                if let Some(releases) = releases {
+                    // A delta names the desired value whole for a key whose reported value
+                    // differs; the shadow merges objects, so the delta of `releases` holds
+                    // only the changed parts.
+                    match (&mut self.record.desired_releases, releases) {
+                        (Value::Object(current), Value::Object(patch)) => merge(current, patch),
+                        (current, patch) => *current = patch.clone(),
+                    }
                 }
                 merge(&mut self.record.desired_config, &delta);
                 self.apply(&delta, false);
+                self.update_upgrade();
                 self.save().await;
                 if self.synced {
                     self.report_changes().await;
@@ -632,6 +700,12 @@ impl ShadowTask {
         if !self.errors.is_empty() {
             reported["configErrors"] = json!(self.errors);
         }
+        if !self.record.desired_releases.is_null() {
+            reported["releases"] = self.record.desired_releases.clone();
+        }
+        if let Some(notice) = &board(&self.health).upgrade {
+            reported["upgradeAvailable"] = json!(notice);
+        }
         reported
     }
 
@@ -681,6 +755,7 @@ fn fresh_record(defaults: AgentSettings) -> ShadowRecord {
         desired_config: Map::new(),
         reported: json!({}),
         settings: defaults,
+        desired_releases: Value::Null,
     }
 }
 

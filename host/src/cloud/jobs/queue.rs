@@ -42,6 +42,7 @@ use super::{
     execute, lock, record, JobContext, JobDocument, JobFailure, JobOutcome, JobsError,
     JobsSettings, Phase, Plan,
 };
+use crate::cloud::events::{board, SharedHealth};
 use crate::cloud::link::{InboundMessage, LinkHandle, LinkState, Qos};
 use crate::devices::DeviceTable;
 use crate::storage::{JobJournal, StartDecision};
@@ -283,6 +284,8 @@ pub struct JobsTask {
     outcomes_tx: OutcomeSender,
     outcomes: mpsc::UnboundedReceiver<(String, JobOutcome)>,
     connected: bool,
+    /// Where the last job and job events are left for the heartbeat and the events task.
+    health: Option<SharedHealth>,
 }
 
 impl JobsTask {
@@ -317,7 +320,14 @@ impl JobsTask {
             outcomes_tx,
             outcomes,
             connected: false,
+            health: None,
         })
+    }
+
+    /// Leaves every job's end on `health`: the heartbeat's last job and a job event.
+    pub fn report_to(mut self, health: SharedHealth) -> JobsTask {
+        self.health = Some(health);
+        self
     }
 
     /// Runs until `shutdown`: subscribes, follows the pending jobs, runs them. On shutdown no
@@ -718,6 +728,23 @@ impl JobsTask {
             self.busy.remove(device);
         }
         self.report(&job_id, &outcome).await;
+        if let Some(health) = &self.health {
+            // Status details are DeviceHub-written (device, counts, durations, reasons): no
+            // personal data.
+            let ended = serde_json::json!({
+                "jobId": job_id,
+                "status": outcome.status,
+                "at": std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs()),
+                "statusDetails": outcome.details,
+            });
+            let mut board = board(health);
+            board.last_job = Some(ended.clone());
+            let mut event = ended;
+            event["event"] = "job-ended".into();
+            board.job_events.push(event);
+        }
     }
 
     /// A job's task ended: its outcome is in the journal (or the task failed).
