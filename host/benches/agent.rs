@@ -7,12 +7,15 @@
 //!   attached, connected), over several starts;
 //! - idle resident memory of the agent with the default plugins loaded and 4 printers attached;
 //! - job latency p50 / p99 over `DEVICEHUB_BENCH_JOBS` (default 500) GIF label jobs submitted
-//!   one after another through the signed HTTP API, each followed to SUCCEEDED, started at most
-//!   `DEVICEHUB_BENCH_RATE` (default 25) per second: the emulator, like AWS, throttles each
-//!   thing's Jobs requests (100 per second; a job costs three: `start-next` on its notification,
-//!   the final `update`, and the `start-next` that finds the queue empty), and a throttled
-//!   request waits a second, which would measure the throttle rather than DeviceHub;
-//! - the highest rate reached, as jobs per second.
+//!   one after another through the signed HTTP API, each naming the next of the 4 printers in
+//!   turn and followed to SUCCEEDED, started at most `DEVICEHUB_BENCH_RATE` (default 25) per
+//!   second: the emulator, like AWS, throttles each thing's Jobs requests (100 per second; a job
+//!   costs two or three: `{jobId}/get` unless `notify-next` brought the document, the
+//!   IN_PROGRESS update and the final update), and a throttled request waits a second, which
+//!   would measure the throttle rather than DeviceHub;
+//! - throughput with 4 printers: `DEVICEHUB_BENCH_BURST` (default 200) jobs submitted at once,
+//!   spread over the printers, as jobs per second from the first submission to the last
+//!   SUCCEEDED.
 //!
 //! Run with:
 //! ```sh
@@ -111,7 +114,8 @@ struct Submitter {
 }
 
 impl Submitter {
-    async fn submit(&self) -> String {
+    /// Submits the label for `device`; returns the job ID.
+    async fn submit(&self, device: &str) -> String {
         let path = format!("/things/{}/print-jobs", self.thing);
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -126,7 +130,7 @@ impl Submitter {
         mac.update(message.as_bytes());
         let answer: Value = self
             .http
-            .post(format!("{}{path}", self.api))
+            .post(format!("{}{path}?device={device}", self.api))
             .header("content-type", "image/gif")
             .header("x-devicehub-timestamp", timestamp.to_string())
             .header(
@@ -165,6 +169,34 @@ impl Submitter {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
+
+    /// Waits until none of the thing's jobs is pending; returns how many succeeded.
+    async fn wait_all_done(&self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let executions: Vec<Value> = self
+                .http
+                .get(format!("{}/things/{}/jobs", self.api, self.thing))
+                .send()
+                .await
+                .expect("GET jobs")
+                .json()
+                .await
+                .expect("jobs JSON");
+            let pending = executions
+                .iter()
+                .filter(|e| matches!(e["status"].as_str(), Some("QUEUED" | "IN_PROGRESS")))
+                .count();
+            if pending == 0 {
+                return executions
+                    .iter()
+                    .filter(|e| e["status"] == "SUCCEEDED")
+                    .count();
+            }
+            assert!(Instant::now() < deadline, "{pending} jobs still pending");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -186,6 +218,10 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(25.0);
+    let burst: usize = std::env::var("DEVICEHUB_BENCH_BURST")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
     let cloud = Cloud::start();
     let sims: Vec<Simulator> = (0..PRINTERS)
         .map(|_| Simulator::zebra(&["--language", "zpl"]))
@@ -234,12 +270,21 @@ async fn main() {
         let due = all + Duration::from_secs_f64(n as f64 / rate);
         tokio::time::sleep_until(due.into()).await;
         let start = Instant::now();
-        let job_id = submitter.submit().await;
+        let job_id = submitter.submit(&format!("zebra-{}", n % PRINTERS)).await;
         let status = submitter.wait_done(&job_id).await;
         assert_eq!(status, "SUCCEEDED", "job {job_id}");
         latencies.push(start.elapsed());
     }
     let elapsed = all.elapsed();
+
+    // Throughput: everything queued at once, spread over the printers.
+    let all_at_once = Instant::now();
+    for n in 0..burst {
+        submitter.submit(&format!("zebra-{}", n % PRINTERS)).await;
+    }
+    let succeeded = submitter.wait_all_done().await;
+    let burst_elapsed = all_at_once.elapsed();
+    assert_eq!(succeeded, jobs + burst, "every job succeeded");
     let busy_rss = rss_kib(agent.id());
     stop_agent(agent);
     latencies.sort();
@@ -250,7 +295,7 @@ async fn main() {
         }
         total
     };
-    assert_eq!(printed, jobs, "every job printed exactly once");
+    assert_eq!(printed, jobs + burst, "every job printed exactly once");
 
     println!(
         "ready (plugins loaded, {PRINTERS} printers attached, connected): median {:.1} ms, min {:.1} ms, max {:.1} ms over {STARTS} starts",
@@ -264,10 +309,15 @@ async fn main() {
         busy_rss.map_or("?".to_string(), |k| k.to_string())
     );
     println!(
-        "{jobs} GIF label jobs (812x1218, one at a time, at most {rate} per second): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {:.1} jobs/s",
+        "{jobs} GIF label jobs (812x1218, one at a time over {PRINTERS} printers, at most {rate} per second): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {:.1} jobs/s",
         ms(percentile(&latencies, 0.5)),
         ms(percentile(&latencies, 0.99)),
         ms(latencies[latencies.len() - 1]),
         jobs as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "{burst} GIF label jobs queued at once over {PRINTERS} printers: all SUCCEEDED in {:.0} ms, {:.1} jobs/s",
+        ms(burst_elapsed),
+        burst as f64 / burst_elapsed.as_secs_f64()
     );
 }

@@ -315,6 +315,81 @@ async fn paper_out_fails_the_job_naming_it_and_prints_nothing() {
 }
 
 #[tokio::test]
+async fn a_printer_that_drops_the_connection_fails_the_job_once_and_the_next_job_prints() {
+    let desk = Desk::new();
+    let mut agent = desk.run();
+    // The first job goes through, so that the connection is up; the next is cut after its
+    // status query and the first 200 bytes of the label.
+    let first = desk.print_job("label.png", 1);
+    assert_eq!(
+        desk.wait_done(&first, &mut agent).await["status"],
+        "SUCCEEDED"
+    );
+    desk.sim
+        .set_faults(json!({ "drop_after_bytes": 203 }))
+        .await;
+    let cut = desk.print_job("label.png", 1);
+    let execution = desk.wait_done(&cut, &mut agent).await;
+    assert_eq!(execution["status"], "FAILED", "{execution}");
+    let reason = detail(&execution, "reason");
+    assert!(
+        reason.contains("zebra-1"),
+        "the reason names the printer: {reason}"
+    );
+    assert!(matches!(
+        desk.journal_state(&cut),
+        Some(JobState::Failed { .. })
+    ));
+    // The fault fired once: the next job reconnects and prints; the cut one never comes back.
+    let next = desk.print_job("label.png", 1);
+    assert_eq!(
+        desk.wait_done(&next, &mut agent).await["status"],
+        "SUCCEEDED"
+    );
+    assert_eq!(
+        desk.sim.labels().await.len(),
+        2,
+        "the cut label is not a label"
+    );
+    assert_eq!(desk.execution(&cut).await["status"], "FAILED");
+}
+
+#[tokio::test]
+async fn jobs_flowing_while_the_broker_restarts_are_each_printed_once() {
+    let mut desk = Desk::new();
+    let mut agent = desk.run();
+    let first = desk.print_job("label.png", 1);
+    assert_eq!(
+        desk.wait_done(&first, &mut agent).await["status"],
+        "SUCCEEDED"
+    );
+
+    // Jobs are queued and the cloud restarts while DeviceHub is taking them: starts, reports
+    // and answers are lost with the connection at whatever point it is cut.
+    let jobs: Vec<String> = (0..6).map(|_| desk.print_job("indicia.gif", 1)).collect();
+    desk.cloud.kill();
+    desk.cloud.restart();
+    let more: Vec<String> = (0..3).map(|_| desk.print_job("indicia.gif", 1)).collect();
+
+    // DeviceHub kept running: every print finished, and every status reached the cloud
+    // after the reconnection.
+    for job in jobs.iter().chain(&more) {
+        let execution = desk.wait_done(job, &mut agent).await;
+        assert_eq!(execution["status"], "SUCCEEDED", "{execution}");
+    }
+    assert_eq!(
+        desk.sim.labels().await.len(),
+        1 + jobs.len() + more.len(),
+        "every job printed exactly once"
+    );
+    let log = agent.log();
+    assert!(
+        !log.contains("cannot go from"),
+        "no job tried to print twice:\n{log}"
+    );
+}
+
+#[tokio::test]
 async fn unknown_operations_and_scale_reads_without_a_scale_are_rejected() {
     let mut desk = Desk::new();
     let scale = desk.scale_job();

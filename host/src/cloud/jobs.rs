@@ -201,7 +201,16 @@ pub struct ScaleDocument {
     pub unit: Option<String>,
     #[serde(default)]
     pub device: Option<String>,
+    /// How long to wait for a stable reading, 100 ms to [`MAX_SCALE_TIMEOUT_MS`]; default
+    /// [`DEFAULT_SCALE_TIMEOUT_MS`].
+    #[serde(default)]
+    pub timeout_ms: Option<u32>,
 }
+
+/// How long a scale job waits for a stable reading when its document does not say.
+pub const DEFAULT_SCALE_TIMEOUT_MS: u32 = 5_000;
+/// The longest a scale job may wait for a stable reading.
+pub const MAX_SCALE_TIMEOUT_MS: u32 = 60_000;
 
 impl JobDocument {
     /// Parses and checks a job document. The error is the reason the job is rejected.
@@ -264,6 +273,13 @@ impl JobDocument {
                         return Err(JobFailure::InvalidDocument(format!(
                             "unit {:?} is not g, kg, oz or lb",
                             cap(unit.clone())
+                        )));
+                    }
+                }
+                if let Some(timeout) = doc.timeout_ms {
+                    if !(100..=MAX_SCALE_TIMEOUT_MS).contains(&timeout) {
+                        return Err(JobFailure::InvalidDocument(format!(
+                            "timeoutMs must be 100 to {MAX_SCALE_TIMEOUT_MS}, not {timeout}"
                         )));
                     }
                 }
@@ -800,21 +816,79 @@ fn download_client(settings: &DownloadSettings) -> Result<reqwest::Client, JobsE
         .map_err(|e| JobsError::HttpClient(e.without_url().to_string()))
 }
 
-/// Downloads the print file into memory, within `max_bytes`, and checks its size and hash.
+/// Pauses before each repeated download: a file server that blinked (a restart, a dropped
+/// connection, a 5xx) gets a few seconds to come back before the job fails.
+const DOWNLOAD_RETRY_DELAYS: [Duration; 3] = [
+    Duration::from_millis(250),
+    Duration::from_secs(1),
+    Duration::from_secs(3),
+];
+
+/// Downloads the print file into memory, within `max_bytes`, checking its size and hash, and
+/// repeating a download that failed for a reason that may pass: a network error or the
+/// server's 5xx or 429. A refusal (403, 404, an untrusted certificate), a file too large or a
+/// wrong hash fails at once.
 async fn download(
     client: &reqwest::Client,
     file: &PrintFile,
     max_bytes: u64,
 ) -> Result<Vec<u8>, JobFailure> {
+    let mut delays = DOWNLOAD_RETRY_DELAYS.iter();
+    loop {
+        match download_checked(client, file, max_bytes).await {
+            Ok(bytes) => return Ok(bytes),
+            Err(Attempt::Transient(failure)) => match delays.next() {
+                Some(delay) => {
+                    tracing::info!("the print file download failed ({failure}); trying again");
+                    tokio::time::sleep(*delay).await;
+                }
+                None => return Err(failure),
+            },
+            Err(Attempt::Final(failure)) => return Err(failure),
+        }
+    }
+}
+
+/// How a download attempt failed.
+enum Attempt {
+    /// Worth another try.
+    Transient(JobFailure),
+    Final(JobFailure),
+}
+
+impl From<JobFailure> for Attempt {
+    fn from(failure: JobFailure) -> Attempt {
+        Attempt::Final(failure)
+    }
+}
+
+/// One download attempt.
+async fn download_checked(
+    client: &reqwest::Client,
+    file: &PrintFile,
+    max_bytes: u64,
+) -> Result<Vec<u8>, Attempt> {
     if let Some(size) = file.size {
         if size > max_bytes {
             return Err(JobFailure::FileTooLarge {
                 size,
                 max: max_bytes,
-            });
+            }
+            .into());
         }
     }
-    let failed = |e: reqwest::Error| JobFailure::DownloadFailed(cap(e.without_url().to_string()));
+    // Network errors (connect, timeout, a body cut short) may pass; a refused TLS handshake
+    // (an untrusted certificate) fails the same way again.
+    let failed = |e: reqwest::Error| {
+        let transient = !(e.is_connect() && tls_refusal(&e))
+            && (e.is_connect() || e.is_timeout() || e.is_body() || e.is_request());
+        let failure = JobFailure::DownloadFailed(cap(e.without_url().to_string()));
+        if transient {
+            Attempt::Transient(failure)
+        } else {
+            Attempt::Final(failure)
+        }
+    };
     let mut response = client.get(&file.url).send().await.map_err(failed)?;
     let status = response.status();
     if !status.is_success() {
@@ -823,16 +897,23 @@ async fn download(
             404 => " (the file is gone)",
             _ => "",
         };
-        return Err(JobFailure::DownloadFailed(format!(
-            "the file server answered {status}{hint}"
-        )));
+        let failure =
+            JobFailure::DownloadFailed(format!("the file server answered {status}{hint}"));
+        return Err(
+            if status.is_server_error() || status == reqwest::StatusCode::TOO_MANY_REQUESTS {
+                Attempt::Transient(failure)
+            } else {
+                Attempt::Final(failure)
+            },
+        );
     }
     if let Some(length) = response.content_length() {
         if length > max_bytes {
             return Err(JobFailure::FileTooLarge {
                 size: length,
                 max: max_bytes,
-            });
+            }
+            .into());
         }
     }
     let mut bytes = Vec::new();
@@ -842,7 +923,8 @@ async fn download(
             return Err(JobFailure::FileTooLarge {
                 size: bytes.len() as u64,
                 max: max_bytes,
-            });
+            }
+            .into());
         }
     }
     if let Some(expected) = file.size {
@@ -850,7 +932,8 @@ async fn download(
             return Err(JobFailure::SizeMismatch {
                 expected,
                 actual: bytes.len() as u64,
-            });
+            }
+            .into());
         }
     }
     if let Some(expected) = &file.sha256 {
@@ -859,10 +942,23 @@ async fn download(
             return Err(JobFailure::HashMismatch {
                 expected: expected.to_ascii_lowercase(),
                 actual,
-            });
+            }
+            .into());
         }
     }
     Ok(bytes)
+}
+
+/// Whether a connect error is the TLS handshake refusing the server (which no retry fixes).
+fn tls_refusal(error: &reqwest::Error) -> bool {
+    let mut source: Option<&dyn std::error::Error> = Some(error);
+    while let Some(e) = source {
+        if e.downcast_ref::<rustls::Error>().is_some() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 #[cfg(test)]
@@ -887,7 +983,8 @@ mod tests {
             JobDocument::parse(&json!({"operation": "scale.read", "unit": "kg"})).expect("scale"),
             JobDocument::ScaleRead(ScaleDocument {
                 unit: Some("kg".into()),
-                device: None
+                device: None,
+                timeout_ms: None,
             })
         );
     }
@@ -917,6 +1014,10 @@ mod tests {
             (
                 json!({"operation": "scale.read", "unit": "stone"}),
                 "is not g, kg, oz or lb",
+            ),
+            (
+                json!({"operation": "scale.read", "timeoutMs": 3_600_000}),
+                "timeoutMs must be 100 to 60000",
             ),
         ];
         for (document, reason) in cases {
