@@ -367,10 +367,14 @@ async fn the_usb_id_table_wins_over_the_ieee1284_id_and_unmatched_printers_stay_
             ),
             // A keyboard-like HID device: its ID is never asked for.
             (not_a_printer, None),
-            // A generic TSPL printer, and TSC's own by manufacturer.
+            // Printers that list TSPL or TSPL2 among their command sets (IDs they report).
             (
                 usb_printer(0x2D37, 0x0001, "G1"),
-                Some("MFG:Label Co;MDL:LP-400;CMD:TSPL;".to_string()),
+                Some("MFG:Munbyn;CMD:TSPL;MDL:RW403B;CMT:Label Printer;".to_string()),
+            ),
+            (
+                usb_printer(0x2D37, 0x0002, "G2"),
+                Some("MFG:4BARCODE;CMD:TSPL2;MDL:3B-363B;CLS:PRINTER;".to_string()),
             ),
         ],
         print_addr: sim.print_addr.clone(),
@@ -386,22 +390,29 @@ async fn the_usb_id_table_wins_over_the_ieee1284_id_and_unmatched_printers_stay_
         .expect("the Zebra is attached");
     assert_eq!(zebra.spec().plugin.name(), "zebra");
     assert_eq!(zebra.spec().model.as_deref(), Some("ZD620"));
-    let generic = rig
-        .table
-        .get("usb-2d37-0001-g1")
-        .expect("the TSPL printer is attached");
-    assert_eq!(generic.spec().plugin.name(), "tspl");
+    for (id, model) in [
+        ("usb-2d37-0001-g1", "RW403B"),
+        ("usb-2d37-0002-g2", "3B-363B"),
+    ] {
+        let printer = rig.table.get(id).expect("the TSPL printer is attached");
+        assert_eq!(printer.spec().plugin.name(), "tspl");
+        assert_eq!(printer.spec().model.as_deref(), Some(model));
+    }
     assert!(
         rig.table.get("usb-1234-5678-p1").is_err(),
         "no plugin matches PCL"
     );
-    assert_eq!(attachments.attached_ids().len(), 2);
+    assert_eq!(attachments.attached_ids().len(), 3);
 
     let mut asked = asked.lock().expect("test lock").clone();
     asked.sort();
     assert_eq!(
         asked,
-        vec!["1234:5678:P1".to_string(), "2d37:0001:G1".to_string()],
+        vec![
+            "1234:5678:P1".to_string(),
+            "2d37:0001:G1".to_string(),
+            "2d37:0002:G2".to_string()
+        ],
         "only unclaimed printers are opened for their ID, once each"
     );
 }

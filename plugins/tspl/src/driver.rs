@@ -42,12 +42,16 @@ const MODELS: &[(u16, &str, SupportLevel, &str)] = &[
 /// IEEE-1284 rules: (manufacturer, model prefix, command set, profile). Checked in order; an
 /// empty field matches anything.
 const IEEE1284_RULES: &[(&str, &str, &str, &str)] = &[
-    // Rollo's 4 x 6 printer identifies itself only generically.
+    // Rollo's USB 4 x 6 printer identifies itself only generically (its wireless model says
+    // `MFG:Rollo;CMD:TSPL`, which the command-set rules below match).
     ("Printer", "Thermal Printer", "XPP", "tspl-203"),
     // TSC's own printers.
     ("TSC", "", "", "tspl-203"),
-    // Any printer that lists TSPL among its command sets.
+    // Any printer that lists TSPL or TSPL2 among its command sets: Munbyn's RW403B reports
+    // `MFG:Munbyn;CMD:TSPL;MDL:RW403B;`, iDPRT's SP410 `MFG:iDPRT;MDL:SP410;CMD:TSPL;`,
+    // Xprinter's `CMD:TSPL,ESC/POS`, 4BARCODE's 3B-363B `CMD:TSPL2`.
     ("", "", "TSPL", "tspl-203"),
+    ("", "", "TSPL2", "tspl-203"),
 ];
 
 /// A conservative longest label: 1 m. TSC's desktop models take longer labels, but a shipping
@@ -333,19 +337,9 @@ impl TsplPrinter {
             .unwrap_or(2000);
         self.transport.write(STATUS_REQUEST.into()).into_result()?;
         match self.transport.read_until(timeout, |b| !b.is_empty()) {
-            Ok(answer) => {
-                if answer.len() > 1 {
-                    // One request, one byte: more means the link carries something else.
-                    return Err(PluginError::new(
-                        ErrorKind::Protocol,
-                        format!(
-                            "the printer answered {} bytes to a status request that takes one",
-                            answer.len()
-                        ),
-                    ));
-                }
-                Ok(Some(StatusByte(answer[0])))
-            }
+            // A byte that arrived after an earlier request timed out can come first; the
+            // printer answers requests in order, so the last byte answers this one.
+            Ok(answer) => Ok(answer.last().map(|&byte| StatusByte(byte))),
             Err(err) if err.kind == TransportErrorKind::Unsupported => Ok(None),
             Err(err) if err.kind == TransportErrorKind::Timeout => Err(PluginError::not_ready(
                 PrinterState::Offline,
@@ -588,6 +582,15 @@ mod tests {
             "{}",
             err.message
         );
+    }
+
+    #[test]
+    fn a_late_answer_to_an_earlier_request_is_skipped() {
+        let (mut printer, script) = printer(&[]);
+        // A byte left over from a request that timed out, then the answer to this one.
+        script.push_read(&[0x04]);
+        script.reply_when(STATUS_REQUEST, &[0x00]);
+        assert_eq!(printer.status().expect("status").state, PrinterState::Ready);
     }
 
     #[test]
