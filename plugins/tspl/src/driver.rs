@@ -10,7 +10,9 @@
 //! - `gap_mm`: the gap between labels, or the height of the black mark (default 3).
 //! - `label_width_mm`, `label_length_mm`: the labels loaded. A page larger than them is
 //!   refused before any byte is sent; the label program then describes the loaded label
-//!   (`SIZE`) rather than the page. Without them the label is the size of each page.
+//!   (`SIZE`) rather than the page. Without them the label is the size of each page, or the
+//!   media the job says it was laid out for when that is larger (its kind also chooses the
+//!   sensing when `media` is not set).
 //! - `direction`: `0` (default) or `1` (the label turned by 180 degrees).
 //! - `status_timeout_ms`: how long to wait for the status byte (default 2000).
 //! - `check_status`: `false` for printers with no way back (some USB printers lack a bulk IN
@@ -228,7 +230,13 @@ impl TsplPrinter {
         let distance = self
             .number::<f32>(Some(job), "gap_mm")?
             .unwrap_or(DEFAULT_GAP_MM);
-        Ok(match self.setting(Some(job), "media") {
+        // Without a setting, the media the job was laid out for decides.
+        let from_job = job.media.as_ref().into_option().map(|m| match m.kind {
+            MediaKind::Continuous => "continuous",
+            MediaKind::BlackMark => "mark",
+            MediaKind::DieCut | MediaKind::Sheet => "gap",
+        });
+        Ok(match self.setting(Some(job), "media").or(from_job) {
             None | Some("gap") => MediaSensing::Gap { gap_mm: distance },
             Some("mark") => MediaSensing::BlackMark { mark_mm: distance },
             Some("continuous") => MediaSensing::Continuous,
@@ -282,7 +290,15 @@ impl TsplPrinter {
                 }
                 (width, length)
             }
-            None => (page.width, page.height),
+            // A job laid out for a label larger than its page (a small indicium on a 4 x 6
+            // label) describes that label; otherwise the label is the page.
+            None => match job.media.as_ref().into_option() {
+                Some(media) => (
+                    page.width.max(media.width_dots),
+                    page.height.max(media.length_dots),
+                ),
+                None => (page.width, page.height),
+            },
         };
         let direction = self.number::<u8>(Some(job), "direction")?.unwrap_or(0);
         Ok(LabelOptions {
@@ -663,6 +679,23 @@ mod tests {
         continuous.settings = RVec::from(vec![Setting::new("media", "roll")]);
         let err = printer.encode(&continuous).unwrap_err();
         assert!(err.message.contains("media") && err.message.contains("roll"));
+    }
+
+    #[test]
+    fn the_media_a_job_was_laid_out_for_sets_size_and_sensing() {
+        let (mut printer, _script) = printer(&[]);
+        let mut laid_out = job(vec![page(400, 200)], 1);
+        laid_out.media = ROption::RSome(devicehub_plugin_api::MediaRequest {
+            kind: MediaKind::Continuous,
+            width_dots: 812,
+            length_dots: 0,
+        });
+        let text =
+            String::from_utf8_lossy(&printer.encode(&laid_out).expect("encodes")).into_owned();
+        assert!(
+            text.starts_with("SIZE 101.6 mm,25.02 mm\r\nGAP 0,0\r\n"),
+            "{text:.60}"
+        );
     }
 
     #[test]
