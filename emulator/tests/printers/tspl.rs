@@ -233,3 +233,93 @@ async fn a_300_dpi_printer_reads_millimetres_at_its_resolution() {
         (json!(1200), json!(1800))
     );
 }
+
+#[test]
+fn command_line_plays_a_300_dpi_tspl_printer_and_refuses_other_resolutions() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::{Command, Stdio};
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_devicehub-emulator"))
+        .args([
+            "printer",
+            "tspl",
+            "--dpi",
+            "300",
+            "--listen",
+            "127.0.0.1:0",
+            "--control",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("the emulator binary starts");
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("the announcement line");
+    assert!(
+        line.starts_with(r#"{"family":"tspl","language":"tspl","print":"127.0.0.1:"#),
+        "{line}"
+    );
+    let announcement: serde_json::Value = serde_json::from_str(&line).expect("one JSON line");
+    let print: std::net::SocketAddr = announcement["print"]
+        .as_str()
+        .expect("an address")
+        .parse()
+        .expect("host:port");
+    let mut socket = std::net::TcpStream::connect(print).expect("the print port");
+    socket
+        .write_all(b"SIZE 8 dot,1 dot\r\nCLS\r\nBITMAP 0,0,1,1,0,\x0F\r\nPRINT 1\r\n\x1b!?")
+        .expect("sent");
+    let mut status = [0u8; 1];
+    socket.read_exact(&mut status).expect("the status byte");
+    assert_eq!(status, [0x00]);
+    let control: std::net::SocketAddr = announcement["control"]
+        .as_str()
+        .expect("a URL")
+        .trim_start_matches("http://")
+        .parse()
+        .expect("host:port");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let report = runtime
+        .block_on(crate::support::http(control, "GET", "/status", None))
+        .json();
+    assert_eq!(report["model"], "TE300");
+    assert_eq!(report["dpi"], 300);
+    let labels = runtime
+        .block_on(crate::support::http(control, "GET", "/labels", None))
+        .json();
+    assert_eq!(labels[0]["black_dots"], 4);
+
+    drop(child.stdin.take());
+    // Bounded, so that a simulator ignoring its closed stdin fails the test instead of hanging.
+    let mut stopped = false;
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait().expect("the child can be polled") {
+            assert!(status.success(), "{status}");
+            stopped = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    if !stopped {
+        let _ = child.kill();
+        panic!("the simulator did not stop after its standard input closed");
+    }
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_devicehub-emulator"))
+        .args(["printer", "tspl", "--dpi", "250", "--listen", "127.0.0.1:0"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("the emulator binary runs");
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("250 is not 203 or 300"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
