@@ -416,3 +416,47 @@ async fn the_usb_id_table_wins_over_the_ieee1284_id_and_unmatched_printers_stay_
         "only unclaimed printers are opened for their ID, once each"
     );
 }
+
+#[test]
+fn devicehub_plugins_lists_the_tspl_usb_ids_and_ieee1284_rules() {
+    let dir = support::plugins_folder(&[TSPL]);
+    let config = dir.path().join("devicehub.toml");
+    std::fs::write(&config, "").expect("empty config");
+    let run = |json: bool| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_devicehub"));
+        command
+            .args(["--config", config.to_str().expect("utf-8 path")])
+            .args(["--plugins-dir", dir.path().to_str().expect("utf-8 path")])
+            .arg("plugins")
+            .env("DEVICEHUB_CONFIG", "/nonexistent/devicehub.toml");
+        if json {
+            command.arg("--json");
+        }
+        let out = command.output().expect("run devicehub");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let listing: serde_json::Value = serde_json::from_slice(&run(true)).expect("JSON");
+    let tspl = &listing["plugins"][0];
+    assert_eq!(tspl["name"], "tspl");
+    assert_eq!(tspl["usb_ids"][1]["usb_id"], "1203:0160");
+    assert_eq!(
+        tspl["ieee1284_rules"][0],
+        json!({
+            "manufacturer": "Printer",
+            "model_prefix": "Thermal Printer",
+            "command_set": "XPP",
+            "profile": "tspl-203",
+        })
+    );
+    let text = String::from_utf8(run(false)).expect("UTF-8 listing");
+    assert!(
+        text.contains("IEEE-1284 MFG:Printer MDL:Thermal Printer... CMD:XPP  tspl-203")
+            && text.contains("IEEE-1284 MFG:* MDL:* CMD:TSPL  tspl-203"),
+        "{text}"
+    );
+}
