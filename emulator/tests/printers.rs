@@ -5,9 +5,14 @@
 //! Modules:
 //! - `support`: starting simulators, print-port connections, a tiny HTTP client, and test-local
 //!   encoders (hex, ACS, Z64/B64, CRC-16/XMODEM) independent of the simulator's decoders.
+//! - `tspl`: the TSPL simulator's tests.
 
 #[path = "printers/support.rs"]
 mod support;
+
+/// The TSPL simulator: label programs, the status byte, faults, dropped connections.
+#[path = "printers/tspl.rs"]
+mod tspl;
 
 use devicehub_emulator::printers::zebra::{ZebraConfig, ZebraLanguage, ZebraSimulator};
 use serde_json::json;

@@ -255,6 +255,16 @@ struct PluginRow {
     description: String,
     path: String,
     usb_ids: Vec<UsbRow>,
+    /// The plugin's IEEE-1284 rules for printers whose USB ID no table lists.
+    ieee1284_rules: Vec<Ieee1284Row>,
+}
+
+#[derive(Serialize)]
+struct Ieee1284Row {
+    manufacturer: String,
+    model_prefix: String,
+    command_set: String,
+    profile: String,
 }
 
 #[derive(Serialize)]
@@ -303,6 +313,17 @@ fn cmd_plugins(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
                         profile: m.profile.to_string(),
                     })
                     .collect(),
+                ieee1284_rules: p
+                    .manifest
+                    .ieee1284_matches
+                    .iter()
+                    .map(|r| Ieee1284Row {
+                        manufacturer: r.manufacturer.to_string(),
+                        model_prefix: r.model_prefix.to_string(),
+                        command_set: r.command_set.to_string(),
+                        profile: r.profile.to_string(),
+                    })
+                    .collect(),
             })
             .collect(),
         refused: set
@@ -344,6 +365,29 @@ fn cmd_plugins(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
                 out,
                 "  {}  {:<28} {:<12} {}",
                 u.usb_id, u.model, u.support, u.profile
+            )?;
+        }
+        for r in &p.ieee1284_rules {
+            // An empty field matches anything; shown as `*`.
+            let any = |field: &str| {
+                if field.is_empty() {
+                    "*".to_string()
+                } else {
+                    field.to_string()
+                }
+            };
+            writeln!(
+                out,
+                "  IEEE-1284 MFG:{} MDL:{}{} CMD:{}  {}",
+                any(&r.manufacturer),
+                r.model_prefix,
+                if r.model_prefix.is_empty() {
+                    "*"
+                } else {
+                    "..."
+                },
+                any(&r.command_set),
+                r.profile
             )?;
         }
     }

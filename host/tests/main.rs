@@ -38,3 +38,7 @@ mod jobs;
 /// The Device Shadow, heartbeats and events with `devicehub run`: what is reported, desired
 /// settings applied while running and after a stop, heartbeats in the cloud.
 mod shadow_events;
+
+/// Printing through the TSPL plugin into the TSPL simulator, compared pixel for pixel, and USB
+/// printers matched by their IEEE-1284 device ID.
+mod tspl_printing;

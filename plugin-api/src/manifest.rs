@@ -70,7 +70,7 @@ pub struct UsbModel {
 #[repr(C)]
 #[derive(StableAbi, Debug, Clone, PartialEq, Eq)]
 pub struct Ieee1284Match {
-    /// `MFG` (or `MANUFACTURER`) field, compared case-insensitively.
+    /// `MFG` (or `MANUFACTURER`) field, compared case-insensitively; empty matches all.
     pub manufacturer: RString,
     /// Prefix of the `MDL` (or `MODEL`) field, compared case-insensitively; empty matches all.
     pub model_prefix: RString,

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use super::tspl::{TsplConfig, TsplSimulator};
 use super::zebra::{ZebraConfig, ZebraLanguage, ZebraSimulator};
 use super::{RunningPrinter, StartError};
 
@@ -20,6 +21,8 @@ use super::{RunningPrinter, StartError};
 pub enum PrinterCommand {
     /// A Zebra label printer speaking ZPL II or EPL2 on a raw TCP print port.
     Zebra(ZebraArgs),
+    /// A TSPL/TSPL2 label printer (TSC, Rollo and compatibles) on a raw TCP print port.
+    Tspl(TsplArgs),
 }
 
 /// Options of `printer zebra`.
@@ -32,6 +35,29 @@ pub struct ZebraArgs {
     #[arg(long, default_value_t = 203, value_parser = parse_dpi)]
     pub dpi: u32,
     /// Print head width in dots (default: 4 inches at the resolution).
+    #[arg(long)]
+    pub width_dots: Option<u32>,
+    /// The print port's address (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    pub listen: SocketAddr,
+    /// The control API's address (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub control: SocketAddr,
+    /// Also write every printed label to this directory as label-NNNN.png.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Keep serving when standard input ends (for running detached, with stdin closed).
+    #[arg(long)]
+    pub ignore_stdin: bool,
+}
+
+/// Options of `printer tspl`.
+#[derive(Debug, Args)]
+pub struct TsplArgs {
+    /// Print resolution: 203 or 300 dots per inch.
+    #[arg(long, default_value_t = 203, value_parser = parse_dpi)]
+    pub dpi: u32,
+    /// Print head width in dots (default: 864 at 203 dpi, 1248 at 300 dpi).
     #[arg(long)]
     pub width_dots: Option<u32>,
     /// The print port's address (loopback only; port 0 picks a free port).
@@ -117,6 +143,20 @@ pub async fn run_async(command: PrinterCommand) -> Result<(), PrinterCliError> {
             })
             .await?;
             announce("zebra", language.name(), &printer)?;
+            wait_for_stop(args.ignore_stdin).await?;
+            printer.shutdown().await;
+            Ok(())
+        }
+        PrinterCommand::Tspl(args) => {
+            let printer = TsplSimulator::start(TsplConfig {
+                dpi: args.dpi,
+                width_dots: args.width_dots,
+                listen: args.listen,
+                control: args.control,
+                out_dir: args.out_dir,
+            })
+            .await?;
+            announce("tspl", super::tspl::LANGUAGE, &printer)?;
             wait_for_stop(args.ignore_stdin).await?;
             printer.shutdown().await;
             Ok(())

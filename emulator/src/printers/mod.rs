@@ -6,6 +6,7 @@
 //! - [`store`]: one printer's shared state: faults, printed and held labels, errors, counters.
 //! - [`control`]: the control HTTP API over that state (status, labels, PNG, bits, faults).
 //! - [`zebra`]: the Zebra ZPL II / EPL2 simulator.
+//! - [`tspl`]: the TSPL/TSPL2 simulator (TSC and compatible 4x6 printers).
 //! - [`cli`]: the `devicehub-emulator printer ...` subcommand.
 //!
 //! This file holds what every family shares: the print-port server that feeds a
@@ -18,6 +19,7 @@ pub mod bitmap;
 pub mod cli;
 pub mod control;
 pub mod store;
+pub mod tspl;
 pub mod zebra;
 
 use std::io::Write;

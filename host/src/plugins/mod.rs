@@ -253,16 +253,32 @@ impl PluginSet {
     }
 
     /// The plugin and profile for a printer identified only by its IEEE-1284 device ID.
+    ///
+    /// When rules of several plugins match, the most specific wins: a rule naming the
+    /// manufacturer beats one that does not, then the longer model prefix, then a rule naming
+    /// a command set; on a tie, the plugin whose name sorts first.
     pub fn lookup_ieee1284(&self, device_id: &str) -> Option<(Arc<LoadedPlugin>, String)> {
         let fields = parse_ieee1284(device_id);
-        self.plugins.iter().find_map(|plugin| {
-            plugin
-                .manifest
-                .ieee1284_matches
-                .iter()
-                .find(|rule| ieee1284_rule_matches(rule, &fields))
-                .map(|rule| (plugin.clone(), rule.profile.to_string()))
-        })
+        let specificity = |rule: &Ieee1284Match| {
+            (
+                !rule.manufacturer.is_empty(),
+                rule.model_prefix.len(),
+                !rule.command_set.is_empty(),
+            )
+        };
+        let mut best: Option<(&Arc<LoadedPlugin>, &Ieee1284Match)> = None;
+        for plugin in &self.plugins {
+            for rule in plugin.manifest.ieee1284_matches.iter() {
+                if !ieee1284_rule_matches(rule, &fields) {
+                    continue;
+                }
+                // Plugins are in name order; only a strictly more specific rule replaces.
+                if best.is_none_or(|(_, kept)| specificity(rule) > specificity(kept)) {
+                    best = Some((plugin, rule));
+                }
+            }
+        }
+        best.map(|(plugin, rule)| (plugin.clone(), rule.profile.to_string()))
     }
 }
 
@@ -286,7 +302,10 @@ pub fn parse_ieee1284(device_id: &str) -> BTreeMap<String, String> {
 
 fn ieee1284_rule_matches(rule: &Ieee1284Match, fields: &BTreeMap<String, String>) -> bool {
     let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or("");
-    let mfg_ok = get("MFG").eq_ignore_ascii_case(rule.manufacturer.as_str());
+    // An empty manufacturer matches any, like the other fields: generic rules such as "every
+    // printer that lists command set X" need it.
+    let mfg_ok =
+        rule.manufacturer.is_empty() || get("MFG").eq_ignore_ascii_case(rule.manufacturer.as_str());
     let mdl_ok = get("MDL")
         .to_ascii_lowercase()
         .starts_with(&rule.model_prefix.as_str().to_ascii_lowercase());
@@ -483,5 +502,19 @@ mod tests {
         let other = parse_ieee1284("MANUFACTURER:Zebra;MODEL:ZD620;COMMAND SET:ZPL;");
         assert!(!ieee1284_rule_matches(&rule, &other));
         assert_eq!(other.get("MFG").map(String::as_str), Some("Zebra"));
+    }
+
+    #[test]
+    fn an_empty_manufacturer_matches_any_with_the_command_set() {
+        let generic = Ieee1284Match {
+            manufacturer: "".into(),
+            model_prefix: "".into(),
+            command_set: "TSPL".into(),
+            profile: "tspl-203".into(),
+        };
+        let printer = parse_ieee1284("MFG:Label Co;MDL:LP-400;CMD:TSPL,EPL;");
+        assert!(ieee1284_rule_matches(&generic, &printer));
+        let zpl = parse_ieee1284("MFG:Label Co;MDL:LP-400;CMD:ZPL;");
+        assert!(!ieee1284_rule_matches(&generic, &zpl));
     }
 }

@@ -14,7 +14,7 @@ use devicehub_plugin_api::{
 use rusb::UsbContext;
 
 /// USB interface class of printers.
-const PRINTER_CLASS: u8 = 0x07;
+pub const PRINTER_CLASS: u8 = 0x07;
 /// USB interface class of HID devices (scales are opened through a HID API, not here).
 pub const HID_CLASS: u8 = 0x03;
 /// How long one bulk write may take before the printer is considered stalled.
