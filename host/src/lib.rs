@@ -13,7 +13,9 @@
 //! - [`storage`]: the data directory: atomic writes, state files, job journal, certificates, logs.
 //! - [`cloud`]: the link to AWS IoT Core (or the emulator) over MQTT.
 //! - [`service`]: `devicehub run`: the agent that takes print jobs from the cloud.
+//! - [`agent`]: the running agent's shared state for the local servers: status, registration.
 
+pub mod agent;
 pub mod cli;
 pub mod cloud;
 pub mod config;

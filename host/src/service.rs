@@ -1,6 +1,12 @@
 //! `devicehub run`: the long-running agent. Loads plugins, attaches devices, connects to the
 //! cloud with the registered identity and runs print jobs until it is told to stop.
 //!
+//! # Before registration
+//! Without a stored identity the agent still starts: plugins load, devices attach, and the
+//! shared [`Agent`] state exists for local servers. It waits until this computer is registered
+//! (through [`Agent::register`], or by `devicehub register` in another process, noticed by
+//! looking at the certificate store every second), then connects.
+//!
 //! # Tasks and shutdown
 //! The link's incoming messages are read by one dispatcher task, which routes jobs topics to the
 //! jobs task and shadow topics to the shadow task. The shadow task publishes the effective
@@ -21,6 +27,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use tokio_util::sync::CancellationToken;
 
+use crate::agent::Agent;
 use crate::cloud::dispatch;
 use crate::cloud::events::{EventsTask, HealthInputs, SharedHealth};
 use crate::cloud::jobs::{DownloadSettings, JobsSettings, JobsTask, DEFAULT_SHUTDOWN_GRACE};
@@ -30,8 +37,8 @@ use crate::cloud::shadow::{AgentSettings, PluginReport, ShadowSettings, ShadowTa
 use crate::config::{self, Config, DeviceAddress};
 use crate::devices::{usb_watch::UsbWatcher, DeviceTable};
 use crate::plugins::{PluginSet, Selection};
-use crate::storage::certs::EXPIRY_WARNING;
-use crate::storage::{DataDir, Loaded};
+use crate::storage::certs::{CertificateInfo, EXPIRY_WARNING};
+use crate::storage::{DataDir, DeviceIdentity, Loaded};
 
 /// How long the link may take to say goodbye after the jobs task ended.
 const LINK_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -57,37 +64,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             data_dir.root().display()
         )
     })?;
-    let (mut identity, certificate) = data_dir
+    let stored = data_dir
         .cert_store()
         .load()
-        .context("cannot read the device identity")?
-        .ok_or_else(|| {
-            anyhow!(
-                "this computer is not registered with the cloud (no identity in {}): run \
-                 `devicehub register --code CODE` with the activation code from the shipping \
-                 application",
-                data_dir.certs_dir().display()
-            )
-        })?;
-    let days_left = certificate.days_until_expiry(std::time::SystemTime::now());
-    if days_left < 0 {
-        tracing::error!("the device certificate has expired; register the device again");
-    } else if days_left < (EXPIRY_WARNING.as_secs() / 86_400) as i64 {
-        tracing::warn!(
-            days_left,
-            "the device certificate expires soon; register the device again"
-        );
-    }
+        .context("cannot read the device identity")?;
     let cloud = RegistrationSettings::from_config(&config.cloud, data_dir.root())
         .context("the [cloud] section of the config is incomplete")?;
-    // A CA bundle in the config wins over the one stored at registration, so that changing
-    // the config takes effect without registering again.
-    if let Some(ca) = cloud.ca_bundle_pem.clone() {
-        identity.ca_bundle_pem = Some(ca);
-    }
-    let thing_name = identity.thing_name.clone();
-    let ca_bundle_pem = identity.ca_bundle_pem.clone();
-
     let (journal, loaded) = data_dir
         .open_journal()
         .context("cannot open the job journal")?;
@@ -117,7 +99,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         devices = devices.list().len(),
         "plugins loaded and devices attached"
     );
-    let mut usb = config.usb.enabled.then(|| {
+    let usb = config.usb.enabled.then(|| {
         let bindings = config
             .devices
             .iter()
@@ -137,13 +119,56 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         )
     });
 
+    let health = SharedHealth::default();
+    let agent = Arc::new(Agent::new(
+        config.clone(),
+        data_dir.clone(),
+        plugins.clone(),
+        devices.clone(),
+        health.clone(),
+        stored
+            .as_ref()
+            .map(|(identity, _)| identity.thing_name.clone()),
+    ));
+
+    // Without an identity the agent waits, devices attached, until this computer is
+    // registered (by a local page or tool through `Agent::register`, or by `devicehub
+    // register` in another process).
+    let (mut identity, certificate) = match stored {
+        Some(stored) => stored,
+        None => match wait_for_registration(&agent, &data_dir, &shutdown).await? {
+            Some(stored) => stored,
+            None => {
+                stop_devices(usb, devices).await;
+                tracing::info!("DeviceHub stopped");
+                return Ok(());
+            }
+        },
+    };
+    let days_left = certificate.days_until_expiry(std::time::SystemTime::now());
+    if days_left < 0 {
+        tracing::error!("the device certificate has expired; register the device again");
+    } else if days_left < (EXPIRY_WARNING.as_secs() / 86_400) as i64 {
+        tracing::warn!(
+            days_left,
+            "the device certificate expires soon; register the device again"
+        );
+    }
+    // A CA bundle in the config wins over the one stored at registration, so that changing
+    // the config takes effect without registering again.
+    if let Some(ca) = cloud.ca_bundle_pem.clone() {
+        identity.ca_bundle_pem = Some(ca);
+    }
+    let thing_name = identity.thing_name.clone();
+    let ca_bundle_pem = identity.ca_bundle_pem.clone();
+
     let link_config = LinkConfig::new(cloud.endpoint.clone(), cloud.transport.clone(), identity);
     let link_shutdown = CancellationToken::new();
     let link = MqttLink::start(link_config, link_shutdown.clone())
         .context("cannot start the cloud link")?;
+    agent.follow_link(link.handle.state());
     let (settings_tx, settings_rx) =
         tokio::sync::watch::channel(AgentSettings::defaults(&config.log_level));
-    let health = SharedHealth::default();
     let jobs = JobsTask::new(
         JobsSettings {
             thing_name: thing_name.clone(),
@@ -262,7 +287,48 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Err(e) = dispatcher_task.await {
         tracing::error!("the message dispatcher failed: {e}");
     }
-    // Joining the watcher and device threads blocks.
+    stop_devices(usb, devices).await;
+    tracing::info!("DeviceHub stopped");
+    outcome
+}
+
+/// How often the certificate store is looked at while waiting for registration, for a
+/// `devicehub register` run in another process.
+const REGISTRATION_POLL: Duration = Duration::from_secs(1);
+
+/// Waits until this computer is registered; `None` when `shutdown` came first.
+async fn wait_for_registration(
+    agent: &Agent,
+    data_dir: &DataDir,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<(DeviceIdentity, CertificateInfo)>> {
+    tracing::warn!(
+        "this computer is not registered with the cloud yet: open the registration page, or run \
+         `devicehub register --code CODE` with the activation code from the shipping \
+         application; waiting"
+    );
+    let mut registered = agent.thing();
+    let mut poll = tokio::time::interval(REGISTRATION_POLL);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            _ = registered.changed() => {}
+            _ = poll.tick() => {}
+        }
+        if let Some(stored) = data_dir
+            .cert_store()
+            .load()
+            .context("cannot read the device identity")?
+        {
+            tracing::info!(thing = %stored.0.thing_name, "registered; connecting");
+            agent.registered_elsewhere(&stored.0.thing_name);
+            return Ok(Some(stored));
+        }
+    }
+}
+
+/// Stops the USB watcher and the device threads (joining them blocks).
+async fn stop_devices(mut usb: Option<UsbWatcher>, devices: Arc<DeviceTable>) {
     let stopped = tokio::task::spawn_blocking(move || {
         if let Some(watcher) = usb.as_mut() {
             watcher.stop();
@@ -273,8 +339,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Err(e) = stopped {
         tracing::error!("stopping the devices failed: {e}");
     }
-    tracing::info!("DeviceHub stopped");
-    outcome
 }
 
 /// Applies the log level the cloud asks for (`desired.config.logLevel`) to the running process's

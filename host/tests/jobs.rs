@@ -3,7 +3,6 @@
 //! the emulator's command line (the shipping application's side) and followed through its HTTP API.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use std::sync::Arc;
@@ -806,8 +805,56 @@ async fn stopping_while_printing_waits_then_reports_the_job_failed() {
     drop(held.join());
 }
 
-#[test]
-fn run_without_registration_says_how_to_register() {
+#[tokio::test]
+async fn run_before_registration_waits_then_connects_when_registered() {
+    let cloud = Cloud::start();
+    let sim = Simulator::zebra(&["--language", "zpl"]);
+    let plugins = support::plugins_folder(&[ZEBRA]);
+    let prepared = support_desk::prepare(
+        &cloud,
+        plugins.path(),
+        &zebra_row(PRINTER, &sim.print_addr, ""),
+    );
+    let log = prepared
+        .config
+        .parent()
+        .expect("the config is in the desk folder")
+        .join("run.log");
+    let mut agent = Agent::start(&prepared.config, &log);
+    let deadline = Instant::now() + JOB_WAIT;
+    while !agent.log().contains("devicehub register --code CODE") {
+        assert!(
+            agent.exited().is_none(),
+            "devicehub run ended without registration:\n{}",
+            agent.log()
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no registration hint:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(agent.log().contains("not registered"), "{}", agent.log());
+
+    // Registering from another process: the waiting agent notices, connects and prints.
+    let registration = support_desk::register_prepared(prepared);
+    let desk = Desk {
+        cloud,
+        sim,
+        _plugins: plugins,
+        config: registration.config,
+        data_dir: registration.data_dir,
+        thing: registration.thing,
+    };
+    let job = desk.print_job("indicia.gif", 1);
+    let execution = desk.wait_done(&job, &mut agent).await;
+    assert_eq!(execution["status"], "SUCCEEDED", "{execution}");
+    assert!(agent.terminate().await.success(), "{}", agent.log());
+}
+
+#[tokio::test]
+async fn run_without_registration_stops_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = dir.path().join("devicehub.toml");
     let data = dir.path().join("data");
@@ -819,17 +866,13 @@ fn run_without_registration_says_how_to_register() {
         ),
     )
     .expect("write config");
-    let output = Command::new(env!("CARGO_BIN_EXE_devicehub"))
-        .arg("--config")
-        .arg(&config)
-        .arg("run")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run devicehub");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("not registered") && stderr.contains("devicehub register --code CODE"),
-        "{stderr}"
-    );
+    let mut agent = Agent::start(&config, &dir.path().join("run.log"));
+    let deadline = Instant::now() + JOB_WAIT;
+    while !agent.log().contains("not registered") {
+        assert!(agent.exited().is_none(), "{}", agent.log());
+        assert!(Instant::now() < deadline, "no hint:\n{}", agent.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(agent.terminate().await.success(), "{}", agent.log());
+    assert!(agent.log().contains("DeviceHub stopped"), "{}", agent.log());
 }

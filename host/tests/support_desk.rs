@@ -48,9 +48,16 @@ fn toml_path(p: &Path) -> String {
     p.to_str().expect("UTF-8 path").replace('\\', "/")
 }
 
-/// Writes a config with `devices` (TOML `[[devices]]` rows) and the plugins in `plugins_dir`,
-/// pointed at `cloud`, and registers it with a fresh activation code.
-pub fn register(cloud: &Cloud, plugins_dir: &Path, devices: &str) -> Registration {
+/// A desk ready to register: its config file, data directory and an activation code.
+pub struct Prepared {
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    pub code: String,
+}
+
+/// Writes a desk's config (`devices` are TOML `[[devices]]` rows) with the emulator's claim
+/// certificate, and asks the emulator for an activation code.
+pub fn prepare(cloud: &Cloud, plugins_dir: &Path, devices: &str) -> Prepared {
     let claim_dir = cloud.dir.path().join("claim");
     emulator_cli(cloud, &["claim-certificate", &toml_path(&claim_dir)]);
     let code = String::from_utf8(emulator_cli(cloud, &["activation-code"]).stdout)
@@ -74,10 +81,19 @@ pub fn register(cloud: &Cloud, plugins_dir: &Path, devices: &str) -> Registratio
     );
     let config = root.join("devicehub.toml");
     std::fs::write(&config, text).expect("write config");
+    Prepared {
+        config,
+        data_dir,
+        code,
+    }
+}
+
+/// Registers a prepared desk with `devicehub register --code`.
+pub fn register_prepared(prepared: Prepared) -> Registration {
     let output = Command::new(env!("CARGO_BIN_EXE_devicehub"))
         .arg("--config")
-        .arg(&config)
-        .args(["register", "--code", &code])
+        .arg(&prepared.config)
+        .args(["register", "--code", &prepared.code])
         .stdin(Stdio::null())
         .output()
         .expect("run devicehub register");
@@ -86,16 +102,21 @@ pub fn register(cloud: &Cloud, plugins_dir: &Path, devices: &str) -> Registratio
         "registration failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let (identity, _) = DataDir::new(data_dir.clone())
+    let (identity, _) = DataDir::new(prepared.data_dir.clone())
         .cert_store()
         .load()
         .expect("identity readable")
         .expect("identity stored");
     Registration {
-        config,
-        data_dir,
+        config: prepared.config,
+        data_dir: prepared.data_dir,
         thing: identity.thing_name,
     }
+}
+
+/// Registers a desk with the emulator cloud; see [`prepare`].
+pub fn register(cloud: &Cloud, plugins_dir: &Path, devices: &str) -> Registration {
+    register_prepared(prepare(cloud, plugins_dir, devices))
 }
 
 /// How long `Agent::terminate` waits for the agent to exit; a passing test never waits this long.

@@ -58,12 +58,31 @@ pub struct HealthInputs {
 pub struct HealthBoard {
     /// The last job that ended.
     pub last_job: Option<Value>,
+    /// The last [`RECENT_JOBS`] jobs that ended, oldest first, for local status pages.
+    pub recent_jobs: VecDeque<Value>,
     /// Local clock minus the cloud's, seconds, from the last shadow answer.
     pub clock_skew_s: Option<i64>,
     /// What the cloud announced as newer for DeviceHub's channel.
     pub upgrade: Option<UpgradeNotice>,
     /// Job events not yet in the outbox.
     pub job_events: Vec<Value>,
+}
+
+/// How many ended jobs the board keeps for local status pages.
+pub const RECENT_JOBS: usize = 20;
+
+impl HealthBoard {
+    /// Records a job that ended: the last job, the recent list and a job event.
+    pub fn job_ended(&mut self, ended: Value) {
+        self.last_job = Some(ended.clone());
+        if self.recent_jobs.len() == RECENT_JOBS {
+            self.recent_jobs.pop_front();
+        }
+        self.recent_jobs.push_back(ended.clone());
+        let mut event = ended;
+        event["event"] = "job-ended".into();
+        self.job_events.push(event);
+    }
 }
 
 /// The board shared between the tasks.

@@ -739,11 +739,7 @@ impl JobsTask {
                     .map_or(0, |d| d.as_secs()),
                 "statusDetails": outcome.details,
             });
-            let mut board = board(health);
-            board.last_job = Some(ended.clone());
-            let mut event = ended;
-            event["event"] = "job-ended".into();
-            board.job_events.push(event);
+            board(health).job_ended(ended);
         }
     }
 

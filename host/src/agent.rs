@@ -1,0 +1,292 @@
+//! The running agent's shared state, as the local servers see it: what DeviceHub is (version,
+//! plugins, devices), whether and how it is connected, what it did lately, and the one way to
+//! register it from a local page or tool.
+//!
+//! `devicehub run` builds one [`Agent`] before it connects and hands it to every local server
+//! (the registration and status pages, the local RPC). Everything in a [`StatusSnapshot`] is
+//! safe to show on a local page: device IDs, models, versions, job IDs and DeviceHub-written
+//! outcomes; never label contents, addresses or file URLs.
+
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio::sync::watch;
+
+use crate::cloud::events::{board, SharedHealth};
+use crate::cloud::link::LinkState;
+use crate::cloud::registration::{
+    self, Registration, RegistrationError, RegistrationSettings, RegistrationStep,
+};
+use crate::cloud::upgrades::UpgradeNotice;
+use crate::config::Config;
+use crate::devices::{DeviceProblem, DeviceSummary, DeviceTable};
+use crate::plugins::PluginSet;
+use crate::storage::DataDir;
+
+/// The running agent, shared by the local servers.
+#[derive(Debug)]
+pub struct Agent {
+    config: Config,
+    data_dir: DataDir,
+    plugins: Arc<PluginSet>,
+    devices: Arc<DeviceTable>,
+    health: SharedHealth,
+    started: Instant,
+    /// The registered thing's name; `None` until registered.
+    thing: watch::Sender<Option<String>>,
+    /// The cloud link's state once it runs.
+    link: watch::Sender<Option<LinkState>>,
+    /// One registration at a time.
+    registering: tokio::sync::Mutex<()>,
+}
+
+/// Why a registration asked of the running agent did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("this computer is already registered as {0}")]
+    AlreadyRegistered(String),
+    #[error(transparent)]
+    Registration(#[from] RegistrationError),
+}
+
+impl RegisterError {
+    /// A stable name for the kind of failure, for machine-readable answers.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            RegisterError::AlreadyRegistered(_) => "alreadyRegistered",
+            RegisterError::Registration(e) => e.kind(),
+        }
+    }
+}
+
+/// The link as a local page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LinkView {
+    /// `not registered`, `connecting`, `connected`, `reconnecting` or `stopped`.
+    pub state: &'static str,
+    /// Why the last attempt failed, while reconnecting.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+}
+
+/// A loaded plugin as a local page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PluginView {
+    pub name: String,
+    pub version: String,
+    pub kind: &'static str,
+    pub file: String,
+}
+
+/// A plugin file that was refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RefusedView {
+    pub file: String,
+    pub reason: String,
+}
+
+/// Everything a status page or `devicehub status` shows.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusSnapshot {
+    pub agent_version: &'static str,
+    pub uptime_s: u64,
+    pub thing_name: Option<String>,
+    pub link: LinkView,
+    pub plugins: Vec<PluginView>,
+    pub refused_plugins: Vec<RefusedView>,
+    pub devices: Vec<DeviceSummary>,
+    pub device_problems: Vec<DeviceProblem>,
+    /// The last jobs that ended, newest first.
+    pub recent_jobs: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upgrade_available: Option<UpgradeNotice>,
+    pub clock_skew_s: Option<i64>,
+}
+
+impl Agent {
+    /// The agent before it connects; `thing` is the stored identity's thing name, if any.
+    pub fn new(
+        config: Config,
+        data_dir: DataDir,
+        plugins: Arc<PluginSet>,
+        devices: Arc<DeviceTable>,
+        health: SharedHealth,
+        thing: Option<String>,
+    ) -> Agent {
+        Agent {
+            config,
+            data_dir,
+            plugins,
+            devices,
+            health,
+            started: Instant::now(),
+            thing: watch::Sender::new(thing),
+            link: watch::Sender::new(None),
+            registering: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn data_dir(&self) -> &DataDir {
+        &self.data_dir
+    }
+
+    pub fn plugins(&self) -> &Arc<PluginSet> {
+        &self.plugins
+    }
+
+    pub fn devices(&self) -> &Arc<DeviceTable> {
+        &self.devices
+    }
+
+    pub fn health(&self) -> &SharedHealth {
+        &self.health
+    }
+
+    /// The registered thing's name, following registration.
+    pub fn thing(&self) -> watch::Receiver<Option<String>> {
+        self.thing.subscribe()
+    }
+
+    /// The cloud link's state (`None` before the link runs), following it.
+    pub fn link(&self) -> watch::Receiver<Option<LinkState>> {
+        self.link.subscribe()
+    }
+
+    /// Follows `state` (the link's own watch) until the link ends; the service calls it once
+    /// the link runs.
+    pub fn follow_link(self: &Arc<Self>, mut state: watch::Receiver<LinkState>) {
+        let agent = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let current = state.borrow_and_update().clone();
+                match agent.upgrade() {
+                    Some(agent) => {
+                        agent.link.send_replace(Some(current));
+                    }
+                    None => return,
+                }
+                if state.changed().await.is_err() {
+                    if let Some(agent) = agent.upgrade() {
+                        agent.link.send_replace(Some(LinkState::Stopped));
+                    }
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Registers this computer with the activation code, by the same code as `devicehub
+    /// register`; `on_step` hears each step. On success the waiting service connects.
+    pub async fn register(
+        &self,
+        activation_code: &str,
+        on_step: &mut (dyn FnMut(&RegistrationStep) + Send),
+    ) -> Result<Registration, RegisterError> {
+        let _one_at_a_time = self.registering.lock().await;
+        if let Some(thing) = self.thing.borrow().clone() {
+            return Err(RegisterError::AlreadyRegistered(thing));
+        }
+        let settings = RegistrationSettings::from_config(&self.config.cloud, self.data_dir.root())?;
+        let done =
+            registration::register(&settings, &self.data_dir, activation_code, on_step).await?;
+        self.thing.send_replace(Some(done.thing_name.clone()));
+        Ok(done)
+    }
+
+    /// Notes a registration made outside the running agent (`devicehub register` in another
+    /// process).
+    pub fn registered_elsewhere(&self, thing_name: &str) {
+        self.thing.send_if_modified(|thing| {
+            let changed = thing.as_deref() != Some(thing_name);
+            *thing = Some(thing_name.to_string());
+            changed
+        });
+    }
+
+    /// What a status page shows now.
+    pub fn snapshot(&self) -> StatusSnapshot {
+        let (recent_jobs, upgrade_available, clock_skew_s) = {
+            let board = board(&self.health);
+            (
+                board.recent_jobs.iter().rev().cloned().collect(),
+                board.upgrade.clone(),
+                board.clock_skew_s,
+            )
+        };
+        let thing_name = self.thing.borrow().clone();
+        let link = match (&thing_name, &*self.link.borrow()) {
+            (None, _) => LinkView {
+                state: "not registered",
+                detail: None,
+            },
+            (Some(_), None | Some(LinkState::Connecting)) => LinkView {
+                state: "connecting",
+                detail: None,
+            },
+            (Some(_), Some(LinkState::Connected { .. })) => LinkView {
+                state: "connected",
+                detail: None,
+            },
+            (Some(_), Some(LinkState::Reconnecting { failure, .. })) => LinkView {
+                state: "reconnecting",
+                detail: Some(failure.message.clone()),
+            },
+            (Some(_), Some(LinkState::Stopped)) => LinkView {
+                state: "stopped",
+                detail: None,
+            },
+        };
+        let file_name = |path: &std::path::Path| {
+            path.file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        StatusSnapshot {
+            agent_version: env!("CARGO_PKG_VERSION"),
+            uptime_s: self.started.elapsed().as_secs(),
+            thing_name,
+            link,
+            plugins: self
+                .plugins
+                .plugins
+                .iter()
+                .map(|p| PluginView {
+                    name: p.manifest.name.to_string(),
+                    version: p.version.to_string(),
+                    kind: p.manifest.kind.as_str(),
+                    file: file_name(&p.path),
+                })
+                .collect(),
+            refused_plugins: self
+                .plugins
+                .refused
+                .iter()
+                .map(|r| RefusedView {
+                    file: file_name(&r.path),
+                    reason: r.reason.clone(),
+                })
+                .collect(),
+            devices: self.devices.list(),
+            device_problems: self.devices.problems(),
+            recent_jobs,
+            upgrade_available,
+            clock_skew_s,
+        }
+    }
+}
+
+/// Seconds since the epoch, for records made here.
+pub fn epoch_seconds() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
