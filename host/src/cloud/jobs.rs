@@ -4,7 +4,7 @@
 //! # Layout
 //! - this file: job documents, failures and outcomes, running one job (download, render,
 //!   print), print file downloads.
-//! - [`queue`]: the jobs task: which jobs are pending, in which order they start, the requests
+//! - `queue`: the jobs task: which jobs are pending, in which order they start, the requests
 //!   to the cloud (see its docs for the protocol).
 //!
 //! # At most once
