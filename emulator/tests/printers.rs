@@ -3,11 +3,16 @@
 //! answers and the fault behaviour through the control API.
 //!
 //! Modules:
+//! - `brother`: the Brother QL raster simulator.
 //! - `support`: starting simulators, print-port connections, a tiny HTTP client, and test-local
 //!   encoders (hex, ACS, Z64/B64, CRC-16/XMODEM) independent of the simulator's decoders.
 
 #[path = "printers/support.rs"]
 mod support;
+
+/// The Brother QL raster simulator.
+#[path = "printers/brother.rs"]
+mod brother;
 
 use devicehub_emulator::printers::zebra::{ZebraConfig, ZebraLanguage, ZebraSimulator};
 use serde_json::json;

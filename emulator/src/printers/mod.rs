@@ -6,6 +6,7 @@
 //! - [`store`]: one printer's shared state: faults, printed and held labels, errors, counters.
 //! - [`control`]: the control HTTP API over that state (status, labels, PNG, bits, faults).
 //! - [`zebra`]: the Zebra ZPL II / EPL2 simulator.
+//! - [`brother`]: the Brother QL raster simulator.
 //! - [`cli`]: the `devicehub-emulator printer ...` subcommand.
 //!
 //! This file holds what every family shares: the print-port server that feeds a
@@ -15,6 +16,7 @@
 //! [`start_printer`].
 
 pub mod bitmap;
+pub mod brother;
 pub mod cli;
 pub mod control;
 pub mod store;
