@@ -43,6 +43,16 @@ impl Rig {
 
     /// Attaches the printer with `usb_id` at the simulator's print port.
     fn attach(&self, sim: &Simulator, usb_id: (u16, u16)) -> Arc<DeviceWorker> {
+        self.attach_with(sim, usb_id, &[])
+    }
+
+    /// [`Rig::attach`] with device settings.
+    fn attach_with(
+        &self,
+        sim: &Simulator,
+        usb_id: (u16, u16),
+        settings: &[(&str, &str)],
+    ) -> Arc<DeviceWorker> {
         let chosen = devices::choose_plugin(&self.plugins, Some(usb_id), None).unwrap();
         let spec = DeviceSpec {
             id: format!("brother-{:04x}", usb_id.1),
@@ -52,7 +62,7 @@ impl Rig {
             model: chosen.model,
             usb_id: Some(usb_id),
             connection: Some(Connection::Tcp(sim.print_addr.clone())),
-            settings: vec![Setting::new("page_timeout_ms", "20000")],
+            settings: settings.iter().map(|(k, v)| Setting::new(k, v)).collect(),
         };
         let transport = devices::open_transport(spec.connection.as_ref().unwrap(), None).unwrap();
         self.table.attach(spec, transport).unwrap()
@@ -321,4 +331,55 @@ async fn a_connection_dropped_mid_job_fails_the_job_and_the_next_job_reconnects(
     let report = printer.print_async(job.job).await.unwrap();
     assert_eq!(report.labels, 1);
     assert_eq!(sim.labels().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_network_printer_that_never_answers_is_printed_to_without_status() {
+    // A QL on its network port sends nothing back; the simulator plays that with --silent.
+    let sim = Simulator::start(
+        "brother-ql",
+        &["--model", "ql-820nwb", "--media", "62x100", "--silent"],
+    );
+    let rig = Rig::new();
+    let printer = rig.attach_with(
+        &sim,
+        QL_820NWB,
+        &[("media", "62x100"), ("status_timeout_ms", "300")],
+    );
+    let file = std::fs::read(support::fixture("indicia.gif")).unwrap();
+    let profile = printer.spec().printer_profile().unwrap().clone();
+    let job = print::prepare_job(&file, &profile, &PrintOptions::default()).unwrap();
+
+    let report = printer.print_async(job.job.clone()).await.unwrap();
+    assert_eq!(report.labels, 1);
+    assert!(
+        report.detail.contains("62 x 100 mm die-cut labels")
+            && report.detail.contains("status not available"),
+        "{}",
+        report.detail
+    );
+    // The second job is sent straight away: only its own bytes reach the printer.
+    let before = sim_status(&sim).await["counters"]["bytes_received"]
+        .as_u64()
+        .unwrap();
+    let report = printer.print_async(job.job).await.unwrap();
+    let after = sim_status(&sim).await["counters"]["bytes_received"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(after - before, report.bytes_sent);
+
+    let page = &support::render_for(&support::fixture("indicia.gif"), 300, 696, 11811)[0];
+    assert_eq!(sim.labels().await.len(), 2);
+    support::assert_same_bitmap(
+        &on_label(page, 696, 1109),
+        &sim.label_bitmap(1).await,
+        "indicia on 62 x 100 mm labels",
+    );
+    let status = printer.printer_status_async().await.unwrap();
+    assert_eq!(status.state, PrinterState::Ready);
+    assert!(
+        status.detail.contains("does not report its status"),
+        "{}",
+        status.detail
+    );
 }

@@ -37,6 +37,10 @@ pub struct BrotherArgs {
     /// 62x29, 62x100, 102x51, 102x152).
     #[arg(long, default_value = "62")]
     pub media: String,
+    /// Answer nothing on the print port, as a QL does on its network port; by default the
+    /// simulator answers status requests and reports printed pages like a QL over USB.
+    #[arg(long)]
+    pub silent: bool,
     /// The print port's address (loopback only; port 0 picks a free port).
     #[arg(long, default_value = "127.0.0.1:9100")]
     pub listen: SocketAddr,
@@ -154,6 +158,7 @@ pub async fn run_async(command: PrinterCommand) -> Result<(), PrinterCliError> {
             let printer = BrotherSimulator::start(BrotherConfig {
                 model: args.model,
                 media: args.media,
+                silent: args.silent,
                 listen: args.listen,
                 control: args.control,
                 out_dir: args.out_dir,

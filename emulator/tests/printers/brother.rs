@@ -437,3 +437,41 @@ async fn unknown_media_and_rolls_too_wide_for_the_model_are_refused_at_start() {
     .expect_err("the QL-800 takes no 102 mm rolls");
     assert!(wide.to_string().contains("QL-800"), "{wide}");
 }
+
+#[tokio::test]
+async fn a_silent_printer_prints_and_sends_nothing_back() {
+    let printer = BrotherSimulator::start(BrotherConfig {
+        silent: true,
+        ..BrotherConfig::default()
+    })
+    .await
+    .expect("the simulator starts on port 0");
+    let lines = vec![vec![0x81u8; 90]; 150];
+    let mut job = job_start(400);
+    job.extend_from_slice(b"\x1B\x69\x53");
+    job.extend(page((0x0A, 62, 0), &lines, None, true));
+    job.push(0x1A);
+    let mut connection = Connection::open(&printer).await;
+    connection.send(&job).await;
+    connection
+        .stream
+        .shutdown()
+        .await
+        .expect("the write half closes");
+    // The simulator decodes everything before it closes its side.
+    let mut received = Vec::new();
+    connection
+        .stream
+        .read_to_end(&mut received)
+        .await
+        .expect("the connection ends cleanly");
+    assert!(received.is_empty(), "{received:02X?}");
+    assert_eq!(
+        get_json(&printer, "/labels").await.as_array().map(Vec::len),
+        Some(1)
+    );
+    assert_eq!(
+        get_json(&printer, "/status").await["counters"]["status_queries"],
+        0
+    );
+}

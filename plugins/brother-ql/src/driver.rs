@@ -15,11 +15,19 @@
 //! - `page_timeout_ms`: how long to wait for the printer to report each label printed
 //!   (default 20000: a metre of tape takes about ten seconds).
 //! - `check_status`: `false` for transports with no way back from the printer.
+//!
+//! # Network printers
+//! A QL on its network port (TCP 9100) prints what it receives and sends nothing back: the
+//! references' "Normal flow for network (Standard TCP/IP port) connection" has no status
+//! exchange. Over TCP the plugin therefore asks once; when the printer stays silent it
+//! remembers that, prints on the roll named by `media` without a status check, and does not
+//! wait for labels to be reported. A printer that answers (over USB, or a simulator) is
+//! checked before and after every job.
 
 use devicehub_plugin_api::{
     setting, DeviceKind, ErrorKind, InputKind, MediaKind, OpenRequest, PluginError, PluginManifest,
     PrintInput, PrintJob, PrintReport, Printer, PrinterProfile, PrinterState, PrinterStatus,
-    Setting, SupportLevel, TransportBox, TransportErrorKind, UsbModel, API_VERSION,
+    Setting, SupportLevel, TransportBox, TransportErrorKind, TransportKind, UsbModel, API_VERSION,
 };
 
 use crate::{
@@ -173,6 +181,9 @@ pub struct BrotherPrinter {
     transport: TransportBox,
     /// Bytes read from the printer that do not yet make a whole 32-byte status.
     pending: Vec<u8>,
+    /// Whether the printer answers status requests: unknown until it is first asked. Only a
+    /// network connection can learn "no" (see the module documentation).
+    answers_status: Option<bool>,
 }
 
 /// Opens a Brother QL printer (no I/O happens here).
@@ -189,6 +200,7 @@ pub fn open(request: &OpenRequest, transport: TransportBox) -> Result<BrotherPri
         settings: request.settings.to_vec(),
         transport,
         pending: Vec::new(),
+        answers_status: None,
     })
 }
 
@@ -316,7 +328,7 @@ impl BrotherPrinter {
 
     /// Asks for the status; `None` when the transport has no way back from the printer.
     fn query_status(&mut self) -> Result<Option<StatusReply>, PluginError> {
-        if !self.checks_status() {
+        if !self.checks_status() || self.answers_status == Some(false) {
             return Ok(None);
         }
         let timeout = self.millis("status_timeout_ms", 2000)?;
@@ -331,10 +343,22 @@ impl BrotherPrinter {
             .into_result()?;
         loop {
             match self.next_status(timeout) {
-                Ok(status) if status.status_type == StatusType::Reply => return Ok(Some(status)),
+                Ok(status) if status.status_type == StatusType::Reply => {
+                    self.answers_status = Some(true);
+                    return Ok(Some(status));
+                }
                 // A phase change or notification sent on the printer's own: not our answer.
                 Ok(_) => continue,
                 Err(err) if err.kind == ErrorKind::Unsupported => return Ok(None),
+                Err(err)
+                    if err.kind == ErrorKind::Timeout
+                        && self.answers_status.is_none()
+                        && self.transport.info().kind == TransportKind::Tcp =>
+                {
+                    // A QL on its network port never answers: print without status from now on.
+                    self.answers_status = Some(false);
+                    return Ok(None);
+                }
                 Err(err) if err.kind == ErrorKind::Timeout => {
                     return Err(PluginError::not_ready(
                         PrinterState::Offline,
@@ -453,7 +477,9 @@ impl Printer for BrotherPrinter {
             }),
             Ok(None) => Ok(PrinterStatus {
                 state: PrinterState::Ready,
-                detail: "status not available on this connection".into(),
+                detail: "the printer does not report its status on this connection; the roll \
+                         is taken from the media setting"
+                    .into(),
                 media: Some(self.configured_roll(None)?.loaded()).into(),
             }),
             Err(err) => match err.printer_state.into_option() {
@@ -533,6 +559,8 @@ impl Printer for BrotherPrinter {
         );
         if status.is_some() && summary.pages_sent > 0 {
             detail = format!("{detail}; {}", self.await_pages(summary.pages_sent)?);
+        } else {
+            detail = format!("{detail}; status not available, printed without checks");
         }
         let labels = match &job.input {
             PrintInput::Raw(_) => job.copies,

@@ -18,6 +18,9 @@
 //! notification, pages are held and printed when it clears. A job whose `ESC i z` names other
 //! media than the loaded roll is refused with the "replace media" error bit, as the reference
 //! describes for the print information command.
+//!
+//! By default the simulator answers like a QL on USB. With `silent` it answers nothing, like a
+//! QL on its network port, where the references' flow has no status exchange.
 
 mod raster;
 
@@ -215,6 +218,10 @@ pub struct BrotherConfig {
     pub control: SocketAddr,
     /// When set, every printed label is also written there as `label-NNNN.png`.
     pub out_dir: Option<PathBuf>,
+    /// Answer nothing on the print port, as a QL does on its network port (the references'
+    /// "Normal flow for network (Standard TCP/IP port) connection" has no status exchange).
+    /// By default the simulator answers like a QL over USB.
+    pub silent: bool,
 }
 
 impl Default for BrotherConfig {
@@ -225,6 +232,7 @@ impl Default for BrotherConfig {
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             control: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             out_dir: None,
+            silent: false,
         }
     }
 }
@@ -234,6 +242,8 @@ impl Default for BrotherConfig {
 pub(crate) struct BrotherShared {
     pub(crate) model: ModelSpec,
     pub(crate) roll: Roll,
+    /// Whether the print port sends nothing back (a QL on its network port).
+    pub(crate) silent: bool,
 }
 
 /// Status type byte (18).
@@ -320,7 +330,11 @@ impl BrotherSimulator {
             dpi: 300,
             width_dots: roll.printable_width,
         };
-        let shared = Arc::new(BrotherShared { model, roll });
+        let shared = Arc::new(BrotherShared {
+            model,
+            roll,
+            silent: config.silent,
+        });
         let decoders: DecoderFactory = Arc::new(move || -> Box<dyn PrintStreamDecoder> {
             Box::new(raster::RasterDecoder::new(*shared))
         });

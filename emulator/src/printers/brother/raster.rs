@@ -130,6 +130,13 @@ impl RasterDecoder {
         }
     }
 
+    /// Sends a status to the host, unless the printer plays a silent network port.
+    fn answer(&self, reply: &mut Vec<u8>, status: [u8; 32]) {
+        if !self.shared.silent {
+            reply.extend_from_slice(&status);
+        }
+    }
+
     /// Records the job as failed and skips the rest of it.
     fn fail(&mut self, printer: &PrinterState, kind: ErrorKind, reason: String, at: u64) {
         printer.record_error(kind, LANGUAGE, reason, at.saturating_sub(self.page_start));
@@ -292,19 +299,27 @@ impl RasterDecoder {
         let name = format!("ESC i {}", char::from(letter));
         match letter {
             b'S' => {
-                printer.note_status_query();
-                reply.extend_from_slice(&self.shared.status(printer, status_type::REPLY, false, 0));
+                if !self.shared.silent {
+                    printer.note_status_query();
+                }
+                self.answer(
+                    reply,
+                    self.shared.status(printer, status_type::REPLY, false, 0),
+                );
             }
             b'z' => {
                 let mut info = [0u8; 10];
                 info.copy_from_slice(values);
                 if !self.media_matches(&info, printer) {
-                    reply.extend_from_slice(&self.shared.status(
-                        printer,
-                        status_type::ERROR_OCCURRED,
-                        false,
-                        ERROR2_REPLACE_MEDIA,
-                    ));
+                    self.answer(
+                        reply,
+                        self.shared.status(
+                            printer,
+                            status_type::ERROR_OCCURRED,
+                            false,
+                            ERROR2_REPLACE_MEDIA,
+                        ),
+                    );
                     let reason = format!(
                         "the job is for {} but {} is loaded (replace media)",
                         describe_media(info[1], info[2], info[3]),
@@ -426,12 +441,11 @@ impl RasterDecoder {
         }
         let faults = printer.faults();
         if faults.paper_out || faults.head_open {
-            reply.extend_from_slice(&self.shared.status(
-                printer,
-                status_type::ERROR_OCCURRED,
-                false,
-                0,
-            ));
+            self.answer(
+                reply,
+                self.shared
+                    .status(printer, status_type::ERROR_OCCURRED, false, 0),
+            );
             let what = match (faults.paper_out, faults.head_open) {
                 (true, true) => "no media and cover open",
                 (true, false) => "no media",
@@ -458,24 +472,22 @@ impl RasterDecoder {
             unsupported_commands: self.unsupported.clone(),
             settings,
         });
-        reply.extend_from_slice(
-            &self
-                .shared
+        self.answer(
+            reply,
+            self.shared
                 .status(printer, status_type::PHASE_CHANGE, true, 0),
         );
         if !printer.faults().paused {
-            reply.extend_from_slice(&self.shared.status(
-                printer,
-                status_type::PRINTING_COMPLETED,
-                true,
-                0,
-            ));
-            reply.extend_from_slice(&self.shared.status(
-                printer,
-                status_type::PHASE_CHANGE,
-                false,
-                0,
-            ));
+            self.answer(
+                reply,
+                self.shared
+                    .status(printer, status_type::PRINTING_COMPLETED, true, 0),
+            );
+            self.answer(
+                reply,
+                self.shared
+                    .status(printer, status_type::PHASE_CHANGE, false, 0),
+            );
         }
         self.page_start = end;
     }
