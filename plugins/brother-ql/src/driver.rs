@@ -112,6 +112,17 @@ const PROFILES: &[(&str, HeadModel)] = &[
     ),
 ];
 
+/// IEEE-1284 model prefixes for printers whose USB ID is not in the table, most specific
+/// first: the host takes the first rule that matches.
+const IEEE1284_MODELS: &[(&str, &str)] = &[
+    ("QL-11", "ql-1100"),
+    ("QL-10", "ql-1100"),
+    ("QL-800", "ql-800"),
+    ("QL-8", "ql-810w"),
+    ("QL-700", "ql-700"),
+    ("QL-7", "ql-710w"),
+];
+
 const LANGUAGE: &str = "Brother QL raster";
 const DPI: u32 = 300;
 
@@ -148,13 +159,18 @@ pub fn manifest() -> PluginManifest {
             })
             .collect::<Vec<_>>()
             .into(),
-        ieee1284_matches: vec![devicehub_plugin_api::Ieee1284Match {
-            manufacturer: "Brother".into(),
-            model_prefix: "QL-".into(),
-            command_set: "".into(),
-            profile: "ql-810w".into(),
-        }]
-        .into(),
+        ieee1284_matches: IEEE1284_MODELS
+            .iter()
+            .map(
+                |&(model_prefix, profile)| devicehub_plugin_api::Ieee1284Match {
+                    manufacturer: "Brother".into(),
+                    model_prefix: model_prefix.into(),
+                    command_set: "".into(),
+                    profile: profile.into(),
+                },
+            )
+            .collect::<Vec<_>>()
+            .into(),
         printer_profiles: PROFILES
             .iter()
             .map(|(name, head)| PrinterProfile {
@@ -655,6 +671,23 @@ mod tests {
         assert_eq!((wide.dpi, wide.width_dots), (300, 1164));
         let narrow = m.printer_profile("ql-800").expect("ql-800 profile");
         assert_eq!(narrow.width_dots, 696);
+    }
+
+    #[test]
+    fn ieee1284_rules_pick_the_most_specific_profile_first() {
+        let m = manifest();
+        let profile_for = |model: &str| {
+            m.ieee1284_matches
+                .iter()
+                .find(|rule| model.starts_with(rule.model_prefix.as_str()))
+                .map(|rule| rule.profile.to_string())
+        };
+        assert_eq!(profile_for("QL-1110NWB").as_deref(), Some("ql-1100"));
+        assert_eq!(profile_for("QL-800").as_deref(), Some("ql-800"));
+        assert_eq!(profile_for("QL-820NWB").as_deref(), Some("ql-810w"));
+        assert_eq!(profile_for("QL-700").as_deref(), Some("ql-700"));
+        assert_eq!(profile_for("QL-720NW").as_deref(), Some("ql-710w"));
+        assert_eq!(profile_for("PT-P750W"), None);
     }
 
     #[test]
