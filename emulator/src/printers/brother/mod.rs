@@ -201,7 +201,7 @@ pub(crate) const ROLLS: &[Roll] = &[
     labels("102x152", (102, 153), (1164, 1660), 12, true),
 ];
 
-/// The roll called `id` on the command line.
+/// The short names of the rolls the simulator knows, as `--media` takes them.
 pub fn roll_ids() -> Vec<&'static str> {
     ROLLS.iter().map(|r| r.id).collect()
 }
