@@ -124,6 +124,12 @@ const IEEE1284_MODELS: &[(&str, &str)] = &[
 ];
 
 const LANGUAGE: &str = "Brother QL raster";
+
+/// Reads of leftover data before a status request; a QL leaves at most a few statuses.
+const MAX_STALE_READS: usize = 64;
+/// Statuses sent on the printer's own (phase changes, notifications) skipped while waiting for
+/// the answer to a status request.
+const MAX_UNASKED_STATUSES: usize = 16;
 const DPI: u32 = 300;
 
 fn head(profile: &str) -> Option<&'static HeadModel> {
@@ -331,7 +337,8 @@ impl BrotherPrinter {
     /// the next status read answers the next request.
     fn discard_stale(&mut self) -> Result<(), PluginError> {
         self.pending.clear();
-        loop {
+        // A printer sends a few statuses after a job; one that keeps sending is not a QL.
+        for _ in 0..MAX_STALE_READS {
             match self.transport.read(4096, 1).into_result() {
                 Ok(chunk) if !chunk.is_empty() => {}
                 Ok(_) => return Ok(()),
@@ -340,6 +347,13 @@ impl BrotherPrinter {
                 Err(err) => return Err(err.into()),
             }
         }
+        Err(PluginError::new(
+            ErrorKind::Protocol,
+            format!(
+                "printer {} keeps sending data without being asked",
+                self.device_id
+            ),
+        ))
     }
 
     /// Asks for the status; `None` when the transport has no way back from the printer.
@@ -357,7 +371,7 @@ impl BrotherPrinter {
         self.transport
             .write(request.as_slice().into())
             .into_result()?;
-        loop {
+        for _ in 0..MAX_UNASKED_STATUSES {
             match self.next_status(timeout) {
                 Ok(status) if status.status_type == StatusType::Reply => {
                     self.answers_status = Some(true);
@@ -387,6 +401,14 @@ impl BrotherPrinter {
                 Err(err) => return Err(err),
             }
         }
+        Err(PluginError::new(
+            ErrorKind::Protocol,
+            format!(
+                "printer {} sent {MAX_UNASKED_STATUSES} statuses but no answer to the status \
+                 request",
+                self.device_id
+            ),
+        ))
     }
 
     /// The pages of a raster job, as the encoder takes them.
@@ -812,6 +834,23 @@ mod tests {
         script.reply_when(STATUS_REQUEST, &reply(0, 0x10, TAPE_62, 0, 0));
         let mut printer = open(&request("ql-810w", &[]), transport.into_box()).unwrap();
         assert_eq!(printer.status().unwrap().state, PrinterState::HeadOpen);
+    }
+
+    #[test]
+    fn a_printer_that_only_sends_unasked_statuses_is_a_protocol_error() {
+        let (transport, script) = ScriptedTransport::new("ql");
+        let chatter: Vec<u8> = (0..MAX_UNASKED_STATUSES)
+            .flat_map(|_| reply(0, 0, TAPE_62, 0x06, 0x01))
+            .collect();
+        script.reply_when(STATUS_REQUEST, &chatter);
+        let mut printer = open(&request("ql-810w", &[]), transport.into_box()).unwrap();
+        let err = printer.print(&job(1, 1)).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::Protocol);
+        assert!(err.message.contains("no answer"), "{}", err.message);
+        assert!(
+            script.written().ends_with(STATUS_REQUEST),
+            "no job bytes sent"
+        );
     }
 
     #[test]
