@@ -3,6 +3,7 @@
 //! answers and the fault behaviour through the control API.
 //!
 //! Modules:
+//! - `brother`: the Brother QL raster simulator.
 //! - `support`: starting simulators, print-port connections, a tiny HTTP client, and test-local
 //!   encoders (hex, ACS, Z64/B64, CRC-16/XMODEM) independent of the simulator's decoders.
 //! - `tspl`: the TSPL simulator's tests.
@@ -10,6 +11,9 @@
 #[path = "printers/support.rs"]
 mod support;
 
+/// The Brother QL raster simulator.
+#[path = "printers/brother.rs"]
+mod brother;
 /// The TSPL simulator: label programs, the status byte, faults, dropped connections.
 #[path = "printers/tspl.rs"]
 mod tspl;

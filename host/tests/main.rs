@@ -12,6 +12,10 @@ mod plugin_loading;
 /// Printing through the Zebra plugin into the simulator, compared pixel for pixel.
 mod zebra_printing;
 
+/// Printing through the Brother QL plugin into its simulator, compared pixel for pixel; media
+/// checks, faults and dropped connections.
+mod brother_printing;
+
 /// The `devicehub` command line.
 mod cli;
 

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
+use super::brother::{BrotherConfig, BrotherModel, BrotherSimulator};
 use super::tspl::{TsplConfig, TsplSimulator};
 use super::zebra::{ZebraConfig, ZebraLanguage, ZebraSimulator};
 use super::{RunningPrinter, StartError};
@@ -23,6 +24,38 @@ pub enum PrinterCommand {
     Zebra(ZebraArgs),
     /// A TSPL/TSPL2 label printer (TSC, Rollo and compatibles) on a raw TCP print port.
     Tspl(TsplArgs),
+    /// A Brother QL label printer speaking the QL raster protocol on a raw TCP print port.
+    #[command(name = "brother-ql")]
+    BrotherQl(BrotherArgs),
+}
+
+/// Options of `printer brother-ql`.
+#[derive(Debug, Args)]
+pub struct BrotherArgs {
+    /// The model played: its head width, compression support and status codes.
+    #[arg(long, value_enum, default_value = "ql-820nwb")]
+    pub model: BrotherModel,
+    /// The loaded DK roll: continuous tape by width in mm (12, 29, 38, 50, 54, 62, 102) or
+    /// die-cut labels as WIDTHxLENGTH (17x54, 17x87, 23x23, 29x42, 29x90, 38x90, 39x48, 52x29,
+    /// 62x29, 62x100, 102x51, 102x152).
+    #[arg(long, default_value = "62")]
+    pub media: String,
+    /// Answer nothing on the print port, as a QL does on its network port; by default the
+    /// simulator answers status requests and reports printed pages like a QL over USB.
+    #[arg(long)]
+    pub silent: bool,
+    /// The print port's address (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    pub listen: SocketAddr,
+    /// The control API's address (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub control: SocketAddr,
+    /// Also write every printed label to this directory as label-NNNN.png.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Keep serving when standard input ends (for running detached, with stdin closed).
+    #[arg(long)]
+    pub ignore_stdin: bool,
 }
 
 /// Options of `printer zebra`.
@@ -157,6 +190,21 @@ pub async fn run_async(command: PrinterCommand) -> Result<(), PrinterCliError> {
             })
             .await?;
             announce("tspl", super::tspl::LANGUAGE, &printer)?;
+            wait_for_stop(args.ignore_stdin).await?;
+            printer.shutdown().await;
+            Ok(())
+        }
+        PrinterCommand::BrotherQl(args) => {
+            let printer = BrotherSimulator::start(BrotherConfig {
+                model: args.model,
+                media: args.media,
+                silent: args.silent,
+                listen: args.listen,
+                control: args.control,
+                out_dir: args.out_dir,
+            })
+            .await?;
+            announce("brother-ql", "brother-ql-raster", &printer)?;
             wait_for_stop(args.ignore_stdin).await?;
             printer.shutdown().await;
             Ok(())

@@ -7,6 +7,7 @@
 //! - [`control`]: the control HTTP API over that state (status, labels, PNG, bits, faults).
 //! - [`zebra`]: the Zebra ZPL II / EPL2 simulator.
 //! - [`tspl`]: the TSPL/TSPL2 simulator (TSC and compatible 4x6 printers).
+//! - [`brother`]: the Brother QL raster simulator.
 //! - [`cli`]: the `devicehub-emulator printer ...` subcommand.
 //!
 //! This file holds what every family shares: the print-port server that feeds a
@@ -16,6 +17,7 @@
 //! [`start_printer`].
 
 pub mod bitmap;
+pub mod brother;
 pub mod cli;
 pub mod control;
 pub mod store;

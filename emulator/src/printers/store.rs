@@ -117,6 +117,9 @@ pub enum ErrorKind {
     Decode,
     /// The connection ended in the middle of a job.
     Incomplete,
+    /// The printer refused the job: its media does not match the loaded media, or a fault
+    /// stopped it (printers that report errors instead of holding jobs, such as Brother QL).
+    Refused,
 }
 
 /// A job the simulator could not print, as `GET /errors` lists it.
@@ -124,7 +127,7 @@ pub enum ErrorKind {
 pub struct ErrorRecord {
     /// Position in the list, from 0.
     pub index: usize,
-    /// Decode error or incomplete job.
+    /// Decode error, incomplete or refused job.
     pub kind: ErrorKind,
     /// Language of the job.
     pub language: String,
