@@ -9,6 +9,10 @@
 #[path = "printers/support.rs"]
 mod support;
 
+/// The DYMO LabelWriter simulator: 450 series raster and 550 series jobs, status and faults.
+#[path = "printers/dymo.rs"]
+mod dymo;
+
 use devicehub_emulator::printers::zebra::{ZebraConfig, ZebraLanguage, ZebraSimulator};
 use serde_json::json;
 use support::*;

@@ -6,6 +6,7 @@
 //! - [`store`]: one printer's shared state: faults, printed and held labels, errors, counters.
 //! - [`control`]: the control HTTP API over that state (status, labels, PNG, bits, faults).
 //! - [`zebra`]: the Zebra ZPL II / EPL2 simulator.
+//! - [`dymo`]: the DYMO LabelWriter simulator (450 series raster and 550 series).
 //! - [`cli`]: the `devicehub-emulator printer ...` subcommand.
 //!
 //! This file holds what every family shares: the print-port server that feeds a
@@ -17,6 +18,7 @@
 pub mod bitmap;
 pub mod cli;
 pub mod control;
+pub mod dymo;
 pub mod store;
 pub mod zebra;
 
