@@ -38,3 +38,7 @@ mod jobs;
 /// The Device Shadow, heartbeats and events with `devicehub run`: what is reported, desired
 /// settings applied while running and after a stop, heartbeats in the cloud.
 mod shadow_events;
+
+/// Printing through the DYMO plugin into the LabelWriter simulator (450 raster and 5XL), compared
+/// pixel for pixel; paper out, labels that do not fit, dropped connections.
+mod dymo_printing;
