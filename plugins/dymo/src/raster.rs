@@ -160,33 +160,62 @@ pub fn encode_line(row: &[u8], out: &mut Vec<u8>) {
 }
 
 /// The run-length form of a line: one byte per run of up to 128 dots of one colour, bit 7 set
-/// for black, bits 0..6 the run length minus one.
+/// for black, bits 0..6 the run length minus one. Longer runs are split greedily into runs of
+/// 128 and a remainder.
 pub fn run_lengths(row: &[u8]) -> Vec<u8> {
-    let mut runs = Vec::new();
-    let mut current: Option<(bool, u8)> = None;
-    for byte in row {
-        for bit in 0..8 {
-            let black = byte & (0x80 >> bit) != 0;
-            current = match current {
-                Some((colour, count)) if colour == black && count < 128 => {
-                    Some((colour, count + 1))
+    let mut runs = Runs::default();
+    for &byte in row {
+        // Whole white or black bytes are most of a label; they extend a run in one step.
+        match byte {
+            0x00 => runs.add(false, 8),
+            0xFF => runs.add(true, 8),
+            _ => {
+                for bit in 0..8 {
+                    runs.add(byte & (0x80 >> bit) != 0, 1);
                 }
-                Some((colour, count)) => {
-                    runs.push(run_byte(colour, count));
-                    Some((black, 1))
-                }
-                None => Some((black, 1)),
-            };
+            }
         }
     }
-    if let Some((colour, count)) = current {
-        runs.push(run_byte(colour, count));
-    }
-    runs
+    runs.finish()
 }
 
-fn run_byte(black: bool, count: u8) -> u8 {
-    (if black { 0x80 } else { 0x00 }) | (count - 1)
+/// Run-length bytes under construction: the finished runs and the run in progress.
+#[derive(Default)]
+struct Runs {
+    bytes: Vec<u8>,
+    black: bool,
+    count: u32,
+}
+
+impl Runs {
+    fn add(&mut self, black: bool, dots: u32) {
+        if self.count > 0 && black != self.black {
+            self.flush();
+        }
+        self.black = black;
+        self.count += dots;
+        while self.count > 128 {
+            self.bytes.push(run_byte(black, 128));
+            self.count -= 128;
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.count > 0 {
+            self.bytes.push(run_byte(self.black, self.count));
+            self.count = 0;
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.flush();
+        self.bytes
+    }
+}
+
+fn run_byte(black: bool, count: u32) -> u8 {
+    // `count` is 1..=128, so `count - 1` fits the 7 bits.
+    (if black { 0x80 } else { 0x00 }) | (count - 1) as u8
 }
 
 /// Encodes a whole job: reset, density and quality, then per page the dot tab, bytes per line
@@ -295,6 +324,10 @@ mod tests {
             run_lengths(&[0u8; 84]),
             vec![0x7F, 0x7F, 0x7F, 0x7F, 0x7F, 0x1F]
         );
+        // A black run of exactly 128 dots then one more black dot and a white one.
+        let mut row = vec![0xFFu8; 16];
+        row.push(0x80);
+        assert_eq!(run_lengths(&row), vec![0xFF, 0x80, 0x06]);
     }
 
     #[test]
