@@ -274,7 +274,9 @@ async fn assert_dropped_connection_fails_the_job_and_the_next_reconnects(model: 
     let sim = start(model);
     let rig = Rig::new();
     let printer = rig.attach(&sim, model);
-    // Let the status requests through, then cut the job in its first label's data.
+    // Let the status requests through, then cut the job in its first label's data. The status
+    // asked after the job must not quietly reconnect: a fresh connection would answer "ready"
+    // for a job that was cut.
     sim.set_faults(json!({ "drop_after_bytes": 600 })).await;
     let err = printer
         .print_async(prepare(&printer, "label-4x6.pdf", 1))

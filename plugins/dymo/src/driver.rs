@@ -155,6 +155,15 @@ enum Protocol {
     Lw550,
 }
 
+/// Whether a status exchange may find the connection closed and open a new one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Link {
+    /// Before a job or for a status: a printer may close idle connections.
+    MayReconnect,
+    /// Right after a job was sent: a closed connection means the job may be lost.
+    MustHoldJob,
+}
+
 /// An open LabelWriter.
 #[derive(Debug)]
 pub struct DymoPrinter {
@@ -311,11 +320,17 @@ impl DymoPrinter {
 
     /// Sends `request` and reads an answer of exactly `len` bytes; `None` when status checks
     /// are off or the transport has no way back from the printer.
-    fn exchange(&mut self, request: &[u8], len: usize) -> Result<Option<Vec<u8>>, PluginError> {
+    fn exchange(
+        &mut self,
+        request: &[u8],
+        len: usize,
+        link: Link,
+    ) -> Result<Option<Vec<u8>>, PluginError> {
         if self.setting(None, "check_status") == Some("false") {
             return Ok(None);
         }
         let timeout = self.status_timeout_ms()?;
+        self.discard_stale(link)?;
         self.transport.write(request.into()).into_result()?;
         match self.transport.read_until(timeout, |b| b.len() >= len) {
             Ok(mut answer) => {
@@ -334,6 +349,36 @@ impl DymoPrinter {
         }
     }
 
+    /// Reads and drops whatever the printer sent unasked, such as a late answer to a request
+    /// that timed out, so that it is never taken for the answer to the next request.
+    ///
+    /// A connection found closed is an error when `link` is [`Link::MustHoldJob`]: the job just
+    /// sent may have been cut, and the request that follows would only reach a fresh
+    /// connection that knows nothing of it. Otherwise ([`Link::MayReconnect`], before a job or
+    /// for a status) the printer closed an idle connection and the request reconnects.
+    fn discard_stale(&mut self, link: Link) -> Result<(), PluginError> {
+        // Bounded: a printer that streams without pause cannot keep the plugin here.
+        for _ in 0..16 {
+            match self.transport.read(4096, 1).into_result() {
+                Ok(bytes) if !bytes.is_empty() => continue,
+                Ok(_) => break,
+                Err(err) if err.kind == TransportErrorKind::Timeout => break,
+                Err(err) if err.kind == TransportErrorKind::Unsupported => break,
+                Err(err) if link == Link::MustHoldJob => {
+                    return Err(PluginError::new(
+                        ErrorKind::Transport,
+                        format!(
+                            "the connection to printer {} failed while it took the job;                              the job may be partly printed: {}",
+                            self.device_id, err.message
+                        ),
+                    ))
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
     fn protocol_error(what: &str, err: impl std::fmt::Display) -> PluginError {
         PluginError::new(
             ErrorKind::Protocol,
@@ -342,15 +387,19 @@ impl DymoPrinter {
     }
 
     /// Asks for the status with `request` and sums it up.
-    fn query_status(&mut self, request: &[u8]) -> Result<Option<StatusSummary>, PluginError> {
+    fn query_status(
+        &mut self,
+        request: &[u8],
+        link: Link,
+    ) -> Result<Option<StatusSummary>, PluginError> {
         match self.protocol {
-            Protocol::Lw450 => match self.exchange(raster::STATUS_REQUEST, 1)? {
+            Protocol::Lw450 => match self.exchange(raster::STATUS_REQUEST, 1, link)? {
                 Some(answer) => Lw450Status::parse(&answer)
                     .map(|s| Some(s.summary()))
                     .map_err(|e| Self::protocol_error("status byte", e)),
                 None => Ok(None),
             },
-            Protocol::Lw550 => match self.exchange(request, LW550_STATUS_LEN)? {
+            Protocol::Lw550 => match self.exchange(request, LW550_STATUS_LEN, link)? {
                 Some(answer) => Lw550Status::parse(&answer)
                     .map(|s| Some(s.summary()))
                     .map_err(|e| Self::protocol_error("status", e)),
@@ -361,7 +410,7 @@ impl DymoPrinter {
 
     /// The 550's record of the loaded labels; `None` without a way back or without a tag.
     fn query_media(&mut self) -> Result<Option<SkuRecord>, PluginError> {
-        match self.exchange(lw550::SKU_REQUEST, SKU_RECORD_LEN)? {
+        match self.exchange(lw550::SKU_REQUEST, SKU_RECORD_LEN, Link::MayReconnect)? {
             Some(answer) => {
                 SkuRecord::parse(&answer).map_err(|e| Self::protocol_error("label record", e))
             }
@@ -401,7 +450,7 @@ impl DymoPrinter {
             Protocol::Lw450 => raster::STATUS_REQUEST,
             Protocol::Lw550 => lw550::LOCK_REQUEST,
         };
-        let Some(summary) = self.query_status(request)? else {
+        let Some(summary) = self.query_status(request, Link::MayReconnect)? else {
             return Ok(false);
         };
         let refusal = if !summary.state.can_print() {
@@ -437,13 +486,15 @@ impl Printer for DymoPrinter {
             Protocol::Lw450 => raster::STATUS_REQUEST,
             Protocol::Lw550 => lw550::STATUS_REQUEST,
         };
-        let queried = self.query_status(request).and_then(|summary| {
-            let media = match (self.protocol, &summary) {
-                (Protocol::Lw550, Some(_)) => self.query_media()?,
-                _ => None,
-            };
-            Ok((summary, media))
-        });
+        let queried = self
+            .query_status(request, Link::MayReconnect)
+            .and_then(|summary| {
+                let media = match (self.protocol, &summary) {
+                    (Protocol::Lw550, Some(_)) => self.query_media()?,
+                    _ => None,
+                };
+                Ok((summary, media))
+            });
         match queried {
             Ok((Some(summary), media)) => Ok(PrinterStatus {
                 state: summary.state,
@@ -514,7 +565,7 @@ impl Printer for DymoPrinter {
                 Protocol::Lw450 => raster::STATUS_REQUEST,
                 Protocol::Lw550 => lw550::STATUS_REQUEST,
             };
-            if let Some(summary) = self.query_status(request)? {
+            if let Some(summary) = self.query_status(request, Link::MustHoldJob)? {
                 if !summary.state.can_print() {
                     return Err(PluginError::not_ready(
                         summary.state,
@@ -659,6 +710,16 @@ mod tests {
             "no label bytes were sent"
         );
         assert_eq!(printer.status().unwrap().state, PrinterState::PaperOut);
+    }
+
+    #[test]
+    fn a_late_answer_is_not_taken_for_the_next_one() {
+        let (transport, script) = ScriptedTransport::new("lw450");
+        // A paper-out byte that answered an earlier request after it had timed out.
+        script.push_read(LW450_PAPER_OUT);
+        script.reply_when(&[0x1B, b'A'], LW450_READY);
+        let mut printer = open(&request("lw450", &[]), transport.into_box()).unwrap();
+        assert_eq!(printer.status().unwrap().state, PrinterState::Ready);
     }
 
     #[test]
