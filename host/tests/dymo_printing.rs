@@ -300,3 +300,47 @@ async fn a_connection_dropped_mid_job_fails_the_job_and_the_next_job_reconnects(
     assert_dropped_connection_fails_the_job_and_the_next_reconnects(&LW450).await;
     assert_dropped_connection_fails_the_job_and_the_next_reconnects(&LW5XL).await;
 }
+
+#[tokio::test]
+async fn a_550_busy_with_another_hosts_job_refuses_ours_until_it_ends() {
+    use std::io::{Read, Write};
+
+    let sim = start(&LW5XL);
+    let rig = Rig::new();
+    let printer = rig.attach(&sim, &LW5XL);
+    // Another host starts job 77 and keeps its connection open.
+    let mut other = std::net::TcpStream::connect(&sim.print_addr).unwrap();
+    other
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    other
+        .write_all(&[0x1B, b's', 77, 0, 0, 0, 0x1B, b'A', 0])
+        .unwrap();
+    let mut status = [0u8; 32];
+    other.read_exact(&mut status).unwrap();
+    assert_eq!(status[0], 1, "the other job holds the printer");
+
+    let err = printer
+        .print_async(prepare(&printer, "indicia.gif", 1))
+        .await
+        .unwrap_err();
+    let plugin_error = err.plugin_error().expect("the plugin refused the job");
+    assert_eq!(plugin_error.kind, ErrorKind::NotReady);
+    assert_eq!(
+        plugin_error.printer_state.into_option(),
+        Some(PrinterState::Busy)
+    );
+    assert!(
+        plugin_error.message.contains("job 77"),
+        "{}",
+        plugin_error.message
+    );
+    assert!(sim.labels().await.is_empty());
+
+    // The other host finishes; ours prints.
+    other.write_all(&[0x1B, b'Q']).unwrap();
+    other.write_all(&[0x1B, b'A', 0]).unwrap();
+    other.read_exact(&mut status).unwrap();
+    assert_eq!(status[0], 0, "the printer is free");
+    print_and_compare(&sim, &printer, &LW5XL, "indicia.gif", 1).await;
+}

@@ -347,3 +347,36 @@ fn command_line_plays_a_5xl() {
     let _ = child.kill();
     panic!("the simulator did not stop after its standard input closed");
 }
+
+#[tokio::test]
+async fn lw550_status_shows_another_connections_job_until_it_ends() {
+    let printer = start(DymoModel::Lw550).await;
+    let mut first = Port::open(&printer).await;
+    let mut second = Port::open(&printer).await;
+    let mut start_job = vec![ESC, b's'];
+    start_job.extend_from_slice(&77u32.to_le_bytes());
+    start_job.extend_from_slice(&[ESC, b'n', 3, 0]);
+    first.send(&start_job).await;
+    // The first connection's own status confirms the job arrived before the second asks.
+    assert_eq!(first.ask(&[ESC, b'A', 0], 32).await[0], 1);
+    let busy = second.ask(&[ESC, b'A', 1], 32).await;
+    assert_eq!(busy[0], 1, "printing");
+    assert_eq!(
+        &busy[1..5],
+        &77u32.to_le_bytes(),
+        "the other connection's job"
+    );
+    assert_eq!(&busy[5..7], &[3, 0], "its label index");
+
+    // Its connection ends without ESC Q: the job is incomplete and the engine is free again.
+    drop(first);
+    for _ in 0..100 {
+        if second.ask(&[ESC, b'A', 1], 32).await[0] == 0 {
+            let errors = get_json(&printer, "/errors").await;
+            assert_eq!(errors[0]["kind"], "incomplete", "{errors}");
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the engine stayed busy after the job's connection closed");
+}

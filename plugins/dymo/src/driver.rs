@@ -25,8 +25,8 @@ use crate::{
     lw550::{self, Lw550Options},
     raster::{self, Density, Quality, RasterError, RasterOptions},
     status::{
-        LabelKind, Lw450Status, Lw550Status, SkuRecord, StatusSummary, LW550_STATUS_LEN,
-        SKU_RECORD_LEN,
+        LabelKind, Lw450Status, Lw550Status, PrintEngine, SkuRecord, StatusSummary,
+        LW550_STATUS_LEN, SKU_RECORD_LEN,
     },
 };
 
@@ -446,37 +446,64 @@ impl DymoPrinter {
     /// Checks the printer can take a job; on the 550 also takes the print lock and checks the
     /// loaded labels. Returns whether a status was available.
     fn check_before(&mut self, job: &PrintJob) -> Result<bool, PluginError> {
-        let request = match self.protocol {
-            Protocol::Lw450 => raster::STATUS_REQUEST,
-            Protocol::Lw550 => lw550::LOCK_REQUEST,
-        };
-        let Some(summary) = self.query_status(request, Link::MayReconnect)? else {
+        if self.protocol == Protocol::Lw550 {
+            return self.lock_550(job);
+        }
+        let Some(summary) = self.query_status(raster::STATUS_REQUEST, Link::MayReconnect)? else {
             return Ok(false);
         };
+        if !summary.state.can_print() {
+            return Err(PluginError::not_ready(
+                summary.state,
+                format!("printer {} reports {}", self.device_id, summary.detail),
+            ));
+        }
+        Ok(true)
+    }
+
+    /// The 550's lock request (`ESC A 1`): the printer grants the lock when it answers idle
+    /// with no job ID, as DYMO's language monitor checks. A job another host is printing keeps
+    /// the lock, and this job is refused without touching it; a lock granted to a job that is
+    /// then refused (a fault, labels that do not fit) is released with `ESC Q`.
+    fn lock_550(&mut self, job: &PrintJob) -> Result<bool, PluginError> {
+        let Some(answer) =
+            self.exchange(lw550::LOCK_REQUEST, LW550_STATUS_LEN, Link::MayReconnect)?
+        else {
+            return Ok(false);
+        };
+        let status = Lw550Status::parse(&answer).map_err(|e| Self::protocol_error("status", e))?;
+        let summary = status.summary();
+        let granted = status.engine == PrintEngine::Idle && status.job_id == 0;
         let refusal = if !summary.state.can_print() {
             Some(PluginError::not_ready(
                 summary.state,
                 format!("printer {} reports {}", self.device_id, summary.detail),
             ))
-        } else if self.protocol == Protocol::Lw550 {
+        } else if !granted {
+            Some(PluginError::not_ready(
+                PrinterState::Busy,
+                format!(
+                    "printer {} is busy with another job (job {}); this job was not sent",
+                    self.device_id, status.job_id
+                ),
+            ))
+        } else {
             match self.query_media()? {
                 Some(media) => self.check_media(job, &media).err(),
                 None => None,
             }
-        } else {
-            None
         };
-        if let Some(refusal) = refusal {
-            if self.protocol == Protocol::Lw550 {
-                // The lock request reserved the printer for this job: end the job so that it
-                // is free again, as DYMO's own driver does when it gives up.
-                self.transport
-                    .write(lw550::END_OF_JOB.into())
-                    .into_result()?;
+        match refusal {
+            Some(refusal) => {
+                if granted {
+                    self.transport
+                        .write(lw550::END_OF_JOB.into())
+                        .into_result()?;
+                }
+                Err(refusal)
             }
-            return Err(refusal);
+            None => Ok(true),
         }
-        Ok(true)
     }
 }
 
@@ -791,6 +818,24 @@ mod tests {
             assert_eq!(err.printer_state.into_option(), Some(state));
             assert!(script.written().ends_with(&[0x1B, b'Q']), "lock released");
         }
+    }
+
+    #[test]
+    fn lw550_busy_with_another_job_refuses_without_ending_it() {
+        let (transport, script) = ScriptedTransport::new("lw550");
+        let mut busy = lw550_status(1, 8);
+        busy[1..5].copy_from_slice(&77u32.to_le_bytes());
+        script.reply_when(&[0x1B, b'A'], &busy);
+        let mut printer = open(&request("lw550", &[]), transport.into_box()).unwrap();
+        let err = printer.print(&job(vec![page(8, 1)], 1)).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::NotReady);
+        assert_eq!(err.printer_state.into_option(), Some(PrinterState::Busy));
+        assert!(err.message.contains("job 77"), "{}", err.message);
+        assert_eq!(
+            script.written(),
+            vec![0x1B, b'A', 1],
+            "the other job's lock is left alone"
+        );
     }
 
     #[test]

@@ -17,7 +17,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{loaded_media, lw450_status, lw550_status, sku_record, DymoModel, JobProgress};
+use std::sync::Arc;
+
+use super::{
+    loaded_media, lw450_status, lw550_status, sku_record, DymoModel, JobProgress, PrintEngine,
+};
 use crate::printers::bitmap::Bitmap;
 use crate::printers::store::{DecodedLabel, ErrorKind, PrinterState};
 use crate::printers::{PrintStreamDecoder, StreamEnd};
@@ -64,12 +68,15 @@ pub(crate) struct DymoDecoder {
     /// Settings in force, recorded with each label.
     settings: BTreeMap<String, String>,
     label: LabelInProgress,
-    /// 550 series: the job in progress and what the status reports about it.
+    /// 550 series: this connection's job and density.
     progress: JobProgress,
+    /// 550 series: the print engine every connection shares, and this connection's number.
+    engine: Arc<PrintEngine>,
+    connection: u64,
 }
 
 impl DymoDecoder {
-    pub(crate) fn new(model: DymoModel) -> Self {
+    pub(crate) fn new(model: DymoModel, engine: Arc<PrintEngine>, connection: u64) -> Self {
         Self {
             model,
             pending: Vec::new(),
@@ -83,6 +90,8 @@ impl DymoDecoder {
                 density_percent: 100,
                 ..JobProgress::default()
             },
+            engine,
+            connection,
         }
     }
 
@@ -177,7 +186,12 @@ impl DymoDecoder {
             }
             (true, b'A') => {
                 printer.note_status_query();
-                reply.extend_from_slice(&lw550_status(self.model, printer, &self.progress));
+                reply.extend_from_slice(&lw550_status(
+                    self.model,
+                    printer,
+                    self.engine.active(),
+                    &self.progress,
+                ));
             }
             (true, b'U') => {
                 printer.note_status_query();
@@ -212,13 +226,13 @@ impl DymoDecoder {
             (true, b's') => {
                 let job_id = u32::from_le_bytes([command[2], command[3], command[4], command[5]]);
                 self.progress.job_id = Some(job_id);
-                self.progress.label_index = 0;
+                self.engine.begin(self.connection, job_id);
                 self.set("job_id", &job_id.to_string());
                 self.label_start = self.offset + pos as u64;
             }
             (true, b'n') => {
                 let index = u16::from_le_bytes([command[2], command[3]]);
-                self.progress.label_index = index;
+                self.engine.set_label_index(self.connection, index);
                 self.set("label_index", &index.to_string());
             }
             (true, b'C') => {
@@ -237,6 +251,7 @@ impl DymoDecoder {
                     self.form_feed(printer, end_offset);
                 }
                 self.progress.job_id = None;
+                self.engine.end(self.connection);
                 self.settings.remove("job_id");
                 self.label_start = end_offset;
             }
@@ -426,6 +441,8 @@ impl PrintStreamDecoder for DymoDecoder {
     }
 
     fn finish(&mut self, printer: &PrinterState, end: StreamEnd) {
+        // A job cut off with its connection no longer holds the printer.
+        self.engine.end(self.connection);
         let cut_command = !self.pending.is_empty();
         let open_job = self.progress.job_id.is_some();
         if !(cut_command || open_job || self.label.row_count > 0) {
@@ -478,7 +495,7 @@ mod tests {
     /// Decodes `stream` fed in two pieces cut at `cut`, then ends it.
     fn decode(model: DymoModel, stream: &[u8], cut: usize) -> Decoded {
         let printer = printer(model);
-        let mut decoder = DymoDecoder::new(model);
+        let mut decoder = DymoDecoder::new(model, Arc::new(PrintEngine::default()), 0);
         let mut reply = Vec::new();
         decoder.feed(&stream[..cut], &printer, &mut reply);
         decoder.feed(&stream[cut..], &printer, &mut reply);

@@ -22,7 +22,8 @@ mod decoder;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::{Deserialize, Serialize};
 
@@ -170,29 +171,90 @@ pub(crate) fn lw450_status(printer: &PrinterState) -> u8 {
     byte
 }
 
-/// What a 550 connection is doing, for its status answer.
+/// What a 550 connection set for itself, for its status answer.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct JobProgress {
     /// The job in progress on this connection (`ESC s` seen, `ESC Q` not yet), if any.
     pub(crate) job_id: Option<u32>,
-    /// The last label index set with `ESC n`.
-    pub(crate) label_index: u16,
     /// The density set with `ESC C`, in percent.
     pub(crate) density_percent: u8,
+}
+
+/// The job the print engine is on, whichever connection sent it: a 550 is one printer shared
+/// by every host, and its status shows the job holding it to all of them, which is how a host
+/// asking for the print lock learns it must wait.
+#[derive(Debug, Default)]
+pub(crate) struct PrintEngine {
+    active: Mutex<Option<ActiveJob>>,
+}
+
+/// A job holding the print engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ActiveJob {
+    /// The connection that started it.
+    pub(crate) connection: u64,
+    pub(crate) job_id: u32,
+    /// The last label index it set.
+    pub(crate) label_index: u16,
+}
+
+impl PrintEngine {
+    fn lock(&self) -> MutexGuard<'_, Option<ActiveJob>> {
+        // Plain data: a panic elsewhere cannot leave it half-updated in a harmful way.
+        self.active
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// `ESC s` on `connection`: the job takes the engine unless another connection's job holds
+    /// it (that job keeps it; the simulator still decodes the newcomer's labels).
+    pub(crate) fn begin(&self, connection: u64, job_id: u32) {
+        let mut active = self.lock();
+        if active.is_none_or(|job| job.connection == connection) {
+            *active = Some(ActiveJob {
+                connection,
+                job_id,
+                label_index: 0,
+            });
+        }
+    }
+
+    /// `ESC n` on `connection`.
+    pub(crate) fn set_label_index(&self, connection: u64, index: u16) {
+        if let Some(job) = self.lock().as_mut().filter(|j| j.connection == connection) {
+            job.label_index = index;
+        }
+    }
+
+    /// `ESC Q`, or the end of `connection`: its job releases the engine.
+    pub(crate) fn end(&self, connection: u64) {
+        let mut active = self.lock();
+        if active.is_some_and(|job| job.connection == connection) {
+            *active = None;
+        }
+    }
+
+    /// The job holding the engine now.
+    pub(crate) fn active(&self) -> Option<ActiveJob> {
+        *self.lock()
+    }
 }
 
 /// The 550 series' 32-byte answer to `ESC A`.
 pub(crate) fn lw550_status(
     model: DymoModel,
     printer: &PrinterState,
+    active: Option<ActiveJob>,
     progress: &JobProgress,
 ) -> [u8; 32] {
     let faults = printer.faults();
     let media = loaded_media(model, printer);
     let mut answer = [0u8; 32];
-    answer[0] = if progress.job_id.is_some() { 1 } else { 0 };
-    answer[1..5].copy_from_slice(&progress.job_id.unwrap_or(0).to_le_bytes());
-    answer[5..7].copy_from_slice(&progress.label_index.to_le_bytes());
+    if let Some(job) = active {
+        answer[0] = 1; // printing
+        answer[1..5].copy_from_slice(&job.job_id.to_le_bytes());
+        answer[5..7].copy_from_slice(&job.label_index.to_le_bytes());
+    }
     answer[8] = 0; // print head temperature fine
     answer[9] = progress.density_percent;
     answer[10] = if faults.head_open {
@@ -263,8 +325,15 @@ impl DymoSimulator {
             dpi: DPI,
             width_dots: model.head_dots(),
         };
+        let engine = Arc::new(PrintEngine::default());
+        let connections = AtomicU64::new(0);
         let decoders: DecoderFactory = Arc::new(move || -> Box<dyn PrintStreamDecoder> {
-            Box::new(decoder::DymoDecoder::new(model))
+            let connection = connections.fetch_add(1, Ordering::Relaxed);
+            Box::new(decoder::DymoDecoder::new(
+                model,
+                Arc::clone(&engine),
+                connection,
+            ))
         });
         start_printer(
             info,
