@@ -303,8 +303,9 @@ mod tests {
 
     #[test]
     fn reset_is_156_escapes_then_esc_at() {
-        // LabelWriter 450 Series Technical Reference, "Printer Commands and Control": DYMO's
-        // driver sends enough ESC characters to end any line in progress, then ESC @.
+        // DYMO's CUPS driver (dymo-cups-drivers, LabelWriter raster driver) starts every job
+        // with 156 ESC characters, enough to end any line in progress on the widest head, then
+        // the ESC @ reset of the Technical Reference's "Printer Commands and Control".
         let reset = reset();
         assert_eq!(reset.len(), 158);
         assert!(reset[..157].iter().all(|&b| b == 0x1B));

@@ -1,13 +1,17 @@
 //! Parsing what LabelWriter printers answer: the one status byte of the 450 series, the 32-byte
 //! print engine status and the 64-byte SKU record of the 550 series.
 //!
-//! 450 series (DYMO "LabelWriter 400/450 Series Technical Reference Manual", "ESC A Return
-//! Print Engine Status"): bit 0 ready (always 1), bit 1 top of form, bit 5 out of paper, bit 6
-//! paper jam, bit 7 error (also set with out of paper); bits 2 to 4 are reserved.
+//! 450 series (DYMO "LabelWriter 400 Series Technical Reference Manual", "ESC A Return Print
+//! Engine Status"; the 450 series keeps the 400 series' raster command set): bit 0 ready
+//! (always 1), bit 1 top of form, bit 5 out of paper, bit 6 paper jam, bit 7 error (also set
+//! with out of paper); bits 2 to 4 are reserved.
 //!
 //! 550 series (DYMO "LabelWriter 550 Series Technical Reference", "ESC A Request Print Engine
-//! Status" and "ESC U Get SKU Information"; the byte offsets agree with DYMO's CUPS language
-//! monitor and with labelle). Multi-byte values are least significant byte first.
+//! Status" and "ESC U Get SKU Information", with the field layout labelle reads). DYMO's CUPS
+//! language monitor reads the same offsets for the engine state, job ID, head status and main
+//! bay; it takes the head voltage from byte 21, inside the SKU field of that layout, so the
+//! voltage is read from byte 30 as labelle does. Multi-byte values are least significant byte
+//! first.
 
 use devicehub_plugin_api::PrinterState;
 use thiserror::Error;
