@@ -240,7 +240,7 @@ async fn paper_out_surfaces_as_status_and_print_error() {
 }
 
 #[tokio::test]
-async fn a_550_refuses_a_job_longer_than_the_loaded_labels_before_printing() {
+async fn a_550_refuses_jobs_the_loaded_labels_cannot_take_before_printing() {
     let sim = start(&LW5XL);
     let rig = Rig::new();
     let printer = rig.attach(&sim, &LW5XL);
@@ -268,6 +268,29 @@ async fn a_550_refuses_a_job_longer_than_the_loaded_labels_before_printing() {
 
     // The refusal released the printer: a job that fits prints at once.
     print_and_compare(&sim, &printer, &LW5XL, "indicia.gif", 1).await;
+
+    // Labels without DYMO's tag: the printer reports them counterfeit and the job is refused.
+    sim.set_faults(
+        json!({ "loaded_media": { "width_mm": 104, "length_mm": 159, "unrecognized": true } }),
+    )
+    .await;
+    let err = printer
+        .print_async(prepare(&printer, "indicia.gif", 1))
+        .await
+        .unwrap_err();
+    let plugin_error = err.plugin_error().expect("the plugin refused the job");
+    assert_eq!(plugin_error.kind, ErrorKind::NotReady);
+    assert_eq!(
+        plugin_error.printer_state.into_option(),
+        Some(PrinterState::Error)
+    );
+    assert!(
+        plugin_error.message.contains("not DYMO labels"),
+        "{}",
+        plugin_error.message
+    );
+    assert_eq!(sim.labels().await.len(), 1, "nothing more printed");
+    assert!(sim.errors().await.is_empty(), "no job reached the printer");
 }
 
 async fn assert_dropped_connection_fails_the_job_and_the_next_reconnects(model: &Model) {
