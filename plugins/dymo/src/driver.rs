@@ -128,12 +128,24 @@ pub fn manifest() -> PluginManifest {
             })
             .collect::<Vec<_>>()
             .into(),
-        ieee1284_matches: vec![devicehub_plugin_api::Ieee1284Match {
-            manufacturer: "DYMO".into(),
-            model_prefix: "LabelWriter".into(),
-            command_set: "".into(),
-            profile: "lw450".into(),
-        }]
+        // The host takes the first rule that matches, so the specific models come before the
+        // catch-all for the 450 series' raster protocol.
+        ieee1284_matches: [
+            ("LabelWriter 550", "lw550"),
+            ("LabelWriter 5XL", "lw5xl"),
+            ("LabelWriter 4XL", "lw4xl"),
+            ("LabelWriter", "lw450"),
+        ]
+        .iter()
+        .map(
+            |&(model_prefix, profile)| devicehub_plugin_api::Ieee1284Match {
+                manufacturer: "DYMO".into(),
+                model_prefix: model_prefix.into(),
+                command_set: "".into(),
+                profile: profile.into(),
+            },
+        )
+        .collect::<Vec<_>>()
         .into(),
         printer_profiles: vec![
             profile("lw450", LANGUAGE_450, NARROW_HEAD),
@@ -701,6 +713,32 @@ mod tests {
         let wide = m.printer_profile("lw5xl").unwrap();
         assert_eq!((wide.dpi, wide.width_dots), (300, 1248));
         assert_eq!(m.printer_profile("lw450").unwrap().width_dots, 672);
+    }
+
+    #[test]
+    fn ieee1284_rules_send_each_model_to_its_protocol() {
+        let m = manifest();
+        // The first rule whose model prefix matches wins, as in the host.
+        let profile_for = |model: &str| {
+            m.ieee1284_matches
+                .iter()
+                .find(|rule| {
+                    model
+                        .to_ascii_lowercase()
+                        .starts_with(&rule.model_prefix.as_str().to_ascii_lowercase())
+                })
+                .map(|rule| rule.profile.to_string())
+        };
+        assert_eq!(
+            profile_for("LabelWriter 550 Turbo").as_deref(),
+            Some("lw550")
+        );
+        assert_eq!(profile_for("LabelWriter 5XL").as_deref(), Some("lw5xl"));
+        assert_eq!(profile_for("LabelWriter 4XL").as_deref(), Some("lw4xl"));
+        assert_eq!(
+            profile_for("LabelWriter 450 Turbo").as_deref(),
+            Some("lw450")
+        );
     }
 
     #[test]
