@@ -98,11 +98,21 @@ fn main() {
         "{:<36} {:>10} {:>12} {:>12}",
         "case", "raw bytes", "sent bytes", "time/label"
     );
-    for (name, width, height) in [
-        ("54 x 101 mm on a 450 (672 dots)", 638u32, 1193u32),
-        ("4 x 6 in on a 4XL/5XL (1248 dots)", 1200, 1800),
+    for (name, width, height, blank_below) in [
+        ("54 x 101 mm on a 450 (672 dots)", 638u32, 1193u32, None),
+        ("4 x 6 in on a 4XL/5XL (1248 dots)", 1200, 1800, None),
+        // Printed matter in the top half only, as an indicium on a shipping label: the blank
+        // lines below are fed with ESC f on the 450 series.
+        ("54 x 101 mm, lower half blank", 638, 1193, Some(596u32)),
     ] {
-        let pages = [shipping_label(width, height)];
+        let mut page = shipping_label(width, height);
+        if let Some(from) = blank_below {
+            let stride = width.div_ceil(8) as usize;
+            for byte in page.data.iter_mut().skip(from as usize * stride) {
+                *byte = 0;
+            }
+        }
+        let pages = [page];
         let raw = pages[0].data.len();
         let raster_options = RasterOptions {
             copies: 1,

@@ -13,6 +13,7 @@
 //!   `ESC h` text quality and `ESC i` barcode and graphics quality;
 //! - every dot line is `SYN` followed by exactly the bytes per line, or `ETB` followed by
 //!   run-length bytes (bit 7 the colour, 1 = black; bits 0..6 the run length minus one);
+//!   blank lines are fed with `ESC f 1 n` instead (n lines, at most 255 per command);
 //! - `ESC G` feeds to the next label between labels and `ESC E` feeds the last one out.
 //!
 //! The module is pure: it only builds bytes.
@@ -253,9 +254,18 @@ pub fn encode_job(
         out.extend_from_slice(&[ESC, b'L']);
         out.extend_from_slice(&height.to_be_bytes());
         let mut lines = Vec::with_capacity(page.data.len() / 4);
+        let mut blank = 0u32;
         for row in page.data.chunks(stride) {
-            encode_line(&masked_row(row, page.width), &mut lines);
+            let row = masked_row(row, page.width);
+            if row.iter().all(|&b| b == 0) {
+                blank += 1;
+                continue;
+            }
+            skip_lines(blank, &mut lines);
+            blank = 0;
+            encode_line(&row, &mut lines);
         }
+        skip_lines(blank, &mut lines);
         for _ in 0..options.copies {
             out.extend_from_slice(&lines);
             printed += 1;
@@ -267,6 +277,16 @@ pub fn encode_job(
         }
     }
     Ok(out)
+}
+
+/// Appends `ESC f 1 n` commands that feed `count` blank lines, at most 255 per command: four
+/// bytes where even one run-length blank line takes seven (672 dots) or eleven (1248 dots).
+pub fn skip_lines(mut count: u32, out: &mut Vec<u8>) {
+    while count > 0 {
+        let n = count.min(255);
+        out.extend_from_slice(&[ESC, b'f', 1, n as u8]);
+        count -= n;
+    }
 }
 
 /// A row with the padding bits past `width` cleared, so that stray padding never prints.
@@ -361,7 +381,7 @@ mod tests {
         expected.extend_from_slice(&[0x1B, b'L', 0x00, 0x02]); // 2 lines, big-endian
                                                                // 8 black, 8 white: two runs are no shorter than two raw bytes, so SYN.
         expected.extend_from_slice(&[0x16, 0xFF, 0x00]);
-        expected.extend_from_slice(&[0x17, 0x0F]); // 16 white
+        expected.extend_from_slice(&[0x1B, b'f', 1, 1]); // one blank line: ESC f 1 n
         expected.extend_from_slice(&[0x1B, b'E']); // form feed at the end of the job
         assert_eq!(job, expected);
     }
@@ -380,6 +400,29 @@ mod tests {
         assert!(job.ends_with(&[0x1B, b'E']));
         // The second page's label length is 300 = 0x012C, most significant byte first.
         assert_eq!(count(&[0x1B, b'L', 0x01, 0x2C]), 1);
+    }
+
+    #[test]
+    fn runs_of_blank_lines_are_fed_with_esc_f() {
+        // 300 blank lines, one black line, 2 blank lines.
+        let mut data = vec![0u8; 303];
+        data[300] = 0xFF;
+        let job = encode_job(&[page(8, 303, data)], 672, &OPTIONS).unwrap();
+        let body = &job[158..];
+        let lines_start = body
+            .windows(4)
+            .position(|w| w == [0x1B, b'L', 0x01, 0x2F])
+            .expect("ESC L 303")
+            + 4;
+        assert_eq!(
+            &body[lines_start..],
+            &[
+                0x1B, b'f', 1, 255, 0x1B, b'f', 1, 45, // 300 blank lines
+                0x16, 0xFF, // the black line
+                0x1B, b'f', 1, 2, // 2 blank lines
+                0x1B, b'E',
+            ]
+        );
     }
 
     #[test]
