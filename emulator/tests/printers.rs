@@ -14,6 +14,9 @@ mod support;
 /// The Brother QL raster simulator.
 #[path = "printers/brother.rs"]
 mod brother;
+/// The DYMO LabelWriter simulator: 450 series raster and 550 series jobs, status and faults.
+#[path = "printers/dymo.rs"]
+mod dymo;
 /// The TSPL simulator: label programs, the status byte, faults, dropped connections.
 #[path = "printers/tspl.rs"]
 mod tspl;

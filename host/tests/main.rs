@@ -46,3 +46,7 @@ mod shadow_events;
 /// Printing through the TSPL plugin into the TSPL simulator, compared pixel for pixel, and USB
 /// printers matched by their IEEE-1284 device ID.
 mod tspl_printing;
+
+/// Printing through the DYMO plugin into the LabelWriter simulator (450 raster and 5XL), compared
+/// pixel for pixel; paper out, labels that do not fit, dropped connections.
+mod dymo_printing;

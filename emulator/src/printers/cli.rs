@@ -27,6 +27,29 @@ pub enum PrinterCommand {
     /// A Brother QL label printer speaking the QL raster protocol on a raw TCP print port.
     #[command(name = "brother-ql")]
     BrotherQl(BrotherArgs),
+    /// A DYMO LabelWriter (450 series raster or 550 series) on a raw TCP print port.
+    Dymo(DymoArgs),
+}
+
+/// Options of `printer dymo`.
+#[derive(Debug, Args)]
+pub struct DymoArgs {
+    /// The LabelWriter model: 450, 450turbo and 4xl speak the raster protocol, 550 and 5xl
+    /// the 550 series protocol.
+    #[arg(long, value_enum, default_value = "450")]
+    pub model: super::dymo::DymoModel,
+    /// The print port's address (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    pub listen: SocketAddr,
+    /// The control API's address (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub control: SocketAddr,
+    /// Also write every printed label to this directory as label-NNNN.png.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Keep serving when standard input ends (for running detached, with stdin closed).
+    #[arg(long)]
+    pub ignore_stdin: bool,
 }
 
 /// Options of `printer brother-ql`.
@@ -205,6 +228,19 @@ pub async fn run_async(command: PrinterCommand) -> Result<(), PrinterCliError> {
             })
             .await?;
             announce("brother-ql", "brother-ql-raster", &printer)?;
+            wait_for_stop(args.ignore_stdin).await?;
+            printer.shutdown().await;
+            Ok(())
+        }
+        PrinterCommand::Dymo(args) => {
+            let printer = super::dymo::DymoSimulator::start(super::dymo::DymoConfig {
+                model: args.model,
+                listen: args.listen,
+                control: args.control,
+                out_dir: args.out_dir,
+            })
+            .await?;
+            announce("dymo", args.model.language(), &printer)?;
             wait_for_stop(args.ignore_stdin).await?;
             printer.shutdown().await;
             Ok(())

@@ -8,6 +8,7 @@
 //! - [`zebra`]: the Zebra ZPL II / EPL2 simulator.
 //! - [`tspl`]: the TSPL/TSPL2 simulator (TSC and compatible 4x6 printers).
 //! - [`brother`]: the Brother QL raster simulator.
+//! - [`dymo`]: the DYMO LabelWriter simulator (450 series raster and 550 series).
 //! - [`cli`]: the `devicehub-emulator printer ...` subcommand.
 //!
 //! This file holds what every family shares: the print-port server that feeds a
@@ -20,6 +21,7 @@ pub mod bitmap;
 pub mod brother;
 pub mod cli;
 pub mod control;
+pub mod dymo;
 pub mod store;
 pub mod tspl;
 pub mod zebra;

@@ -47,6 +47,25 @@ pub struct Faults {
     /// the moment this was set, right after that byte. It fires once, then clears itself.
     #[serde(default)]
     pub drop_after_bytes: Option<u64>,
+    /// The labels the printer reports as loaded instead of its default, for printers that read
+    /// the roll's size themselves (DYMO's 550 series, from the roll's NFC tag). `None`: the
+    /// simulator's default labels.
+    #[serde(default)]
+    pub loaded_media: Option<MediaSize>,
+}
+
+/// Labels loaded in a printer, as [`Faults::loaded_media`] sets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaSize {
+    /// Width across the print head, in millimetres.
+    pub width_mm: u16,
+    /// Length of one label, in millimetres; 0 for a continuous roll.
+    pub length_mm: u16,
+    /// Labels the printer does not recognise as its maker's (no valid tag): a DYMO 550
+    /// reports them as counterfeit and prints nothing on them.
+    #[serde(default)]
+    pub unrecognized: bool,
 }
 
 impl Faults {
