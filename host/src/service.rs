@@ -136,6 +136,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Duration::from_millis(config.usb.poll_interval_ms.max(100)),
         )
     });
+    let hid = config.usb.enabled.then(|| {
+        crate::devices::hid_watch::HidWatcher::start_for_config(
+            plugins.clone(),
+            devices.clone(),
+            &config,
+        )
+    });
 
     let link_config = LinkConfig::new(cloud.endpoint.clone(), cloud.transport.clone(), identity);
     let link_shutdown = CancellationToken::new();
@@ -254,6 +261,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         if let Some(watcher) = usb.as_mut() {
             watcher.stop();
         }
+        drop(hid);
         devices.shutdown();
     })
     .await;

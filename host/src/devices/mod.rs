@@ -5,6 +5,7 @@
 //! callers hand the thread a closure and wait for the answer (blocking or async). One device's
 //! slow or hung printer therefore never delays another's.
 
+pub mod hid_watch;
 pub mod usb_watch;
 
 use std::{
