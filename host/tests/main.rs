@@ -38,3 +38,8 @@ mod jobs;
 /// The Device Shadow, heartbeats and events with `devicehub run`: what is reported, desired
 /// settings applied while running and after a stop, heartbeats in the cloud.
 mod shadow_events;
+
+/// Scales: MT-SICS and NCI serial scales on pseudo-terminals (the simulator process) and HID
+/// point-of-sale scales (the emulator's model behind a test HID transport), through the real
+/// plugin libraries: exact weights in every unit, motion, over capacity, zeroing.
+mod scales;

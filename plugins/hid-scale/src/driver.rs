@@ -7,7 +7,8 @@
 //! have gone) and, while the scale reports motion, keeps reading until a report of any other
 //! state arrives or the timeout passes, when the last report's state is returned. The first
 //! report after opening is skipped: scales often send one describing the load at power-on or at
-//! the previous session's end.
+//! the previous session's end. Zeroing drops the queued reports and skips the next lone report
+//! in the same way, since they describe the load before the zero.
 //!
 //! The plugin reads no settings.
 
@@ -183,7 +184,17 @@ impl Scale for HidScale {
     fn zero(&mut self) -> Result<(), PluginError> {
         self.transport
             .write_report(RSlice::from_slice(&ZERO_REPORT))
-            .into_result()
-            .map_err(PluginError::from)
+            .into_result()?;
+        // Reports queued before the zero describe the load before it, and one may still be on
+        // its way: drop what is queued and treat the next lone report as stale.
+        for _ in 0..MAX_DRAINED {
+            match self.transport.read_report(0).into_result() {
+                Ok(_) => {}
+                Err(err) if err.kind == TransportErrorKind::Timeout => break,
+                Err(err) => return Err(err.into()),
+            }
+        }
+        self.skip_stale = true;
+        Ok(())
     }
 }

@@ -392,6 +392,18 @@ fn zero_sends_the_zero_output_report() {
 }
 
 #[test]
+fn reports_from_before_a_zero_are_not_read_after_it() {
+    let (mut scale, script) = scale();
+    script.push_report(&report(4, 12, -2, 125));
+    scale.zero().unwrap();
+    // One report sent before the zero arrives after it.
+    script.push_report(&report(4, 12, -2, 125));
+    assert_eq!(scale.read(20).unwrap_err().kind, ErrorKind::Timeout);
+    script.push_report(&report(2, 12, -2, 0));
+    assert_eq!(scale.read(20).unwrap().state, ScaleState::StableAtZero);
+}
+
+#[test]
 fn an_unplugged_scale_is_a_transport_error() {
     let (mut scale, script) = scale();
     script.disconnect();
