@@ -150,17 +150,18 @@ impl SerialScale {
         serde_json::from_value(view["commands"].clone()).expect("command list")
     }
 
-    /// Attaches the scale from a config row, with `profile` and line settings, as
-    /// `devicehub run` does.
+    /// Attaches the scale from a config row, with `profile` and line settings (the row's
+    /// `serial` table and `query` after the address's path), as `devicehub run` does.
     fn attach(
         &self,
         plugins: &PluginSet,
         profile: &str,
         serial: SerialSettings,
+        query: &str,
     ) -> (DeviceTable, Arc<DeviceWorker>) {
         let entry = DeviceEntry {
             id: format!("{profile}-scale"),
-            address: format!("serial://{}", self.pty),
+            address: format!("serial://{}{query}", self.pty),
             usb_id: None,
             plugin: Some("serial-scale".into()),
             profile: Some(profile.into()),
@@ -216,7 +217,7 @@ async fn assert_stable_weights(
 async fn mt_sics_stable_weight_in_each_unit_is_exact() {
     let plugins = plugins(SERIAL_SCALE);
     let sim = SerialScale::start("mt-sics");
-    let (_table, worker) = sim.attach(&plugins.set, "mt-sics", SerialSettings::default());
+    let (_table, worker) = sim.attach(&plugins.set, "mt-sics", SerialSettings::default(), "");
     assert_stable_weights(
         &sim,
         &worker,
@@ -244,7 +245,12 @@ async fn mt_sics_stable_weight_in_each_unit_is_exact() {
 async fn nci_stable_weight_in_each_unit_is_exact_over_7e1() {
     let plugins = plugins(SERIAL_SCALE);
     let sim = SerialScale::start("nci");
-    let (_table, worker) = sim.attach(&plugins.set, "nci", seven_even_one());
+    let (_table, worker) = sim.attach(
+        &plugins.set,
+        "nci",
+        seven_even_one(),
+        "?baud=9600&stop_bits=1",
+    );
     assert_stable_weights(
         &sim,
         &worker,
@@ -271,7 +277,7 @@ async fn motion_is_waited_out_until_stable() {
     let plugins = plugins(SERIAL_SCALE);
     for (protocol, request) in [("mt-sics", "SI"), ("nci", "W")] {
         let sim = SerialScale::start(protocol);
-        let (_table, worker) = sim.attach(&plugins.set, protocol, SerialSettings::default());
+        let (_table, worker) = sim.attach(&plugins.set, protocol, SerialSettings::default(), "");
         sim.set(json!({"weight": "2.50", "unit": "lb", "motion_reads": 3}))
             .await;
         let reading = read(&worker, 10_000).await.expect("reading");
@@ -294,7 +300,7 @@ async fn motion_is_waited_out_until_stable() {
 async fn motion_past_the_timeout_returns_the_last_state() {
     let plugins = plugins(SERIAL_SCALE);
     let sim = SerialScale::start("nci");
-    let (_table, worker) = sim.attach(&plugins.set, "nci", SerialSettings::default());
+    let (_table, worker) = sim.attach(&plugins.set, "nci", SerialSettings::default(), "");
     sim.set(json!({"weight": "2.50", "motion_reads": 1_000_000}))
         .await;
     let reading = read(&worker, 200).await.expect("reading");
@@ -307,7 +313,7 @@ async fn over_and_under_capacity_are_reported() {
     let plugins = plugins(SERIAL_SCALE);
     for protocol in ["mt-sics", "nci"] {
         let sim = SerialScale::start(protocol);
-        let (_table, worker) = sim.attach(&plugins.set, protocol, SerialSettings::default());
+        let (_table, worker) = sim.attach(&plugins.set, protocol, SerialSettings::default(), "");
         sim.set(json!({"weight": "31.00", "unit": "lb", "condition": "over-capacity"}))
             .await;
         let reading = read(&worker, 2000).await.expect("reading");
@@ -325,7 +331,7 @@ async fn zero_tares_the_load() {
     let plugins = plugins(SERIAL_SCALE);
     for (protocol, unit) in [("mt-sics", "g"), ("nci", "lb")] {
         let sim = SerialScale::start(protocol);
-        let (_table, worker) = sim.attach(&plugins.set, protocol, SerialSettings::default());
+        let (_table, worker) = sim.attach(&plugins.set, protocol, SerialSettings::default(), "");
         sim.set(json!({"weight": "1.25", "unit": unit})).await;
         assert_ne!(read(&worker, 2000).await.expect("reading").micrograms, 0);
         zero(&worker).await.expect("zero");
@@ -348,7 +354,7 @@ async fn zero_tares_the_load() {
 async fn refused_commands_are_errors_naming_the_cause() {
     let plugins = plugins(SERIAL_SCALE);
     let sim = SerialScale::start("mt-sics");
-    let (_table, worker) = sim.attach(&plugins.set, "mt-sics", SerialSettings::default());
+    let (_table, worker) = sim.attach(&plugins.set, "mt-sics", SerialSettings::default(), "");
     for (reply, kind) in [
         ("ES", ErrorKind::Protocol),
         ("ET", ErrorKind::Transport),
@@ -362,7 +368,7 @@ async fn refused_commands_are_errors_naming_the_cause() {
     sim.set(json!({"fail_with": "none"})).await;
     read(&worker, 2000).await.expect("answers again");
     let sim = SerialScale::start("nci");
-    let (_table, worker) = sim.attach(&plugins.set, "nci", SerialSettings::default());
+    let (_table, worker) = sim.attach(&plugins.set, "nci", SerialSettings::default(), "");
     sim.set(json!({"fail_with": "?"})).await;
     let err = read(&worker, 2000).await.expect_err("unrecognised");
     assert_eq!(err.kind, ErrorKind::Protocol, "{err}");
