@@ -154,9 +154,10 @@ impl Scale for HidScale {
         // At least one attempt is made, so a zero timeout takes whatever report is queued now.
         loop {
             if let Some((report, seen)) = self.newest_report(millis_left(deadline))? {
-                if std::mem::take(&mut self.skip_stale) && seen == 1 {
-                    // The only report so far is the one sent on opening: wait for a fresh one.
-                } else {
+                // When the only report so far is the stale one (sent on opening, or from before
+                // a zero), it is dropped and a fresh one awaited.
+                let stale = std::mem::take(&mut self.skip_stale) && seen == 1;
+                if !stale {
                     let reading = WeightReport::parse(&report)
                         .and_then(|r| r.to_reading())
                         .map_err(protocol)?;
