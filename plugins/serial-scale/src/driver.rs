@@ -275,10 +275,12 @@ impl SerialScale {
         let frame = nci::parse_frame(&answer).map_err(|e| protocol_error(e.to_string()))?;
         let (field, status) = match frame {
             Frame::Weight { field, status } => (field, status),
-            Frame::Unrecognized => return Err(protocol_error(format!(
-                "scale '{}' does not recognise the weight command (answered ?): check the profile",
-                self.device_id
-            ))),
+            Frame::Unrecognized => {
+                return Err(protocol_error(format!(
+                    "scale '{}' does not know the weight command (answered ?): check the profile",
+                    self.device_id
+                )))
+            }
             Frame::Status(_) => {
                 return Err(protocol_error(
                     "the scale answered the weight command with a status only",
