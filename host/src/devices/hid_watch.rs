@@ -19,7 +19,7 @@ use super::{DeviceSpec, DeviceTable};
 use crate::{
     config::{Config, DeviceAddress, DeviceEntry},
     plugins::{format_usb_id, PluginSet},
-    transport::hid::{HidBus, HidDeviceInfo, HidSource, POS_USAGE_PAGE},
+    transport::hid::{HidBus, HidDeviceInfo, HidError, HidSource, POS_USAGE_PAGE},
 };
 
 /// The background thread that watches HID devices.
@@ -38,6 +38,21 @@ impl HidWatcher {
         devices: Arc<DeviceTable>,
         config: &Config,
     ) -> HidWatcher {
+        HidWatcher::start_opening(
+            || HidBus::open().map(|bus| Box::new(bus) as Box<dyn HidSource>),
+            plugins,
+            devices,
+            config,
+        )
+    }
+
+    /// Like [`HidWatcher::start_for_config`], with the HID source from `open`.
+    pub fn start_opening(
+        open: impl FnOnce() -> Result<Box<dyn HidSource>, HidError>,
+        plugins: Arc<PluginSet>,
+        devices: Arc<DeviceTable>,
+        config: &Config,
+    ) -> HidWatcher {
         let bindings = config
             .devices
             .iter()
@@ -50,8 +65,8 @@ impl HidWatcher {
             .cloned()
             .collect();
         let interval = Duration::from_millis(config.usb.poll_interval_ms.max(100));
-        match HidBus::open() {
-            Ok(bus) => HidWatcher::start(Box::new(bus), plugins, devices, bindings, interval),
+        match open() {
+            Ok(source) => HidWatcher::start(source, plugins, devices, bindings, interval),
             Err(err) => {
                 tracing::warn!("{err}; continuing without HID scales");
                 HidWatcher::idle()
@@ -288,7 +303,6 @@ fn attach(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transport::hid::HidError;
     use devicehub_plugin_api::TransportBox;
 
     /// A source whose listing always fails, as when hidraw disappears under a running host.
@@ -315,6 +329,18 @@ mod tests {
             &config,
         );
         assert_eq!(watcher.is_watching(), HidBus::open().is_ok());
+        watcher.stop();
+    }
+
+    #[test]
+    fn hid_that_cannot_start_leaves_an_idle_watcher() {
+        let mut watcher = HidWatcher::start_opening(
+            || Err(HidError::Unavailable("hid_init failed".into())),
+            Arc::new(PluginSet::default()),
+            Arc::new(DeviceTable::default()),
+            &Config::default(),
+        );
+        assert!(!watcher.is_watching());
         watcher.stop();
     }
 
