@@ -7,8 +7,11 @@
 //!   shipping application's HTTP API.
 //! - [`printers`]: printer simulators that listen on TCP like network printers and decode what
 //!   they receive back into bitmaps.
+//! - [`scales`]: a serial scale on a pseudo-terminal (MT-SICS, NCI) with a control API, and a
+//!   model of a USB HID point-of-sale scale.
 //!
 //! The emulator shares no code with DeviceHub itself: the two meet only on the wire.
 
 pub mod cloud;
 pub mod printers;
+pub mod scales;

@@ -16,6 +16,9 @@ enum Command {
     /// Simulated printers that decode what they receive into labels.
     #[command(subcommand)]
     Printer(devicehub_emulator::printers::cli::PrinterCommand),
+    /// Simulated scales: serial scales on a pseudo-terminal.
+    #[command(subcommand)]
+    Scale(devicehub_emulator::scales::cli::ScaleCommand),
     /// Run the local cloud: broker, device shadow, jobs, fleet provisioning and the HTTP API.
     Serve(cloud::ServeArgs),
     /// Create an activation code for fleet provisioning.
@@ -36,6 +39,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Printer(command) => Ok(devicehub_emulator::printers::cli::run(command)?),
+        Command::Scale(command) => Ok(devicehub_emulator::scales::cli::run(command)?),
         Command::Serve(args) => Ok(cloud::serve(args)?),
         Command::ActivationCode(args) => Ok(cloud::activation_code(args)?),
         Command::ClaimCertificate(args) => Ok(cloud::claim_certificate(args)?),

@@ -184,7 +184,8 @@ pub struct DeviceEntry {
     pub id: String,
     /// Where the device is: `tcp://HOST:PORT` (network printers, port 9100 by convention),
     /// `serial:///dev/ttyUSB0` (or `serial://COM3`), or `usb://VID:PID` to bind a USB device to
-    /// the plugin named here.
+    /// the plugin named here. Serial line settings may follow the path as a query
+    /// (`serial:///dev/ttyUSB0?baud=9600&data_bits=7&parity=even&stop_bits=1`).
     pub address: String,
     /// The device's USB ID (`0A5F:0141`), which chooses the plugin and model as it would for a
     /// USB device. One of `usb_id` and `plugin` is needed.

@@ -35,7 +35,7 @@ use crate::cloud::link::{LinkConfig, MqttLink};
 use crate::cloud::registration::RegistrationSettings;
 use crate::cloud::shadow::{AgentSettings, PluginReport, ShadowSettings, ShadowTask};
 use crate::config::{self, Config, DeviceAddress};
-use crate::devices::{usb_watch::UsbWatcher, DeviceTable};
+use crate::devices::{hid_watch::HidWatcher, usb_watch::UsbWatcher, DeviceTable};
 use crate::plugins::{PluginSet, Selection};
 use crate::storage::certs::{CertificateInfo, EXPIRY_WARNING};
 use crate::storage::{DataDir, DeviceIdentity, Loaded};
@@ -118,6 +118,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Duration::from_millis(config.usb.poll_interval_ms.max(100)),
         )
     });
+    let hid = config.usb.enabled.then(|| {
+        HidWatcher::start_for_config(
+            plugins.clone(),
+            devices.clone(),
+            &config,
+        )
+    });
 
     let health = SharedHealth::default();
     let agent = Arc::new(Agent::new(
@@ -139,7 +146,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         None => match wait_for_registration(&agent, &data_dir, &shutdown).await? {
             Some(stored) => stored,
             None => {
-                stop_devices(usb, devices).await;
+                stop_devices(usb, hid, devices).await;
                 tracing::info!("DeviceHub stopped");
                 return Ok(());
             }
@@ -287,7 +294,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Err(e) = dispatcher_task.await {
         tracing::error!("the message dispatcher failed: {e}");
     }
-    stop_devices(usb, devices).await;
+    stop_devices(usb, hid, devices).await;
     tracing::info!("DeviceHub stopped");
     outcome
 }
@@ -327,12 +334,17 @@ async fn wait_for_registration(
     }
 }
 
-/// Stops the USB watcher and the device threads (joining them blocks).
-async fn stop_devices(mut usb: Option<UsbWatcher>, devices: Arc<DeviceTable>) {
+/// Stops the USB and HID watchers and the device threads (joining them blocks).
+async fn stop_devices(
+    mut usb: Option<UsbWatcher>,
+    hid: Option<HidWatcher>,
+    devices: Arc<DeviceTable>,
+) {
     let stopped = tokio::task::spawn_blocking(move || {
         if let Some(watcher) = usb.as_mut() {
             watcher.stop();
         }
+        drop(hid);
         devices.shutdown();
     })
     .await;

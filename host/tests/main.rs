@@ -50,3 +50,8 @@ mod tspl_printing;
 /// Printing through the DYMO plugin into the LabelWriter simulator (450 raster and 5XL), compared
 /// pixel for pixel; paper out, labels that do not fit, dropped connections.
 mod dymo_printing;
+
+/// Scales: MT-SICS and NCI serial scales on pseudo-terminals (the simulator process) and HID
+/// point-of-sale scales (the emulator's model behind a test HID transport), through the real
+/// plugin libraries: exact weights in every unit, motion, over capacity, zeroing.
+mod scales;

@@ -5,6 +5,7 @@
 //! callers hand the thread a closure and wait for the answer (blocking or async). One device's
 //! slow or hung printer therefore never delays another's.
 
+pub mod hid_watch;
 pub mod usb_watch;
 
 use std::{
@@ -153,10 +154,12 @@ pub fn resolve_entry(entry: &DeviceEntry, plugins: &PluginSet) -> Result<DeviceS
     }
     let connection = match address {
         DeviceAddress::Tcp(addr) => Some(Connection::Tcp(addr)),
-        DeviceAddress::Serial(path) => Some(Connection::Serial {
-            path,
-            settings: entry.serial.clone().unwrap_or_default(),
-        }),
+        DeviceAddress::Serial(address) => {
+            let (path, settings) =
+                SerialSettings::from_address(&address, entry.serial.clone().unwrap_or_default())
+                    .map_err(|e| config_error(e.to_string()))?;
+            Some(Connection::Serial { path, settings })
+        }
         // Bound to a USB device: connected when the device is discovered.
         DeviceAddress::Usb { .. } => None,
     };

@@ -5,6 +5,7 @@
 //! Every call here blocks, so transports are only ever used from a device's own thread.
 
 pub mod capture;
+pub mod hid;
 pub mod serial;
 pub mod tcp;
 pub mod usb;

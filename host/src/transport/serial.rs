@@ -134,6 +134,56 @@ impl SerialSettings {
     }
 }
 
+impl SerialSettings {
+    /// Splits a serial address's path from line settings written after it as a query, e.g.
+    /// `/dev/ttyUSB0?baud=9600&data_bits=7&parity=even&stop_bits=1`, so that a device's line
+    /// settings fit in its address. Keys given override `base` (the device's `serial` table);
+    /// an unknown key or a bad value is an error naming it.
+    pub fn from_address(
+        address: &str,
+        base: SerialSettings,
+    ) -> Result<(String, SerialSettings), InvalidSerialSetting> {
+        let Some((path, query)) = address.split_once('?') else {
+            return Ok((address.to_string(), base));
+        };
+        let mut settings = base;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            let number = |field: &'static str, allowed: &'static str| InvalidSerialSetting {
+                field,
+                value: value.to_string(),
+                allowed,
+            };
+            match key {
+                "baud" => {
+                    settings.baud = value
+                        .parse()
+                        .map_err(|_| number("baud", "a number of bits per second"))?
+                }
+                "data_bits" => {
+                    settings.data_bits = value
+                        .parse()
+                        .map_err(|_| number("data_bits", "5, 6, 7, 8"))?
+                }
+                "stop_bits" => {
+                    settings.stop_bits = value.parse().map_err(|_| number("stop_bits", "1, 2"))?
+                }
+                "parity" => settings.parity = value.to_string(),
+                "flow_control" => settings.flow_control = value.to_string(),
+                _ => {
+                    return Err(InvalidSerialSetting {
+                        field: "address",
+                        value: key.to_string(),
+                        allowed: "baud, data_bits, parity, stop_bits, flow_control",
+                    })
+                }
+            }
+        }
+        settings.validate()?;
+        Ok((path.to_string(), settings))
+    }
+}
+
 /// An open serial port.
 pub struct SerialTransport {
     path: String,
@@ -276,6 +326,41 @@ mod tests {
                 all.extend_from_slice(&self.read(64, 1000).unwrap());
             }
             all
+        }
+    }
+
+    #[test]
+    fn line_settings_can_follow_the_path() {
+        let (path, settings) = SerialSettings::from_address(
+            "/dev/ttyUSB0?baud=19200&data_bits=7&parity=even&stop_bits=2",
+            SerialSettings::default(),
+        )
+        .unwrap();
+        assert_eq!(path, "/dev/ttyUSB0");
+        assert_eq!(
+            settings,
+            SerialSettings {
+                baud: 19200,
+                data_bits: 7,
+                parity: "even".into(),
+                stop_bits: 2,
+                flow_control: "none".into(),
+            }
+        );
+        let (path, settings) =
+            SerialSettings::from_address("COM3", SerialSettings::default()).unwrap();
+        assert_eq!(
+            (path.as_str(), settings),
+            ("COM3", SerialSettings::default())
+        );
+        for (bad, field) in [
+            ("/dev/ttyS0?speed=9600", "address"),
+            ("/dev/ttyS0?baud=fast", "baud"),
+            ("/dev/ttyS0?parity=mark", "parity"),
+            ("/dev/ttyS0?data_bits=9", "data_bits"),
+        ] {
+            let err = SerialSettings::from_address(bad, SerialSettings::default()).unwrap_err();
+            assert_eq!(err.field, field, "{bad}");
         }
     }
 

@@ -1,0 +1,167 @@
+//! The `devicehub-emulator scale ...` subcommand: starts a scale simulator, prints one JSON line
+//! saying where it is, and serves until SIGINT, SIGTERM or the end of standard input, so that a
+//! test that spawns it cannot leak it.
+//!
+//! The announcement line is an interface tests rely on:
+//! `{"kind":"scale","protocol":"nci","pty":"/dev/pts/5","control":"http://127.0.0.1:PORT"}`
+
+use std::{
+    io::{BufRead, Write},
+    net::SocketAddr,
+};
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+/// Scale simulators.
+#[derive(Debug, Subcommand)]
+pub enum ScaleCommand {
+    /// A serial scale on a pseudo-terminal speaking MT-SICS or NCI.
+    #[cfg(unix)]
+    Serial(SerialArgs),
+}
+
+/// Options of `scale serial`.
+#[cfg(unix)]
+#[derive(Debug, Args)]
+pub struct SerialArgs {
+    /// The protocol the scale speaks.
+    #[arg(long, value_enum)]
+    pub protocol: super::serial::SerialProtocol,
+    /// The initial gross load as displayed, e.g. 1.25.
+    #[arg(long)]
+    pub weight: Option<String>,
+    /// The unit displayed (MT-SICS: g, kg, mg, lb, oz, ct; NCI: lb, kg, oz, g, lb-oz).
+    #[arg(long)]
+    pub unit: Option<String>,
+    /// The control API's address (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub control: SocketAddr,
+    /// Keep serving when standard input ends (for running detached, with stdin closed).
+    #[arg(long)]
+    pub ignore_stdin: bool,
+}
+
+/// Why the scale subcommand failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaleCliError {
+    #[error("starting the async runtime failed")]
+    Runtime(#[source] std::io::Error),
+    #[cfg(unix)]
+    #[error("starting the scale simulator failed")]
+    Start(#[from] super::serial::SerialScaleStartError),
+    #[error("writing the announcement line to standard output failed")]
+    Announce(#[source] std::io::Error),
+    #[error("installing the signal handler failed")]
+    Signal(#[source] std::io::Error),
+}
+
+/// The one line printed on start.
+#[derive(Debug, Serialize)]
+struct Announcement<'a> {
+    kind: &'a str,
+    protocol: &'a str,
+    pty: String,
+    control: String,
+}
+
+/// Runs a scale subcommand to completion on its own runtime (call it from a plain `main`).
+pub fn run(command: ScaleCommand) -> Result<(), ScaleCliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(ScaleCliError::Runtime)?;
+    runtime.block_on(run_async(command))
+}
+
+/// Runs a scale subcommand inside an existing runtime.
+pub async fn run_async(command: ScaleCommand) -> Result<(), ScaleCliError> {
+    // Logs go to standard error: standard output carries only the announcement line.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    match command {
+        #[cfg(unix)]
+        ScaleCommand::Serial(args) => {
+            use super::serial::{SerialScaleConfig, SerialScaleSimulator};
+            let scale = SerialScaleSimulator::start(SerialScaleConfig {
+                protocol: args.protocol,
+                control: args.control,
+                initial: super::ScaleUpdate {
+                    weight: args.weight,
+                    unit: args.unit,
+                    ..super::ScaleUpdate::default()
+                },
+            })
+            .await?;
+            announce(&Announcement {
+                kind: "scale",
+                protocol: args.protocol.name(),
+                pty: scale.pty_path().display().to_string(),
+                control: scale.control_url(),
+            })?;
+            wait_for_stop(args.ignore_stdin).await?;
+            scale.shutdown().await;
+            Ok(())
+        }
+    }
+}
+
+fn announce(announcement: &Announcement<'_>) -> Result<(), ScaleCliError> {
+    let line = serde_json::to_string(announcement)
+        .map_err(|error| ScaleCliError::Announce(error.into()))?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{line}").map_err(ScaleCliError::Announce)?;
+    stdout.flush().map_err(ScaleCliError::Announce)
+}
+
+/// Resolves on SIGINT, SIGTERM, or the end of standard input (unless ignored).
+async fn wait_for_stop(ignore_stdin: bool) -> Result<(), ScaleCliError> {
+    let (stdin_closed_tx, stdin_closed) = tokio::sync::oneshot::channel::<()>();
+    if !ignore_stdin {
+        // Reading stdin blocks, so it gets its own thread. The thread is not joined: it may be
+        // blocked in read() when a signal ends the process, and process exit ends it.
+        std::thread::Builder::new()
+            .name("stdin-watch".into())
+            .spawn(move || {
+                let mut sink = Vec::new();
+                let mut stdin = std::io::stdin().lock();
+                while matches!(stdin.read_until(b'\n', &mut sink), Ok(n) if n > 0) {
+                    sink.clear();
+                }
+                let _ = stdin_closed_tx.send(());
+            })
+            .map_err(ScaleCliError::Signal)?;
+    }
+    let stdin_watch = async move {
+        if ignore_stdin {
+            std::future::pending::<()>().await;
+        } else {
+            let _ = stdin_closed.await;
+        }
+    };
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .map_err(ScaleCliError::Signal)?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, stopping"),
+            _ = terminate.recv() => tracing::info!("SIGTERM received, stopping"),
+            () = stdin_watch => tracing::info!("standard input closed, stopping"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received, stopping"),
+            () = stdin_watch => tracing::info!("standard input closed, stopping"),
+        }
+    }
+    Ok(())
+}
