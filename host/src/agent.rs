@@ -12,7 +12,7 @@ use std::time::{Instant, SystemTime};
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 
 use crate::cloud::events::{board, SharedHealth};
 use crate::cloud::link::LinkState;
@@ -40,6 +40,57 @@ pub struct Agent {
     link: watch::Sender<Option<LinkState>>,
     /// One registration at a time.
     registering: tokio::sync::Mutex<()>,
+    /// Live events for local tools (WebSocket, RPC publish socket).
+    local: broadcast::Sender<LocalEvent>,
+}
+
+/// How many live events a slow local subscriber may fall behind before it misses some.
+pub const LOCAL_EVENTS_BACKLOG: usize = 256;
+
+/// Something local tools follow live. Scans are personal data: they travel only to local
+/// subscribers (and the cloud's scanner topic), never to logs or disk; their `Debug` output
+/// is redacted.
+#[derive(Debug, Clone)]
+pub enum LocalEvent {
+    /// A scale's reading changed.
+    Scale { device: String, reading: ReadingView },
+    /// A scanner delivered an address block.
+    Scan { device: String, text: ScannedLines },
+    /// A device was attached or detached (`attached` false).
+    Device {
+        device: DeviceSummary,
+        attached: bool,
+    },
+    /// A job ended (the same object as the heartbeat's `lastJob`).
+    Job(Value),
+}
+
+/// A scale reading as local tools and the cloud see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadingView {
+    /// `stable`, `stable at zero`, `in motion`, `under zero`, `over capacity`,
+    /// `needs calibration`, `needs re-zero` or `fault`.
+    pub state: &'static str,
+    /// The weight in whole micrograms.
+    pub micrograms: i64,
+    /// One display step of the scale, micrograms.
+    pub resolution_micrograms: u64,
+    /// The unit the scale displays: `mg`, `g`, `kg`, `oz` or `lb`.
+    pub display_unit: &'static str,
+    /// When it was read, milliseconds since the epoch.
+    pub at_ms: u64,
+}
+
+/// Scanned text lines (an address block: personal data).
+#[derive(Clone, PartialEq, Eq, Serialize)]
+pub struct ScannedLines(pub Vec<String>);
+
+impl std::fmt::Debug for ScannedLines {
+    // Keeps addresses out of debug output and therefore out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ScannedLines({} lines, redacted)", self.0.len())
+    }
 }
 
 /// Why a registration asked of the running agent did not happen.
@@ -128,7 +179,19 @@ impl Agent {
             thing: watch::Sender::new(thing),
             link: watch::Sender::new(None),
             registering: tokio::sync::Mutex::new(()),
+            local: broadcast::Sender::new(LOCAL_EVENTS_BACKLOG),
         }
+    }
+
+    /// Sends a live event to local subscribers (none listening is fine).
+    pub fn publish_local(&self, event: LocalEvent) {
+        let _ = self.local.send(event);
+    }
+
+    /// Follows live events; a subscriber that falls [`LOCAL_EVENTS_BACKLOG`] behind is told how
+    /// many it missed (`RecvError::Lagged`) and goes on with the newest.
+    pub fn subscribe_local(&self) -> broadcast::Receiver<LocalEvent> {
+        self.local.subscribe()
     }
 
     pub fn config(&self) -> &Config {
