@@ -10,7 +10,8 @@ use std::{
 use anyhow::{anyhow, bail, Context};
 use clap::{Args, Parser, Subcommand};
 use devicehub_plugin_api::{PrinterProfile, Setting};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use crate::{
     config::{self, Config},
@@ -18,6 +19,10 @@ use crate::{
     plugins::{format_usb_id, parse_usb_id, PluginSet},
     print::{self, FileFormat, PrintOptions},
     render::{Halftone, Rotation},
+    rpc::{
+        client::{ClientError, RpcClient, Subscription},
+        protocol::{method, topic},
+    },
     service,
     storage::{DataDir, RotatingLog},
     transport::usb::UsbBus,
@@ -69,6 +74,47 @@ pub enum Command {
     },
     /// Run the agent: connect to the cloud and print the jobs it sends, until SIGINT/SIGTERM.
     Run,
+    /// Show what the running service is doing: cloud link, plugins, devices, recent jobs.
+    Status,
+    /// Read a scale through the running service.
+    Scale(ScaleArgs),
+    /// Show the end of DeviceHub's log files (in the data directory).
+    Logs {
+        /// How many lines to show.
+        #[arg(long, short = 'n', default_value_t = 50)]
+        lines: usize,
+        /// Keep showing lines as they are written, until Ctrl+C.
+        #[arg(long, short = 'f')]
+        follow: bool,
+    },
+    /// Install or remove DeviceHub as a system service.
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
+    },
+}
+
+/// Arguments of `devicehub scale`.
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// The scale (an ID from `devicehub devices`); may be left out when there is only one.
+    #[arg(long)]
+    pub device: Option<String>,
+    /// Show the weight in mg, g, kg, oz or lb (default: the scale's own unit).
+    #[arg(long)]
+    pub unit: Option<String>,
+    /// How long to wait for the scale's answer, milliseconds.
+    #[arg(long, default_value_t = 2000)]
+    pub timeout_ms: u32,
+}
+
+/// `devicehub service` actions.
+#[derive(Debug, Clone, Copy, Subcommand)]
+pub enum ServiceAction {
+    /// Install the service definition and enable it (systemd on Linux; instructions elsewhere).
+    Install,
+    /// Stop, disable and remove the service definition.
+    Uninstall,
 }
 
 /// Arguments of `devicehub print`.
@@ -152,6 +198,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Print(args) => cmd_print(&cli.global, &config, *args),
         Command::Register { code } => cmd_register(&cli.global, &config, &code),
         Command::Run => cmd_run(&cli.global, config),
+        Command::Status => cmd_status(&cli.global, &config),
+        Command::Scale(args) => cmd_scale(&cli.global, &config, &args),
+        Command::Logs { lines, follow } => cmd_logs(&cli.global, &config, lines, follow),
+        Command::Service { action } => crate::install::run(action),
     }
 }
 
@@ -182,9 +232,15 @@ fn cmd_run(global: &GlobalArgs, mut config: Config) -> anyhow::Result<()> {
     result
 }
 
-/// `devicehub register`: prints each step as it happens (with `--json`, one JSON object per
-/// line: the steps, then `{"result":..}` or `{"error":..}`).
+/// `devicehub register`: through the running service when there is one; prints each step as it
+/// happens (with `--json`, one JSON object per line: the steps, then `{"result":..}` or
+/// `{"error":..}`).
 fn cmd_register(global: &GlobalArgs, config: &Config, code: &str) -> anyhow::Result<()> {
+    // The running service registers itself and connects at once; without it, this process
+    // registers and the service connects when it starts.
+    if register_through_service(global, config, code)?.is_some() {
+        return Ok(());
+    }
     use crate::cloud::registration::{self, RegistrationSettings};
     let data_dir = crate::storage::DataDir::new(config.data_dir());
     let json = global.json;
@@ -238,59 +294,65 @@ fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
     Ok(config)
 }
 
-#[derive(Serialize)]
-struct PluginListing {
-    dir: String,
-    plugins: Vec<PluginRow>,
-    refused: Vec<RefusedRow>,
-    conflicts: Vec<ConflictRow>,
+/// The plugins listing of `devicehub plugins` and the local RPC's `plugins` method.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PluginListing {
+    /// `service` when the running service answered, `offline` when this command loaded the
+    /// plugins itself.
+    #[serde(default)]
+    pub source: String,
+    pub dir: String,
+    pub plugins: Vec<PluginRow>,
+    pub refused: Vec<RefusedRow>,
+    pub conflicts: Vec<ConflictRow>,
 }
 
-#[derive(Serialize)]
-struct PluginRow {
-    name: String,
-    version: String,
-    api_version: String,
-    kind: &'static str,
-    description: String,
-    path: String,
-    usb_ids: Vec<UsbRow>,
+#[derive(Debug, Serialize, Deserialize)]
+pub struct PluginRow {
+    pub name: String,
+    pub version: String,
+    pub api_version: String,
+    pub kind: String,
+    pub description: String,
+    pub path: String,
+    pub usb_ids: Vec<UsbRow>,
     /// The plugin's IEEE-1284 rules for printers whose USB ID no table lists.
-    ieee1284_rules: Vec<Ieee1284Row>,
+    pub ieee1284_rules: Vec<Ieee1284Row>,
 }
 
-#[derive(Serialize)]
-struct Ieee1284Row {
-    manufacturer: String,
-    model_prefix: String,
-    command_set: String,
-    profile: String,
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Ieee1284Row {
+    pub manufacturer: String,
+    pub model_prefix: String,
+    pub command_set: String,
+    pub profile: String,
 }
 
-#[derive(Serialize)]
-struct UsbRow {
-    usb_id: String,
-    model: String,
-    support: &'static str,
-    profile: String,
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UsbRow {
+    pub usb_id: String,
+    pub model: String,
+    pub support: String,
+    pub profile: String,
 }
 
-#[derive(Serialize)]
-struct RefusedRow {
-    path: String,
-    reason: String,
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RefusedRow {
+    pub path: String,
+    pub reason: String,
 }
 
-#[derive(Serialize)]
-struct ConflictRow {
-    usb_id: String,
-    driven_by: String,
-    also_claimed_by: Vec<String>,
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ConflictRow {
+    pub usb_id: String,
+    pub driven_by: String,
+    pub also_claimed_by: Vec<String>,
 }
 
-fn cmd_plugins(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
-    let set = service::load_plugins(config);
-    let listing = PluginListing {
+/// The listing of a plugin set.
+pub fn plugin_listing(set: &PluginSet) -> PluginListing {
+    PluginListing {
+        source: "service".to_string(),
         dir: set.dir.display().to_string(),
         plugins: set
             .plugins
@@ -299,7 +361,7 @@ fn cmd_plugins(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
                 name: p.name().to_string(),
                 version: p.version.to_string(),
                 api_version: p.manifest.api_version.to_string(),
-                kind: p.manifest.kind.as_str(),
+                kind: p.manifest.kind.as_str().to_string(),
                 description: p.manifest.description.to_string(),
                 path: p.path.display().to_string(),
                 usb_ids: p
@@ -309,7 +371,7 @@ fn cmd_plugins(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
                     .map(|m| UsbRow {
                         usb_id: format_usb_id(m.vendor_id, m.product_id),
                         model: m.model.to_string(),
-                        support: m.support.as_str(),
+                        support: m.support.as_str().to_string(),
                         profile: m.profile.to_string(),
                     })
                     .collect(),
@@ -343,6 +405,18 @@ fn cmd_plugins(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
                 also_claimed_by: c.losers.clone(),
             })
             .collect(),
+    }
+}
+
+fn cmd_plugins(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
+    let listing = match ask_service(config, method::PLUGINS, json!({}), SHORT_CALL)? {
+        Some(answer) => serde_json::from_value(answer)
+            .context("the running service sent a plugins listing this command cannot read")?,
+        None => {
+            let mut listing = plugin_listing(&service::load_plugins(config));
+            listing.source = "offline".to_string();
+            listing
+        }
     };
     let mut out = std::io::stdout().lock();
     if global.json {
@@ -417,6 +491,11 @@ struct DeviceListing {
 }
 
 fn cmd_devices(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
+    if let Some(mut listing) = ask_service(config, method::DEVICES, json!({}), SHORT_CALL)? {
+        listing["source"] = "service".into();
+        listing["usb"] = "as attached by the running service".into();
+        return print_device_listing(global, &listing);
+    }
     let plugins = service::load_plugins(config);
     let mut listing = DeviceListing {
         devices: Vec::new(),
@@ -458,32 +537,46 @@ fn cmd_devices(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
     } else {
         listing.usb = "USB discovery is disabled in the config".to_string();
     }
+    let mut listing = serde_json::to_value(&listing).expect("a device listing is plain JSON");
+    listing["source"] = "offline".into();
+    print_device_listing(global, &listing)
+}
+
+/// Prints a device listing, from the running service or made offline.
+fn print_device_listing(global: &GlobalArgs, listing: &Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     if global.json {
-        serde_json::to_writer_pretty(&mut out, &listing)?;
+        serde_json::to_writer_pretty(&mut out, listing)?;
         writeln!(out)?;
         return Ok(());
     }
-    if listing.devices.is_empty() {
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let devices = listing["devices"].as_array().cloned().unwrap_or_default();
+    if devices.is_empty() {
         writeln!(out, "No devices.")?;
     }
-    for d in &listing.devices {
+    for d in &devices {
         writeln!(
             out,
             "{:<20} {:<8} {} {} [{}] {} {}",
-            d.id,
-            d.kind,
-            d.plugin,
-            d.plugin_version,
-            d.profile,
-            d.model.as_deref().unwrap_or("-"),
-            d.connection.as_deref().unwrap_or("(waiting for USB)")
+            text(&d["id"]),
+            text(&d["kind"]),
+            text(&d["plugin"]),
+            text(&d["plugin_version"]),
+            text(&d["profile"]),
+            text(&d["model"]),
+            d["connection"].as_str().unwrap_or("(waiting for USB)")
         )?;
     }
-    for p in &listing.problems {
-        writeln!(out, "{:<20} not usable: {}", p.id, p.reason)?;
+    for p in listing["problems"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "{:<20} not usable: {}",
+            text(&p["id"]),
+            text(&p["reason"])
+        )?;
     }
-    writeln!(out, "{}", listing.usb)?;
+    writeln!(out, "{}", text(&listing["usb"]))?;
     Ok(())
 }
 
@@ -511,6 +604,8 @@ fn parse_settings(pairs: &[String]) -> anyhow::Result<Vec<Setting>> {
 
 #[derive(Serialize)]
 struct PrintOutcome {
+    /// Always `offline` here: the command drove the printer itself.
+    source: &'static str,
     device: String,
     bytes: u64,
     labels: u32,
@@ -520,6 +615,12 @@ struct PrintOutcome {
 }
 
 fn cmd_print(global: &GlobalArgs, config: &Config, args: PrintArgs) -> anyhow::Result<()> {
+    // A device of the running service prints through it: the service holds the connection.
+    if let (Some(device), None) = (&args.device, &args.out) {
+        if print_through_service(global, config, device, &args)? {
+            return Ok(());
+        }
+    }
     let plugins = service::load_plugins(config);
     let file = std::fs::read(&args.file)
         .with_context(|| format!("cannot read {}", args.file.display()))?;
@@ -585,6 +686,7 @@ fn cmd_print(global: &GlobalArgs, config: &Config, args: PrintArgs) -> anyhow::R
         let bytes = devices::encode_offline(&spec, &prepared.job)?;
         write_file_atomically(out, &bytes)?;
         PrintOutcome {
+            source: "offline",
             device: spec.id.clone(),
             bytes: bytes.len() as u64,
             labels: 0,
@@ -606,6 +708,7 @@ fn cmd_print(global: &GlobalArgs, config: &Config, args: PrintArgs) -> anyhow::R
         let report = worker.print(prepared.job)?;
         table.shutdown();
         PrintOutcome {
+            source: "offline",
             device: spec.id.clone(),
             bytes: report.bytes_sent,
             labels: report.labels,
@@ -689,4 +792,394 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     tmp.persist(path)
         .with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// How long a quick request to the running service may take.
+const SHORT_CALL: std::time::Duration = std::time::Duration::from_secs(15);
+/// How long a print through the running service may take (a long PDF on a slow printer).
+const PRINT_CALL: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long a registration through the running service may take.
+const REGISTER_CALL: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long registration steps published just before the answer are still waited for.
+const LATE_STEPS: std::time::Duration = std::time::Duration::from_millis(300);
+
+/// A small runtime for one command's requests.
+fn client_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+/// Asks the running service; `None` when it is not running, so that the caller works offline.
+fn ask_service(
+    config: &Config,
+    method: &str,
+    params: Value,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Option<Value>> {
+    client_runtime()?.block_on(async {
+        let mut client = match RpcClient::connect(config).await {
+            Ok(client) => client,
+            Err(ClientError::NotRunning { .. }) => return Ok(None),
+            Err(e) => return Err(anyhow!(e)),
+        };
+        Ok(Some(client.call(method, params, timeout).await?))
+    })
+}
+
+/// Asks the running service, which must be running; with `--json` a failure is also printed
+/// as `{"error":{"kind","message"}}`.
+fn require_service(
+    global: &GlobalArgs,
+    config: &Config,
+    method: &str,
+    params: Value,
+    timeout: std::time::Duration,
+) -> anyhow::Result<Value> {
+    let outcome = client_runtime()?.block_on(async {
+        let mut client = RpcClient::connect(config).await?;
+        client.call(method, params, timeout).await
+    });
+    outcome.map_err(|e| json_failure(global, e))
+}
+
+/// Prints a client error as JSON when `--json` asks for it, and hands it on.
+fn json_failure(global: &GlobalArgs, error: ClientError) -> anyhow::Error {
+    if global.json {
+        println!(
+            "{}",
+            json!({ "error": { "kind": error.kind(), "message": error.to_string() } })
+        );
+    }
+    anyhow!(error)
+}
+
+/// `devicehub status`: the running service's state.
+fn cmd_status(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
+    let status = require_service(global, config, method::STATUS, json!({}), SHORT_CALL)?;
+    let mut out = std::io::stdout().lock();
+    if global.json {
+        serde_json::to_writer_pretty(&mut out, &status)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
+    let uptime = status["uptimeS"].as_u64().unwrap_or(0);
+    writeln!(
+        out,
+        "DeviceHub {}, running for {}h {:02}m {:02}s",
+        text(&status["agentVersion"]),
+        uptime / 3600,
+        uptime / 60 % 60,
+        uptime % 60
+    )?;
+    let link = text(&status["link"]["state"]);
+    match status["thingName"].as_str() {
+        Some(thing) => writeln!(out, "Cloud: {link} as {thing}")?,
+        None => writeln!(
+            out,
+            "Cloud: not registered (run `devicehub register --code CODE`)"
+        )?,
+    }
+    if let Some(detail) = status["link"]["detail"].as_str() {
+        writeln!(out, "  last failure: {detail}")?;
+    }
+    let plugins = status["plugins"].as_array().cloned().unwrap_or_default();
+    let refused = status["refusedPlugins"].as_array().map_or(0, |r| r.len());
+    writeln!(
+        out,
+        "Plugins: {} loaded{}",
+        plugins.len(),
+        if refused > 0 {
+            format!(", {refused} refused (see `devicehub plugins`)")
+        } else {
+            String::new()
+        }
+    )?;
+    let devices = status["devices"].as_array().cloned().unwrap_or_default();
+    writeln!(out, "Devices: {}", devices.len())?;
+    for d in &devices {
+        writeln!(
+            out,
+            "  {:<20} {:<8} {} {}",
+            text(&d["id"]),
+            text(&d["kind"]),
+            text(&d["model"]),
+            text(&d["connection"])
+        )?;
+    }
+    for p in status["deviceProblems"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "  {:<20} not usable: {}",
+            text(&p["id"]),
+            text(&p["reason"])
+        )?;
+    }
+    let jobs = status["recentJobs"].as_array().cloned().unwrap_or_default();
+    if !jobs.is_empty() {
+        writeln!(out, "Recent jobs:")?;
+        for job in jobs.iter().take(5) {
+            writeln!(out, "  {job}")?;
+        }
+    }
+    if let Some(version) = status["upgradeAvailable"]["version"].as_str() {
+        writeln!(out, "DeviceHub {version} is available")?;
+    }
+    Ok(())
+}
+
+/// Prints through the running service; `false` when it is not running.
+fn print_through_service(
+    global: &GlobalArgs,
+    config: &Config,
+    device: &str,
+    args: &PrintArgs,
+) -> anyhow::Result<bool> {
+    // The service has its own working folder: it gets an absolute path.
+    let path = std::path::absolute(&args.file)
+        .with_context(|| format!("cannot find {}", args.file.display()))?;
+    let settings: serde_json::Map<String, Value> = parse_settings(&args.settings)?
+        .into_iter()
+        .map(|s| (s.key.to_string(), Value::String(s.value.to_string())))
+        .collect();
+    let params = json!({
+        "path": path,
+        "device": device,
+        "copies": args.copies,
+        "format": args.format,
+        "dither": args.dither,
+        "rotate": args.rotate,
+        "settings": settings,
+    });
+    let runtime = client_runtime()?;
+    let outcome = runtime.block_on(async {
+        let mut client = match RpcClient::connect(config).await {
+            Ok(client) => client,
+            Err(ClientError::NotRunning { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if !global.json {
+            eprintln!(
+                "Printing {} on {device} through the running DeviceHub...",
+                args.file.display()
+            );
+        }
+        client
+            .call(method::PRINT, params, PRINT_CALL)
+            .await
+            .map(Some)
+    });
+    let mut result = match outcome {
+        Ok(Some(result)) => result,
+        Ok(None) => return Ok(false),
+        Err(e) => return Err(json_failure(global, e).context("printing failed")),
+    };
+    let mut out = std::io::stdout().lock();
+    if global.json {
+        result["source"] = "service".into();
+        serde_json::to_writer_pretty(&mut out, &result)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "Printed {} label(s) on {} ({} bytes){}",
+            result["labels"],
+            device,
+            result["bytes"],
+            match result["detail"].as_str() {
+                Some(detail) if !detail.is_empty() => format!(": {detail}"),
+                _ => String::new(),
+            }
+        )?;
+    }
+    Ok(true)
+}
+
+/// `devicehub scale`: one reading through the running service.
+fn cmd_scale(global: &GlobalArgs, config: &Config, args: &ScaleArgs) -> anyhow::Result<()> {
+    let mut params = json!({ "timeoutMs": args.timeout_ms });
+    if let Some(device) = &args.device {
+        params["device"] = device.clone().into();
+    }
+    if let Some(unit) = &args.unit {
+        params["unit"] = unit.clone().into();
+    }
+    // The request waits for the scale, then for the answer to travel back.
+    let timeout = SHORT_CALL + std::time::Duration::from_millis(u64::from(args.timeout_ms));
+    let reading = require_service(global, config, method::SCALE_READ, params, timeout)?;
+    let mut out = std::io::stdout().lock();
+    if global.json {
+        serde_json::to_writer_pretty(&mut out, &reading)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "{} {} ({}) on {}",
+            reading["weight"],
+            reading["unit"].as_str().unwrap_or(""),
+            reading["state"].as_str().unwrap_or(""),
+            reading["device"].as_str().unwrap_or("")
+        )?;
+    }
+    Ok(())
+}
+
+/// Registers through the running service, printing each step as it is published; `None` when
+/// the service is not running.
+fn register_through_service(
+    global: &GlobalArgs,
+    config: &Config,
+    code: &str,
+) -> anyhow::Result<Option<()>> {
+    let runtime = client_runtime()?;
+    let json_output = global.json;
+    let show = move |body: &Value| {
+        let step = &body["step"];
+        if json_output {
+            println!("{step}");
+        } else {
+            match serde_json::from_value::<crate::cloud::registration::RegistrationStep>(
+                step.clone(),
+            ) {
+                Ok(step) => println!("{step}"),
+                Err(_) => println!("{step}"),
+            }
+        }
+    };
+    let outcome = runtime.block_on(async {
+        let mut client = match RpcClient::connect(config).await {
+            Ok(client) => client,
+            Err(ClientError::NotRunning { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let mut steps: Subscription = client.subscribe(&[topic::REGISTRATION]).await?;
+        let id = client.next_request_id();
+        let call = client.call_with_id(
+            id.clone(),
+            method::REGISTER,
+            json!({ "activationCode": code }),
+            REGISTER_CALL,
+        );
+        tokio::pin!(call);
+        let answer = loop {
+            tokio::select! {
+                answer = &mut call => break answer,
+                step = steps.next() => {
+                    let (_, body) = step?;
+                    if body["requestId"] == id {
+                        show(&body);
+                    }
+                }
+            }
+        };
+        // The answer and the last steps travel on different sockets: collect stragglers.
+        while let Ok(Ok((_, body))) = tokio::time::timeout(LATE_STEPS, steps.next()).await {
+            if body["requestId"] == id {
+                show(&body);
+            }
+        }
+        answer.map(Some)
+    });
+    match outcome {
+        Ok(Some(done)) => {
+            if global.json {
+                println!("{}", json!({ "result": done }));
+            } else if let Some(thing) = done["thingName"].as_str() {
+                println!("Registered as {thing}; the running DeviceHub is connecting");
+            }
+            Ok(Some(()))
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(json_failure(global, e).context("registration failed")),
+    }
+}
+
+/// `devicehub logs`: the last lines of the log files, then (with `--follow`) new ones.
+fn cmd_logs(
+    global: &GlobalArgs,
+    config: &Config,
+    lines: usize,
+    follow: bool,
+) -> anyhow::Result<()> {
+    use crate::storage::rotating_log::LOG_FILE;
+    let dir = DataDir::new(config.data_dir()).logs_dir();
+    let current = dir.join(LOG_FILE);
+    // Oldest rotated file first, the current file last.
+    let mut files: Vec<(u32, PathBuf)> = std::fs::read_dir(&dir)
+        .with_context(|| format!("cannot read the log folder {}", dir.display()))?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let number = name.strip_prefix(&format!("{LOG_FILE}."))?.parse().ok()?;
+            Some((number, entry.path()))
+        })
+        .collect();
+    files.sort_by_key(|file| std::cmp::Reverse(file.0));
+    let mut tail = std::collections::VecDeque::with_capacity(lines + 1);
+    for path in files
+        .into_iter()
+        .map(|(_, path)| path)
+        .chain(std::iter::once(current.clone()))
+    {
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        for line in text.lines() {
+            if tail.len() == lines {
+                tail.pop_front();
+            }
+            tail.push_back(line.to_string());
+        }
+    }
+    let show = |line: &str| {
+        if global.json {
+            println!("{}", json!(line));
+        } else {
+            println!("{line}");
+        }
+    };
+    tail.iter().for_each(|line| show(line));
+    if !follow {
+        return Ok(());
+    }
+    follow_log(&current, show)
+}
+
+/// Follows `path` as it grows; a rotation (the file shrinking or being replaced) starts again
+/// at the new file's beginning.
+fn follow_log(path: &Path, show: impl Fn(&str)) -> anyhow::Result<()> {
+    use std::io::{BufRead, Seek, SeekFrom};
+    const POLL: std::time::Duration = std::time::Duration::from_millis(250);
+    let mut position = std::fs::metadata(path).map_or(0, |m| m.len());
+    let mut partial = String::new();
+    loop {
+        std::thread::sleep(POLL);
+        let Ok(file) = std::fs::File::open(path) else {
+            continue;
+        };
+        let length = file.metadata().map_or(0, |m| m.len());
+        if length < position {
+            position = 0;
+            partial.clear();
+        }
+        if length == position {
+            continue;
+        }
+        let mut reader = std::io::BufReader::new(file);
+        reader.seek(SeekFrom::Start(position))?;
+        let mut line = String::new();
+        while reader.read_line(&mut line)? > 0 {
+            position += line.len() as u64;
+            if line.ends_with('\n') {
+                partial.push_str(line.trim_end_matches(['\n', '\r']));
+                show(&partial);
+                partial.clear();
+            } else {
+                partial.push_str(&line);
+            }
+            line.clear();
+        }
+    }
 }

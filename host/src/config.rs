@@ -36,6 +36,12 @@ pub struct Config {
     /// The cloud endpoint and what registration needs (`[cloud]`).
     #[serde(default)]
     pub cloud: CloudConfig,
+    /// The local servers on 127.0.0.1 (`[local]`).
+    #[serde(default)]
+    pub local: LocalConfig,
+    /// The file this config was read from, for `config.reload` over the local RPC; not a key.
+    #[serde(skip)]
+    pub loaded_from: Option<PathBuf>,
 }
 
 fn default_log_level() -> String {
@@ -51,6 +57,40 @@ impl Default for Config {
             usb: UsbConfig::default(),
             devices: Vec::new(),
             cloud: CloudConfig::default(),
+            local: LocalConfig::default(),
+            loaded_from: None,
+        }
+    }
+}
+
+/// The `[local]` section: the ports of the servers local tools talk to. They always listen on
+/// 127.0.0.1 alone; there is deliberately no address key, so no config can expose them to the
+/// network (an unknown key such as `rpc_address` is refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// The ZeroMQ request/reply port of the local RPC (0: any free port, announced in
+    /// `<data_dir>/rpc.json`).
+    #[serde(default = "default_rpc_port")]
+    pub rpc_port: u16,
+    /// The ZeroMQ publish port of the local RPC's live events (0: any free port).
+    #[serde(default = "default_rpc_publish_port")]
+    pub rpc_publish_port: u16,
+}
+
+fn default_rpc_port() -> u16 {
+    4042
+}
+
+fn default_rpc_publish_port() -> u16 {
+    4043
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            rpc_port: default_rpc_port(),
+            rpc_publish_port: default_rpc_publish_port(),
         }
     }
 }
@@ -226,7 +266,9 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::parse(&text, path)
+        let mut config = Config::parse(&text, path)?;
+        config.loaded_from = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Reads `path` if it exists; a missing file at the default location means defaults.
@@ -260,6 +302,12 @@ impl Config {
                      (e.g. xxxxxxxx-ats.iot.eu-west-1.amazonaws.com)"
                 )));
             }
+        }
+        if self.local.rpc_port != 0 && self.local.rpc_port == self.local.rpc_publish_port {
+            return Err(invalid(format!(
+                "local.rpc_port and local.rpc_publish_port are both {}; they must differ",
+                self.local.rpc_port
+            )));
         }
         if self.cloud.port == Some(0) {
             return Err(invalid("cloud.port must not be 0".into()));

@@ -14,16 +14,20 @@
 //! - [`cloud`]: the link to AWS IoT Core (or the emulator) over MQTT.
 //! - [`service`]: `devicehub run`: the agent that takes print jobs from the cloud.
 //! - [`agent`]: the running agent's shared state for the local servers: status, registration.
+//! - [`install`]: `devicehub service install|uninstall` (systemd on Linux).
+//! - [`rpc`]: the local RPC over ZeroMQ on 127.0.0.1 (requests on 4042, events on 4043).
 
 pub mod agent;
 pub mod cli;
 pub mod cloud;
 pub mod config;
 pub mod devices;
+pub mod install;
 pub mod logging;
 pub mod plugins;
 pub mod print;
 pub mod render;
+pub mod rpc;
 pub mod service;
 pub mod storage;
 pub mod transport;

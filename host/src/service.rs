@@ -20,6 +20,9 @@
 //! 2. the MQTT link, which has its own token so that the jobs task's last status report leaves
 //!    before it, says goodbye and disconnects; the dispatcher ends with it;
 //! 3. the USB watcher thread and the device threads are joined.
+//!
+//! The local RPC starts right after the shared [`Agent`] and stops before the devices, so that a
+//! print it started finishes (or fails) on a device that is still there.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,13 +121,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Duration::from_millis(config.usb.poll_interval_ms.max(100)),
         )
     });
-    let hid = config.usb.enabled.then(|| {
-        HidWatcher::start_for_config(
-            plugins.clone(),
-            devices.clone(),
-            &config,
-        )
-    });
+    let hid = config
+        .usb
+        .enabled
+        .then(|| HidWatcher::start_for_config(plugins.clone(), devices.clone(), &config));
 
     let health = SharedHealth::default();
     let agent = Arc::new(Agent::new(
@@ -137,6 +137,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .as_ref()
             .map(|(identity, _)| identity.thing_name.clone()),
     ));
+    // The local RPC serves whether or not this computer is registered. A port already taken
+    // (another DeviceHub on this computer) costs the local tools, not the cloud printing.
+    let rpc = match crate::rpc::LocalRpc::start(agent.clone()).await {
+        Ok(rpc) => Some(rpc),
+        Err(e) => {
+            tracing::error!("the local RPC is not available: {e}");
+            None
+        }
+    };
 
     // Without an identity the agent waits, devices attached, until this computer is
     // registered (by a local page or tool through `Agent::register`, or by `devicehub
@@ -146,6 +155,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         None => match wait_for_registration(&agent, &data_dir, &shutdown).await? {
             Some(stored) => stored,
             None => {
+                stop_rpc(rpc).await;
                 stop_devices(usb, hid, devices).await;
                 tracing::info!("DeviceHub stopped");
                 return Ok(());
@@ -294,6 +304,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Err(e) = dispatcher_task.await {
         tracing::error!("the message dispatcher failed: {e}");
     }
+    stop_rpc(rpc).await;
     stop_devices(usb, hid, devices).await;
     tracing::info!("DeviceHub stopped");
     outcome
@@ -331,6 +342,13 @@ async fn wait_for_registration(
             agent.registered_elsewhere(&stored.0.thing_name);
             return Ok(Some(stored));
         }
+    }
+}
+
+/// Stops the local RPC: requests already running (a print) get a short grace to answer.
+async fn stop_rpc(rpc: Option<crate::rpc::LocalRpc>) {
+    if let Some(rpc) = rpc {
+        rpc.stop().await;
     }
 }
 

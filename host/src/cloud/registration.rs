@@ -161,7 +161,7 @@ impl RegistrationSettings {
 }
 
 /// A completed step of the registration, reported as it happens.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
     tag = "step",
     rename_all = "camelCase",
