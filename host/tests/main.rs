@@ -55,3 +55,7 @@ mod dymo_printing;
 /// point-of-sale scales (the emulator's model behind a test HID transport), through the real
 /// plugin libraries: exact weights in every unit, motion, over capacity, zeroing.
 mod scales;
+
+/// The local RPC over ZeroMQ with `devicehub run`: methods, refusals, the publish socket, the
+/// command line on top of it, libzmq interoperability (pyzmq) and loopback-only listening.
+mod rpc;
