@@ -82,14 +82,12 @@ impl std::fmt::Debug for Subscription {
     }
 }
 
-/// Where the service of this config listens: its endpoint file when there is one (it knows the
-/// ports a config of 0 chose), else the configured ports.
-pub fn endpoint_for(config: &Config) -> RpcEndpoint {
-    RpcEndpoint::read(&config.data_dir()).unwrap_or(RpcEndpoint {
-        request_port: config.local.rpc_port,
-        publish_port: config.local.rpc_publish_port,
-        pid: 0,
-    })
+/// Where the service that uses this config's data directory listens: the endpoint file it
+/// wrote at start-up. Without one, no service uses this data directory (another DeviceHub on
+/// the configured port, say one started for another data directory, is not asked: its token
+/// would not match anyway).
+pub fn endpoint_for(config: &Config) -> Option<RpcEndpoint> {
+    RpcEndpoint::read(&config.data_dir())
 }
 
 /// True when something accepts TCP connections on 127.0.0.1:`port`; a refused connection means
@@ -106,8 +104,12 @@ fn listening(port: u16) -> bool {
 impl RpcClient {
     /// Connects to the service that uses `config`'s data directory.
     pub async fn connect(config: &Config) -> Result<RpcClient, ClientError> {
-        let endpoint = endpoint_for(config);
-        RpcClient::connect_to(endpoint, &config.data_dir()).await
+        match endpoint_for(config) {
+            Some(endpoint) => RpcClient::connect_to(endpoint, &config.data_dir()).await,
+            None => Err(ClientError::NotRunning {
+                port: config.local.rpc_port,
+            }),
+        }
     }
 
     /// Connects to the service listening at `endpoint`, with the token in `data_dir`.
