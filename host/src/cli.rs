@@ -266,7 +266,10 @@ fn cmd_register(global: &GlobalArgs, config: &Config, code: &str) -> anyhow::Res
     match outcome {
         Ok(done) => {
             if json {
-                println!("{}", serde_json::json!({ "result": done }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "result": done, "source": "offline" })
+                );
             }
             Ok(())
         }
@@ -1085,7 +1088,7 @@ fn register_through_service(
     match outcome {
         Ok(Some(done)) => {
             if global.json {
-                println!("{}", json!({ "result": done }));
+                println!("{}", json!({ "result": done, "source": "service" }));
             } else if let Some(thing) = done["thingName"].as_str() {
                 println!("Registered as {thing}; the running DeviceHub is connecting");
             }

@@ -476,3 +476,91 @@ async fn rpc_listens_on_loopback_only() {
         desk.agent.log()
     );
 }
+
+#[tokio::test]
+async fn cli_register_goes_through_the_running_service_with_its_steps_as_they_happen() {
+    let cloud = crate::support_cloud::Cloud::start();
+    let plugins = support::plugins_folder(&[ZEBRA]);
+    let prepared = crate::support_desk::prepare(&cloud, plugins.path(), "");
+    let mut text = std::fs::read_to_string(&prepared.config).expect("read config");
+    text.push_str("[local]\nrpc_port = 0\nrpc_publish_port = 0\n");
+    std::fs::write(&prepared.config, text).expect("write config");
+    let log = prepared
+        .config
+        .parent()
+        .expect("the config is in the desk folder")
+        .join("run.log");
+    let mut agent = Agent::start(&prepared.config, &log);
+    let deadline = Instant::now() + START_WAIT;
+    while RpcEndpoint::read(&prepared.data_dir).is_none() {
+        assert!(
+            agent.exited().is_none(),
+            "devicehub run ended:\n{}",
+            agent.log()
+        );
+        assert!(Instant::now() < deadline, "no local RPC:\n{}", agent.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_devicehub"))
+        .arg("--config")
+        .arg(&prepared.config)
+        .args(["register", "--code", &prepared.code, "--json"])
+        .output()
+        .await
+        .expect("run devicehub register");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        agent.log()
+    );
+    let lines: Vec<Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
+        .collect();
+    let last = lines.last().expect("an outcome line");
+    assert_eq!(last["source"], "service", "{lines:?}");
+    let thing = last["result"]["thingName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no result: {lines:?}"))
+        .to_string();
+    let steps: Vec<&str> = lines
+        .iter()
+        .filter_map(|line| line["step"].as_str())
+        .collect();
+    assert!(steps.contains(&"thingRegistered"), "{lines:?}");
+
+    // The service registered itself: it connects without a restart and says so in its status.
+    let endpoint = RpcEndpoint::read(&prepared.data_dir).expect("endpoint");
+    let mut client = RpcClient::connect_to(endpoint, &prepared.data_dir)
+        .await
+        .expect("connect");
+    let deadline = Instant::now() + START_WAIT;
+    loop {
+        let status = client
+            .call("status", json!({}), ANSWER_WAIT)
+            .await
+            .expect("status");
+        assert_eq!(status["thingName"], thing.as_str(), "{status}");
+        if status["link"]["state"] == "connected" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not connected: {status}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let again = client
+        .call(
+            "register",
+            json!({ "activationCode": "ABCD-EFGH" }),
+            ANSWER_WAIT,
+        )
+        .await
+        .expect_err("already registered");
+    assert_eq!(again.kind(), "alreadyRegistered", "{again}");
+    assert!(agent.terminate().await.success(), "{}", agent.log());
+}
