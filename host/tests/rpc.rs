@@ -37,15 +37,20 @@ fn toml_path(p: &Path) -> String {
 
 impl Desk {
     async fn start() -> Desk {
+        Desk::start_with(&[ZEBRA], "").await
+    }
+
+    /// A desk with the plugin libraries `libraries` and the extra device rows `rows`.
+    async fn start_with(libraries: &[&str], rows: &str) -> Desk {
         let dir = tempfile::tempdir().expect("temp dir");
-        let plugins = support::plugins_folder(&[ZEBRA]);
+        let plugins = support::plugins_folder(libraries);
         let sim = Simulator::zebra(&["--language", "zpl"]);
         let data_dir = dir.path().join("data");
         let config = dir.path().join("devicehub.toml");
         std::fs::write(
             &config,
             format!(
-                "data_dir = \"{}\"\nplugins_dir = \"{}\"\n[usb]\nenabled = false\n{}\
+                "data_dir = \"{}\"\nplugins_dir = \"{}\"\n[usb]\nenabled = false\n{}{rows}\
                  [cloud]\nendpoint = \"localhost\"\n[local]\nrpc_port = 0\nrpc_publish_port = 0\n",
                 toml_path(&data_dir),
                 toml_path(plugins.path()),
@@ -563,4 +568,105 @@ async fn cli_register_goes_through_the_running_service_with_its_steps_as_they_ha
         .expect_err("already registered");
     assert_eq!(again.kind(), "alreadyRegistered", "{again}");
     assert!(agent.terminate().await.success(), "{}", agent.log());
+}
+
+/// `devicehub-emulator scale serial --protocol mt-sics` on a pseudo-terminal; stopped when
+/// dropped (its standard input closes).
+struct SerialScale {
+    child: std::process::Child,
+    _stdin: std::process::ChildStdin,
+    pty: String,
+    control: String,
+}
+
+impl SerialScale {
+    fn start() -> SerialScale {
+        use std::io::BufRead;
+        let mut child = Command::new(support::emulator_bin())
+            .args([
+                "scale",
+                "serial",
+                "--protocol",
+                "mt-sics",
+                "--control",
+                "127.0.0.1:0",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the scale simulator");
+        let stdin = child.stdin.take().expect("piped stdin");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().expect("piped stdout"))
+            .read_line(&mut line)
+            .expect("read the simulator's announcement");
+        let announced: Value = serde_json::from_str(&line).expect("announcement JSON");
+        SerialScale {
+            child,
+            _stdin: stdin,
+            pty: announced["pty"].as_str().expect("pty").to_string(),
+            control: announced["control"].as_str().expect("control").to_string(),
+        }
+    }
+}
+
+impl Drop for SerialScale {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn rpc_reads_a_scale_in_the_asked_unit_and_publishes_the_reading() {
+    let scale = SerialScale::start();
+    let row = format!(
+        "[[devices]]\nid = \"desk-scale\"\naddress = \"serial://{}\"\nplugin = \"serial-scale\"\n\
+         profile = \"mt-sics\"\n",
+        scale.pty
+    );
+    let mut desk = Desk::start_with(&[ZEBRA, "devicehub_driver_serial_scale"], &row).await;
+    let response = support::http_client()
+        .post(format!("{}/scale", scale.control))
+        .json(&json!({"weight": "1.250", "unit": "kg"}))
+        .send()
+        .await
+        .expect("POST /scale");
+    assert!(response.status().is_success());
+
+    let mut client = desk.client().await;
+    let mut events = client
+        .subscribe(&["scale", "health"])
+        .await
+        .expect("subscribe");
+    next_event(&mut events, |topic, _| topic == "health").await;
+    // With one scale attached, the device may be left out.
+    let reading = client
+        .call("scale.read", json!({"unit": "g"}), ANSWER_WAIT)
+        .await
+        .expect("scale.read");
+    assert_eq!(reading["device"], "desk-scale", "{reading}");
+    assert_eq!(reading["state"], "stable", "{reading}");
+    assert_eq!(reading["micrograms"], 1_250_000_000i64, "{reading}");
+    assert_eq!(reading["weight"], 1250.0, "{reading}");
+    assert_eq!(reading["unit"], "g", "{reading}");
+    assert_eq!(reading["displayUnit"], "kg", "{reading}");
+    let event = next_event(&mut events, |topic, _| topic == "scale").await;
+    assert_eq!(event["device"], "desk-scale", "{event}");
+    assert_eq!(event["reading"]["micrograms"], 1_250_000_000i64, "{event}");
+
+    let out = desk.cli(&["scale", "--device", "desk-scale", "--unit", "lb", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reading: Value = serde_json::from_slice(&out.stdout).expect("scale JSON");
+    let pounds = reading["weight"].as_f64().expect("a number");
+    assert!((pounds - 2.755_778_6).abs() < 1e-6, "{reading}");
+    assert!(
+        desk.agent.terminate().await.success(),
+        "{}",
+        desk.agent.log()
+    );
 }
