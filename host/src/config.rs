@@ -528,4 +528,27 @@ mod tests {
         let err = Config::parse(text, Path::new("x.toml")).unwrap_err();
         assert!(err.to_string().contains("twice"), "{err}");
     }
+
+    #[test]
+    fn local_ports_default_to_4042_and_4043_and_no_address_can_be_set() {
+        let config = Config::parse("", Path::new("x.toml")).expect("empty config");
+        assert_eq!(
+            (config.local.rpc_port, config.local.rpc_publish_port),
+            (4042, 4043)
+        );
+        let err = Config::parse("[local]\nrpc_address = \"0.0.0.0\"\n", Path::new("x.toml"))
+            .expect_err("no address key");
+        assert!(err.to_string().contains("rpc_address"), "{err}");
+        let err = Config::parse(
+            "[local]\nrpc_port = 5000\nrpc_publish_port = 5000\n",
+            Path::new("x.toml"),
+        )
+        .expect_err("one port for both sockets");
+        assert!(err.to_string().contains("must differ"), "{err}");
+        Config::parse(
+            "[local]\nrpc_port = 0\nrpc_publish_port = 0\n",
+            Path::new("x.toml"),
+        )
+        .expect("free ports for both");
+    }
 }
