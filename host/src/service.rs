@@ -142,7 +142,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
     // The local RPC serves whether or not this computer is registered. A port already taken
     // (another DeviceHub on this computer) costs the local tools, not the cloud printing.
-    let rpc = match crate::rpc::LocalRpc::start(agent.clone()).await {
+    let rpc = match crate::rpc::LocalRpc::start(agent.clone(), &shutdown).await {
         Ok(rpc) => Some(rpc),
         Err(e) => {
             tracing::error!("the local RPC is not available: {e}");

@@ -670,3 +670,31 @@ async fn rpc_reads_a_scale_in_the_asked_unit_and_publishes_the_reading() {
         desk.agent.log()
     );
 }
+
+#[test]
+fn cli_logs_shows_the_last_lines_across_rotated_files_oldest_first() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let logs = dir.path().join("data").join("logs");
+    std::fs::create_dir_all(&logs).expect("logs folder");
+    std::fs::write(logs.join("devicehub.log.2"), "one\ntwo\n").expect("write");
+    std::fs::write(logs.join("devicehub.log.1"), "three\nfour\n").expect("write");
+    std::fs::write(logs.join("devicehub.log"), "five\nsix\n").expect("write");
+    let config = dir.path().join("devicehub.toml");
+    std::fs::write(
+        &config,
+        format!("data_dir = \"{}\"\n", toml_path(&dir.path().join("data"))),
+    )
+    .expect("write config");
+    let out = Command::new(env!("CARGO_BIN_EXE_devicehub"))
+        .arg("--config")
+        .arg(&config)
+        .args(["logs", "-n", "3"])
+        .output()
+        .expect("run devicehub logs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "four\nfive\nsix\n");
+}

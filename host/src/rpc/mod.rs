@@ -113,8 +113,12 @@ pub struct LocalRpc {
 
 impl LocalRpc {
     /// Writes a new token, binds both sockets on 127.0.0.1 at the config's `[local]` ports and
-    /// starts serving. The sockets close when [`LocalRpc::stop`] is called.
-    pub async fn start(agent: Arc<Agent>) -> Result<LocalRpc, RpcError> {
+    /// starts serving. New requests stop being taken as soon as `service_shutdown` is cancelled
+    /// (requests already running still answer); the sockets close in [`LocalRpc::stop`].
+    pub async fn start(
+        agent: Arc<Agent>,
+        service_shutdown: &CancellationToken,
+    ) -> Result<LocalRpc, RpcError> {
         let data_dir = agent.data_dir().root().to_path_buf();
         let token = new_token();
         write_atomic(
@@ -152,7 +156,7 @@ impl LocalRpc {
             "local RPC listening"
         );
 
-        let shutdown = CancellationToken::new();
+        let shutdown = service_shutdown.child_token();
         let (progress_tx, _) = broadcast::channel(64);
         let publisher = tokio::spawn(publish::run(
             publisher,
