@@ -412,7 +412,12 @@ pub fn plugin_listing(set: &PluginSet) -> PluginListing {
 }
 
 fn cmd_plugins(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
-    let listing = match ask_service(config, method::PLUGINS, json!({}), SHORT_CALL)? {
+    // An explicit --plugins-dir asks about that folder, not about what the service loaded.
+    let from_service = match &global.plugins_dir {
+        Some(_) => None,
+        None => ask_service(config, method::PLUGINS, json!({}), SHORT_CALL)?,
+    };
+    let listing = match from_service {
         Some(answer) => serde_json::from_value(answer)
             .context("the running service sent a plugins listing this command cannot read")?,
         None => {
@@ -494,7 +499,11 @@ struct DeviceListing {
 }
 
 fn cmd_devices(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
-    if let Some(mut listing) = ask_service(config, method::DEVICES, json!({}), SHORT_CALL)? {
+    let from_service = match &global.plugins_dir {
+        Some(_) => None,
+        None => ask_service(config, method::DEVICES, json!({}), SHORT_CALL)?,
+    };
+    if let Some(mut listing) = from_service {
         listing["source"] = "service".into();
         listing["usb"] = "as attached by the running service".into();
         return print_device_listing(global, &listing);
