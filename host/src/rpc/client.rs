@@ -23,8 +23,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "DeviceHub is not running (nothing answers on {LOOPBACK}:{port}): start it with \
-         `devicehub run` or the service manager"
+        "DeviceHub is not running ({}): start it with `devicehub run` or the service manager",
+        where_not_running(*.port)
     )]
     NotRunning { port: u16 },
     #[error(
@@ -42,6 +42,19 @@ pub enum ClientError {
     Timeout { method: String, seconds: u64 },
     #[error("{}", .0.message)]
     Remote(ErrorBody),
+}
+
+/// Where nothing answered; a config of port 0 names no port, so only the missing
+/// announcement can be named.
+fn where_not_running(port: u16) -> String {
+    if port == 0 {
+        format!(
+            "no DeviceHub announced its port in {}",
+            super::ENDPOINT_FILE
+        )
+    } else {
+        format!("nothing answers on {LOOPBACK}:{port}")
+    }
 }
 
 impl ClientError {
