@@ -235,6 +235,15 @@ async fn rpc_refuses_bad_tokens_garbage_and_oversized_requests_and_keeps_answeri
             .mode();
         assert_eq!(mode & 0o777, 0o600, "the token file is owner-only");
     }
+    // Bytes that are not ZMTP at all end that connection, not the server.
+    {
+        use std::io::Write;
+        let mut garbage = std::net::TcpStream::connect(("127.0.0.1", desk.endpoint.request_port))
+            .expect("connect with plain TCP");
+        garbage
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n\xff\x00\x00\x00\x00\x00\x00\x00")
+            .expect("send garbage");
+    }
     let mut socket = ReqSocket::new();
     socket
         .connect(&format!("tcp://127.0.0.1:{}", desk.endpoint.request_port))
