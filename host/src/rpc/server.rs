@@ -2,7 +2,7 @@
 //! methods behind it. Each request runs as its own task; the socket task only reads requests,
 //! starts them and sends the answers back, so a bad or slow request never stops the server.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -68,6 +68,9 @@ pub(super) async fn run(socket: RouterSocket, methods: Methods, shutdown: Cancel
     let methods = Arc::new(methods);
     let (mut send, mut recv) = socket.split();
     let mut running: JoinSet<(Vec<Bytes>, Reply)> = JoinSet::new();
+    // Who is waiting for each running request, so that even a request whose task panicked is
+    // answered (a REQ client would otherwise wait for ever).
+    let mut waiting: HashMap<tokio::task::Id, Vec<Bytes>> = HashMap::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -97,25 +100,25 @@ pub(super) async fn run(socket: RouterSocket, methods: Methods, shutdown: Cancel
                     }
                     Ok(body) => {
                         let methods = methods.clone();
-                        running.spawn(async move {
+                        let reply_to = envelope.clone();
+                        let task = running.spawn(async move {
                             let reply = methods.handle(&body).await;
-                            (envelope, reply)
+                            (reply_to, reply)
                         });
+                        waiting.insert(task.id(), envelope);
                     }
                 }
             }
-            Some(done) = running.join_next() => match done {
-                Ok((envelope, reply)) => answer(&mut send, envelope, reply).await,
-                Err(e) => tracing::error!("a local RPC request failed: {e}"),
+            Some(done) = running.join_next_with_id() => {
+                finished(&mut send, &mut waiting, done).await;
             }
         }
     }
     // Requests still running (a print on its way to the printer) may finish and answer.
     let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
     while !running.is_empty() {
-        match tokio::time::timeout_at(deadline, running.join_next()).await {
-            Ok(Some(Ok((envelope, reply)))) => answer(&mut send, envelope, reply).await,
-            Ok(Some(Err(e))) => tracing::error!("a local RPC request failed: {e}"),
+        match tokio::time::timeout_at(deadline, running.join_next_with_id()).await {
+            Ok(Some(done)) => finished(&mut send, &mut waiting, done).await,
             Ok(None) => break,
             Err(_) => {
                 tracing::warn!(
@@ -124,6 +127,33 @@ pub(super) async fn run(socket: RouterSocket, methods: Methods, shutdown: Cancel
                 );
                 running.shutdown().await;
                 break;
+            }
+        }
+    }
+}
+
+/// Answers a request whose task ended, with its reply or, when the task failed, an error.
+async fn finished(
+    send: &mut zeromq::RouterSendHalf,
+    waiting: &mut HashMap<tokio::task::Id, Vec<Bytes>>,
+    done: Result<(tokio::task::Id, (Vec<Bytes>, Reply)), tokio::task::JoinError>,
+) {
+    match done {
+        Ok((id, (envelope, reply))) => {
+            waiting.remove(&id);
+            answer(send, envelope, reply).await;
+        }
+        Err(e) => {
+            tracing::error!("a local RPC request failed: {e}");
+            if let Some(envelope) = waiting.remove(&e.id()) {
+                let failed = Reply::failed(
+                    Value::Null,
+                    ErrorBody::new(
+                        "internal",
+                        "the request failed inside DeviceHub; see its log",
+                    ),
+                );
+                answer(send, envelope, failed).await;
             }
         }
     }
