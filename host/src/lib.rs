@@ -12,6 +12,7 @@
 //! - [`storage`]: the data directory: atomic writes, state files, job journal, certificates, logs.
 //! - [`cloud`]: the link to AWS IoT Core (or the emulator) over MQTT.
 //! - [`service`]: `devicehub run`: the agent that takes print jobs from the cloud.
+//! - [`sheets`]: office printers over IPP (configured URIs and CUPS queues), indicia on envelopes.
 
 pub mod cli;
 pub mod cloud;
@@ -21,5 +22,6 @@ pub mod plugins;
 pub mod print;
 pub mod render;
 pub mod service;
+pub mod sheets;
 pub mod storage;
 pub mod transport;

@@ -107,7 +107,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         for refused in &plugins.refused {
             tracing::warn!(path = %refused.path.display(), "plugin refused: {}", refused.reason);
         }
-        let devices = Arc::new(DeviceTable::from_config(&devices_config.devices, &plugins));
+        let devices = Arc::new(DeviceTable::from_config_with(
+            &devices_config.devices,
+            &plugins,
+            &devices_config.system_printers,
+        ));
+        devices.attach_system_printers(&devices_config.system_printers);
         (plugins, devices)
     })
     .await
