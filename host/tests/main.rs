@@ -38,3 +38,8 @@ mod jobs;
 /// The Device Shadow, heartbeats and events with `devicehub run`: what is reported, desired
 /// settings applied while running and after a stop, heartbeats in the cloud.
 mod shadow_events;
+
+/// Sheet printing over IPP against `ippeveprinter` on loopback: PDFs passed through, job
+/// options, indicia composed onto envelopes, and the errors of stopped, unreachable and
+/// failing printers.
+mod sheets;

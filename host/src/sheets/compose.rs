@@ -102,7 +102,12 @@ pub fn compose_image(
         rotation: Rotation::None,
         limits: RenderLimits::default(),
     };
-    let mut pages = render::render(gif, InputFormat::Gif, &options)?;
+    // Indicia are GIFs; PNG and JPEG images are taken too. A PDF is no image to place.
+    let format = match InputFormat::sniff(gif) {
+        Some(InputFormat::Pdf) | None => InputFormat::Gif,
+        Some(image) => image,
+    };
+    let mut pages = render::render(gif, format, &options)?;
     let page = pages.remove(0);
     let bitmap = page.bitmap;
     let width_mm = f64::from(page.placement.source_width) * MM_PER_INCH / f64::from(dpi);

@@ -208,10 +208,12 @@ impl PrinterAttributes {
         }
     }
 
-    /// Whether some reason says the printer has no paper.
+    /// Whether some reason says, as an error, that the printer has no paper. A reason without
+    /// a severity suffix is an error (RFC 8011 section 5.4.12); `-warning` (another tray has
+    /// paper) and `-report` are not.
     pub fn media_empty(&self) -> bool {
         self.state_reasons.iter().any(|r| {
-            let r = severity_free(r);
+            let r = r.strip_suffix("-error").unwrap_or(r);
             r == "media-empty" || r == "media-needed"
         })
     }
@@ -248,15 +250,6 @@ impl PrinterAttributes {
         }
         line
     }
-}
-
-/// `media-empty-error` and `media-empty` are the same condition at different severities.
-fn severity_free(reason: &str) -> &str {
-    reason
-        .strip_suffix("-error")
-        .or_else(|| reason.strip_suffix("-warning"))
-        .or_else(|| reason.strip_suffix("-report"))
-        .unwrap_or(reason)
 }
 
 /// `job-state` (RFC 8011 section 5.3.7).
@@ -866,7 +859,7 @@ fn keywords(attribute_name: &'static str, values: &[&str]) -> IppAttribute {
 }
 
 /// Decodes an IPP message held in memory.
-pub(crate) fn parse_message(body: Vec<u8>) -> Result<IppRequestResponse, String> {
+pub fn parse_message(body: Vec<u8>) -> Result<IppRequestResponse, String> {
     if body.len() < 8 {
         return Err(format!(
             "{} bytes is too short for an IPP message",
