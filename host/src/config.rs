@@ -284,10 +284,9 @@ impl Config {
             if !seen.insert(device.id.as_str()) {
                 return Err(invalid(format!("device id '{}' appears twice", device.id)));
             }
-            let is_ipp = matches!(
-                DeviceAddress::parse(&device.address),
-                Ok(DeviceAddress::Ipp(_))
-            );
+            // Office printers are driven by the built-in IPP driver.
+            let is_ipp =
+                device.address.starts_with("ipp://") || device.address.starts_with("ipps://");
             if device.usb_id.is_none() && device.plugin.is_none() && !is_ipp {
                 return Err(invalid(format!(
                     "device '{}' needs `usb_id` or `plugin` to choose its driver",

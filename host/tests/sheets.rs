@@ -13,6 +13,7 @@ use std::{
     net::{TcpListener, TcpStream},
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -201,6 +202,11 @@ impl Drop for IppEvePrinter {
 
 /// A device table holding one configured IPP printer, `office`, at `uri`.
 fn office_printer(uri: &str) -> DeviceTable {
+    office_printer_with(uri, &SheetsConfig::default())
+}
+
+/// [`office_printer`] with `config`'s `[system_printers]` settings.
+fn office_printer_with(uri: &str, config: &SheetsConfig) -> DeviceTable {
     let entries = vec![DeviceEntry {
         id: "office".into(),
         address: uri.into(),
@@ -210,8 +216,7 @@ fn office_printer(uri: &str) -> DeviceTable {
         serial: None,
         settings: Default::default(),
     }];
-    let table =
-        DeviceTable::from_config_with(&entries, &PluginSet::default(), &SheetsConfig::default());
+    let table = DeviceTable::from_config_with(&entries, &PluginSet::default(), config);
     assert!(table.problems().is_empty(), "{:?}", table.problems());
     table
 }
@@ -559,73 +564,128 @@ fn an_unreachable_printer_is_named_as_such() {
     table.shutdown();
 }
 
-/// An IPP responder that answers every request with a stopped printer out of paper, and
-/// counts Print-Job requests (there must be none).
-fn stopped_printer() -> (String, std::sync::mpsc::Receiver<i16>) {
+/// Reads one HTTP request carrying an IPP message from `stream` and answers it with a stopped
+/// printer out of paper; returns the request's operation.
+fn answer_as_a_stopped_printer(stream: &mut (impl Read + Write)) -> Option<i16> {
+    let mut reader = BufReader::new(&mut *stream);
+    let mut length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    drop(reader);
+    let request = sheets::ipp::parse_message(body).expect("an IPP request");
+    let mut response = IppRequestResponse::new_response(
+        IppVersion::v1_1(),
+        StatusCode::SuccessfulOk,
+        request.header().request_id,
+    )
+    .unwrap();
+    let mut group = IppAttributeGroup::new(DelimiterTag::PrinterAttributes);
+    let attributes = group.attributes_mut();
+    let name = |n: &str| ipp::value::IppName::new(n).unwrap();
+    attributes.push(IppAttribute::new(name("printer-state"), IppValue::Enum(5)));
+    attributes.push(IppAttribute::new(
+        name("printer-state-reasons"),
+        IppValue::Array(vec![
+            IppValue::new_keyword("media-empty-error").unwrap(),
+            IppValue::new_keyword("paused").unwrap(),
+        ]),
+    ));
+    attributes.push(IppAttribute::new(
+        name("document-format-supported"),
+        IppValue::new_mime_media_type("application/pdf").unwrap(),
+    ));
+    response.attributes_mut().groups_mut().push(group);
+    let body = response.to_bytes();
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/ipp\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).ok()?;
+    stream.write_all(&body).ok()?;
+    stream.flush().ok()?;
+    Some(request.header().operation_or_status)
+}
+
+/// An IPP responder on loopback (over TLS with `tls`) that answers every request as a stopped
+/// printer out of paper, and reports each request's operation. Returns its URI.
+fn stopped_printer(
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (String, std::sync::mpsc::Receiver<i16>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (operations, received) = std::sync::mpsc::channel();
+    let scheme = if tls.is_some() { "ipps" } else { "ipp" };
+    // The thread ends with the test process; it only ever blocks in accept.
     std::thread::spawn(move || {
         for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut length = 0usize;
-            loop {
-                let mut line = String::new();
-                if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                    break;
+            let Ok(stream) = stream else { return };
+            let operation = match &tls {
+                Some(config) => {
+                    let Ok(connection) = rustls::ServerConnection::new(config.clone()) else {
+                        continue;
+                    };
+                    let mut stream = rustls::StreamOwned::new(connection, stream);
+                    let operation = answer_as_a_stopped_printer(&mut stream);
+                    stream.conn.send_close_notify();
+                    let _ = stream.flush();
+                    operation
                 }
-                let line = line.trim_end();
-                if line.is_empty() {
-                    break;
-                }
-                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-                    length = value.trim().parse().unwrap();
-                }
+                None => answer_as_a_stopped_printer(&mut { stream }),
+            };
+            if let Some(operation) = operation {
+                let _ = operations.send(operation);
             }
-            let mut body = vec![0; length];
-            if reader.read_exact(&mut body).is_err() {
-                continue;
-            }
-            let request = sheets::ipp::parse_message(body).unwrap();
-            let _ = operations.send(request.header().operation_or_status);
-            let mut response = IppRequestResponse::new_response(
-                IppVersion::v1_1(),
-                StatusCode::SuccessfulOk,
-                request.header().request_id,
-            )
-            .unwrap();
-            let mut group = IppAttributeGroup::new(DelimiterTag::PrinterAttributes);
-            let attributes = group.attributes_mut();
-            let name = |n: &str| ipp::value::IppName::new(n).unwrap();
-            attributes.push(IppAttribute::new(name("printer-state"), IppValue::Enum(5)));
-            attributes.push(IppAttribute::new(
-                name("printer-state-reasons"),
-                IppValue::Array(vec![
-                    IppValue::new_keyword("media-empty-error").unwrap(),
-                    IppValue::new_keyword("paused").unwrap(),
-                ]),
-            ));
-            attributes.push(IppAttribute::new(
-                name("document-format-supported"),
-                IppValue::new_mime_media_type("application/pdf").unwrap(),
-            ));
-            response.attributes_mut().groups_mut().push(group);
-            let body = response.to_bytes();
-            let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/ipp\r\nContent-Length: {}\r\n\r\n",
-                body.len()
-            );
-            let _ = stream.write_all(head.as_bytes());
-            let _ = stream.write_all(&body);
         }
     });
-    (format!("ipp://127.0.0.1:{port}/ipp/print"), received)
+    (format!("{scheme}://localhost:{port}/ipp/print"), received)
+}
+
+/// A CA and a server certificate for `localhost` it signed: (CA PEM, server TLS settings).
+fn localhost_tls() -> (String, Arc<rustls::ServerConfig>) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::default();
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Office Printers CA");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(&ca.pem(), ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    (ca.pem(), Arc::new(config))
 }
 
 #[test]
 fn a_stopped_printer_without_paper_refuses_before_any_document_is_sent() {
-    let (uri, operations) = stopped_printer();
+    let (uri, operations) = stopped_printer(None);
     let table = office_printer(&uri);
     let worker = table.get("office").unwrap();
     let status = worker.printer_status().expect("a status");
@@ -802,4 +862,48 @@ fn print_command_composes_an_indicium_for_a_system_printer() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("needs a media size"), "{stderr}");
     assert_eq!(server.received().len(), 1);
+}
+
+#[test]
+fn ipps_printers_are_reached_over_tls_trusting_the_configured_ca() {
+    let (ca_pem, server_tls) = localhost_tls();
+    let (uri, operations) = stopped_printer(Some(server_tls));
+    let dir = tempfile::tempdir().unwrap();
+    let ca_bundle = dir.path().join("office-ca.pem");
+    std::fs::write(&ca_bundle, &ca_pem).unwrap();
+    let config = SheetsConfig {
+        ca_bundle: Some(ca_bundle),
+        ..SheetsConfig::default()
+    };
+    let table = office_printer_with(&uri, &config);
+    let status = table
+        .get("office")
+        .unwrap()
+        .printer_status()
+        .expect("a status over TLS");
+    assert_eq!(status.state, PrinterState::PaperOut);
+    table.shutdown();
+    assert_eq!(
+        operations.try_iter().collect::<Vec<_>>(),
+        [Operation::GetPrinterAttributes as i16]
+    );
+
+    // Without the CA the printer's certificate is not trusted, and the error says TLS.
+    let (other_ca, _) = localhost_tls();
+    std::fs::write(dir.path().join("other-ca.pem"), other_ca).unwrap();
+    let untrusting = SheetsConfig {
+        ca_bundle: Some(dir.path().join("other-ca.pem")),
+        ..SheetsConfig::default()
+    };
+    let table = office_printer_with(&uri, &untrusting);
+    let err = table.get("office").unwrap().printer_status().unwrap_err();
+    let error = err.plugin_error().expect("a printer error");
+    assert_eq!(error.kind, ErrorKind::Transport);
+    assert!(error.message.contains("TLS with"), "{}", error.message);
+    assert!(
+        error.message.to_lowercase().contains("certificate"),
+        "{}",
+        error.message
+    );
+    table.shutdown();
 }

@@ -685,6 +685,10 @@ mod tests {
         assert_eq!(status.detail.as_str(), "stopped (media-empty-error)");
         attributes.state_reasons = vec!["door-open".into()];
         assert_eq!(printer_status(&attributes).state, PrinterState::HeadOpen);
+        // Reports and warnings (another tray still has paper) do not stop printing.
+        attributes.state = Some(ipp::IppPrinterState::Idle);
+        attributes.state_reasons = vec!["media-empty-report".into(), "cover-open-warning".into()];
+        assert_eq!(printer_status(&attributes).state, PrinterState::Ready);
     }
 
     #[test]
