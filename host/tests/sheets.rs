@@ -564,9 +564,12 @@ fn an_unreachable_printer_is_named_as_such() {
     table.shutdown();
 }
 
-/// Reads one HTTP request carrying an IPP message from `stream` and answers it with a stopped
-/// printer out of paper; returns the request's operation.
-fn answer_as_a_stopped_printer(stream: &mut (impl Read + Write)) -> Option<i16> {
+/// How a scripted printer answers a request.
+type Answer = fn(&IppRequestResponse) -> IppRequestResponse;
+
+/// Reads one HTTP request carrying an IPP message from `stream` and answers it with
+/// `answer`; returns the request's operation.
+fn answer_one(stream: &mut (impl Read + Write), answer: Answer) -> Option<i16> {
     let mut reader = BufReader::new(&mut *stream);
     let mut length = 0usize;
     loop {
@@ -586,28 +589,7 @@ fn answer_as_a_stopped_printer(stream: &mut (impl Read + Write)) -> Option<i16> 
     reader.read_exact(&mut body).ok()?;
     drop(reader);
     let request = sheets::ipp::parse_message(body).expect("an IPP request");
-    let mut response = IppRequestResponse::new_response(
-        IppVersion::v1_1(),
-        StatusCode::SuccessfulOk,
-        request.header().request_id,
-    )
-    .unwrap();
-    let mut group = IppAttributeGroup::new(DelimiterTag::PrinterAttributes);
-    let attributes = group.attributes_mut();
-    let name = |n: &str| ipp::value::IppName::new(n).unwrap();
-    attributes.push(IppAttribute::new(name("printer-state"), IppValue::Enum(5)));
-    attributes.push(IppAttribute::new(
-        name("printer-state-reasons"),
-        IppValue::Array(vec![
-            IppValue::new_keyword("media-empty-error").unwrap(),
-            IppValue::new_keyword("paused").unwrap(),
-        ]),
-    ));
-    attributes.push(IppAttribute::new(
-        name("document-format-supported"),
-        IppValue::new_mime_media_type("application/pdf").unwrap(),
-    ));
-    response.attributes_mut().groups_mut().push(group);
+    let response = answer(&request);
     let body = response.to_bytes();
     let head = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: application/ipp\r\nContent-Length: {}\r\n\r\n",
@@ -619,10 +601,87 @@ fn answer_as_a_stopped_printer(stream: &mut (impl Read + Write)) -> Option<i16> 
     Some(request.header().operation_or_status)
 }
 
+fn ok_response(request: &IppRequestResponse) -> IppRequestResponse {
+    IppRequestResponse::new_response(
+        IppVersion::v1_1(),
+        StatusCode::SuccessfulOk,
+        request.header().request_id,
+    )
+    .unwrap()
+}
+
+fn attribute(name: &str, value: IppValue) -> IppAttribute {
+    IppAttribute::new(ipp::value::IppName::new(name).unwrap(), value)
+}
+
+/// Every request: a stopped printer out of paper.
+fn as_stopped_printer(request: &IppRequestResponse) -> IppRequestResponse {
+    let mut response = ok_response(request);
+    let mut group = IppAttributeGroup::new(DelimiterTag::PrinterAttributes);
+    let attributes = group.attributes_mut();
+    attributes.push(attribute("printer-state", IppValue::Enum(5)));
+    attributes.push(attribute(
+        "printer-state-reasons",
+        IppValue::Array(vec![
+            IppValue::new_keyword("media-empty-error").unwrap(),
+            IppValue::new_keyword("paused").unwrap(),
+        ]),
+    ));
+    attributes.push(attribute(
+        "document-format-supported",
+        IppValue::new_mime_media_type("application/pdf").unwrap(),
+    ));
+    response.attributes_mut().groups_mut().push(group);
+    response
+}
+
+/// A printer that takes job 7 and keeps it processing for ever.
+fn as_never_finishing_printer(request: &IppRequestResponse) -> IppRequestResponse {
+    let mut response = ok_response(request);
+    let operation = request.header().operation_or_status;
+    let (tag, attributes) = if operation == Operation::GetPrinterAttributes as i16 {
+        (
+            DelimiterTag::PrinterAttributes,
+            vec![
+                attribute("printer-state", IppValue::Enum(4)),
+                attribute(
+                    "document-format-supported",
+                    IppValue::new_mime_media_type("application/pdf").unwrap(),
+                ),
+            ],
+        )
+    } else {
+        (
+            DelimiterTag::JobAttributes,
+            vec![
+                attribute("job-id", IppValue::Integer(7)),
+                attribute("job-state", IppValue::Enum(5)),
+                attribute(
+                    "job-state-reasons",
+                    IppValue::new_keyword("job-printing").unwrap(),
+                ),
+            ],
+        )
+    };
+    let mut group = IppAttributeGroup::new(tag);
+    group.attributes_mut().extend(attributes);
+    response.attributes_mut().groups_mut().push(group);
+    response
+}
+
 /// An IPP responder on loopback (over TLS with `tls`) that answers every request as a stopped
 /// printer out of paper, and reports each request's operation. Returns its URI.
 fn stopped_printer(
     tls: Option<Arc<rustls::ServerConfig>>,
+) -> (String, std::sync::mpsc::Receiver<i16>) {
+    scripted_printer(tls, as_stopped_printer)
+}
+
+/// An IPP responder on loopback (over TLS with `tls`) that answers with `answer` and reports
+/// each request's operation. Returns its URI.
+fn scripted_printer(
+    tls: Option<Arc<rustls::ServerConfig>>,
+    answer: Answer,
 ) -> (String, std::sync::mpsc::Receiver<i16>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -638,12 +697,12 @@ fn stopped_printer(
                         continue;
                     };
                     let mut stream = rustls::StreamOwned::new(connection, stream);
-                    let operation = answer_as_a_stopped_printer(&mut stream);
+                    let operation = answer_one(&mut stream, answer);
                     stream.conn.send_close_notify();
                     let _ = stream.flush();
                     operation
                 }
-                None => answer_as_a_stopped_printer(&mut { stream }),
+                None => answer_one(&mut { stream }, answer),
             };
             if let Some(operation) = operation {
                 let _ = operations.send(operation);
@@ -906,4 +965,42 @@ fn ipps_printers_are_reached_over_tls_trusting_the_configured_ca() {
         error.message
     );
     table.shutdown();
+}
+
+#[test]
+fn a_job_that_never_ends_times_out_with_its_last_state() {
+    let (uri, _operations) = scripted_printer(None, as_never_finishing_printer);
+    let client = sheets::IppClient::new(
+        PrinterUri::parse(&uri).unwrap(),
+        sheets::IppLimits {
+            // Give up at the first poll that does not see the job end.
+            job_timeout: Duration::ZERO,
+            ..sheets::IppLimits::default()
+        },
+        None,
+    );
+    let printer = client.printer_attributes().unwrap();
+    client
+        .check_ready(&printer)
+        .expect("a processing printer takes jobs");
+    let pdf = std::fs::read(fixture("two-page.pdf")).unwrap();
+    let ticket = sheets::JobTicket {
+        name: "job-slow".into(),
+        copies: 1,
+        media: None,
+        orientation: None,
+        no_scaling: false,
+    };
+    let job_id = client.print_job(&pdf, &ticket, &printer).unwrap();
+    assert_eq!(job_id, 7);
+    let err = client.wait_for_job(job_id).unwrap_err();
+    assert!(
+        matches!(err, sheets::IppError::JobTimedOut { job_id: 7, .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("did not finish within 0 s (last state processing)"),
+        "{err}"
+    );
 }
