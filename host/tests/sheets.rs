@@ -1,6 +1,7 @@
 //! Sheet printing against a real IPP server on loopback: CUPS's `ippeveprinter`, started per
-//! test on a free port with its own spool folder, and a minimal IPP responder for the states
-//! `ippeveprinter` cannot be put in (a stopped printer).
+//! test on a free port with its own spool folder, and minimal scripted IPP responders for what
+//! `ippeveprinter` cannot do (a stopped printer, a job that never ends, TLS with a test CA, a
+//! print server's CUPS-Get-Printers on a Unix socket).
 //!
 //! `ippeveprinter` comes from Debian's `cups-ipp-utils`. It insists on reaching a D-Bus
 //! system bus for DNS-SD even with registration off, so each server gets a private
@@ -1002,5 +1003,131 @@ fn a_job_that_never_ends_times_out_with_its_last_state() {
         err.to_string()
             .contains("did not finish within 0 s (last state processing)"),
         "{err}"
+    );
+}
+
+#[test]
+fn a_cloud_style_pdf_job_passes_through_prepare_job_and_print_async() {
+    let server = IppEvePrinter::start();
+    let table = office_printer(&server.uri());
+    let worker = table.get("office").unwrap();
+    // The cloud's jobs prepare files with the device's profile, then print asynchronously.
+    let profile = worker.spec().printer_profile().unwrap().clone();
+    let pdf = std::fs::read(fixture("two-page.pdf")).unwrap();
+    let options = devicehub::print::PrintOptions {
+        job_id: "cloud-job-1".into(),
+        copies: 2,
+        ..Default::default()
+    };
+    let prepared = devicehub::print::prepare_job(&pdf, &profile, &options).unwrap();
+    assert!(
+        matches!(&prepared.job.input, devicehub_plugin_api::PrintInput::Pdf(bytes) if bytes.as_slice() == pdf.as_slice()),
+        "a PDF is passed through, never rasterised"
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let report = runtime
+        .block_on(worker.print_async(prepared.job))
+        .expect("printed");
+    assert_eq!(report.labels, 4);
+    let (job_id, received) = server.received().remove(0);
+    assert!(received == pdf, "the spooled document is the PDF sent");
+    let job = job_attributes(&server.uri(), job_id);
+    assert_eq!(int_of(&job, "copies"), Some(2));
+    // An image is refused by the PDF-only profile rather than rasterised for a sheet printer.
+    let gif = std::fs::read(fixture("indicia.gif")).unwrap();
+    let err = devicehub::print::prepare_job(&gif, &profile, &options).unwrap_err();
+    assert!(err.to_string().contains("does not take images"), "{err}");
+    table.shutdown();
+}
+
+/// A print server with two queues, as CUPS answers CUPS-Get-Printers, and an idle printer for
+/// anything else.
+fn as_cups_server(request: &IppRequestResponse) -> IppRequestResponse {
+    let mut response = ok_response(request);
+    let queues: &[(&str, &str, i32)] =
+        if request.header().operation_or_status == Operation::CupsGetPrinters as i16 {
+            &[
+                ("Office", "HP LaserJet 400", 3),
+                ("Mail Room", "Brother HL-L2350DW", 5),
+            ]
+        } else {
+            &[("Office", "HP LaserJet 400", 3)]
+        };
+    for (name, model, state) in queues {
+        let mut group = IppAttributeGroup::new(DelimiterTag::PrinterAttributes);
+        group.attributes_mut().extend([
+            attribute(
+                "printer-name",
+                IppValue::new_name_without_language(*name).unwrap(),
+            ),
+            attribute(
+                "printer-uri-supported",
+                IppValue::new_uri(format!(
+                    "ipp://localhost:631/printers/{}",
+                    name.replace(' ', "_")
+                ))
+                .unwrap(),
+            ),
+            attribute(
+                "printer-make-and-model",
+                IppValue::new_text_without_language(*model).unwrap(),
+            ),
+            attribute("printer-state", IppValue::Enum(*state)),
+        ]);
+        response.attributes_mut().groups_mut().push(group);
+    }
+    response
+}
+
+#[cfg(unix)]
+#[test]
+fn print_server_queues_are_found_through_its_socket_and_attached() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("cups.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let (operations, received) = std::sync::mpsc::channel();
+    // The thread ends with the test process; it only ever blocks in accept.
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            if let Some(operation) = answer_one(&mut stream, as_cups_server) {
+                let _ = operations.send(operation);
+            }
+        }
+    });
+    let config = SheetsConfig {
+        // Nothing listens here: every request must go through the socket.
+        cups_uri: "ipp://localhost:1/".into(),
+        cups_socket: Some(socket.clone()),
+        ..SheetsConfig::default()
+    };
+    let table = DeviceTable::default();
+    table.attach_system_printers(&config);
+    let listed = table.list();
+    let ids: Vec<&str> = listed.iter().map(|d| d.id.as_str()).collect();
+    assert_eq!(ids, ["system:Mail_Room", "system:Office"]);
+    let office = &listed[1];
+    assert_eq!(office.plugin, "system");
+    assert_eq!(office.model.as_deref(), Some("HP LaserJet 400"));
+    assert_eq!(
+        office.connection.as_deref(),
+        Some("ipp://localhost:631/printers/Office")
+    );
+    let status = table
+        .get("system:Office")
+        .unwrap()
+        .printer_status()
+        .unwrap();
+    assert_eq!(status.state, PrinterState::Ready);
+    table.shutdown();
+    assert_eq!(
+        received.try_iter().collect::<Vec<_>>(),
+        [
+            Operation::CupsGetPrinters as i16,
+            Operation::GetPrinterAttributes as i16
+        ]
     );
 }
