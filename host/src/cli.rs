@@ -430,7 +430,7 @@ fn cmd_devices(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
                         .map_err(anyhow::Error::from)
                         .and_then(|client| Ok(client.printer_attributes()?))
                         .map(|attributes| attributes.status_line())
-                        .unwrap_or_else(|e| format!("unreachable: {e:#}"));
+                        .unwrap_or_else(|e| format!("{e:#}"));
                     listing.printer_states.insert(spec.id.clone(), state);
                 }
                 listing.devices.push(devices::summarize(&spec));
@@ -583,7 +583,7 @@ fn cmd_print(global: &GlobalArgs, config: &Config, args: PrintArgs) -> anyhow::R
         (None, Some(model)) => spec_for_model(&plugins, model, &args)?,
         _ => bail!("say where to print: --device ID, or --model VID:PID --out FILE"),
     };
-    if sheets::is_sheet_driver(spec.plugin.name()) {
+    if matches!(spec.connection, Some(devices::Connection::Ipp(_))) {
         return cmd_print_sheet(global, config, &args, spec, file);
     }
     let profile: PrinterProfile = spec

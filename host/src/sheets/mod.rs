@@ -221,11 +221,6 @@ impl SheetJob {
     }
 }
 
-/// Whether `spec`'s driver is one of the built-in sheet drivers.
-pub fn is_sheet_driver(name: &str) -> bool {
-    name == IPP_DRIVER || name == SYSTEM_DRIVER
-}
-
 /// The built-in driver `name` ([`IPP_DRIVER`] or [`SYSTEM_DRIVER`]) as a loaded plugin, so
 /// that sheet printers are listed, chosen and run like plugin devices.
 pub fn driver(name: &str) -> Option<Arc<LoadedPlugin>> {
