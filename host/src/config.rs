@@ -36,6 +36,9 @@ pub struct Config {
     /// The cloud endpoint and what registration needs (`[cloud]`).
     #[serde(default)]
     pub cloud: CloudConfig,
+    /// Office printers over IPP and the local print server's queues (`[system_printers]`).
+    #[serde(default)]
+    pub system_printers: crate::sheets::SheetsConfig,
 }
 
 fn default_log_level() -> String {
@@ -51,6 +54,7 @@ impl Default for Config {
             usb: UsbConfig::default(),
             devices: Vec::new(),
             cloud: CloudConfig::default(),
+            system_printers: crate::sheets::SheetsConfig::default(),
         }
     }
 }
@@ -183,9 +187,10 @@ pub struct DeviceEntry {
     /// The ID jobs and commands use for the device, e.g. "shipping-zebra".
     pub id: String,
     /// Where the device is: `tcp://HOST:PORT` (network printers, port 9100 by convention),
-    /// `serial:///dev/ttyUSB0` (or `serial://COM3`), or `usb://VID:PID` to bind a USB device to
-    /// the plugin named here. Serial line settings may follow the path as a query
-    /// (`serial:///dev/ttyUSB0?baud=9600&data_bits=7&parity=even&stop_bits=1`).
+    /// `serial:///dev/ttyUSB0` (or `serial://COM3`), `usb://VID:PID` to bind a USB device to
+    /// the plugin named here, or `ipp://HOST[:PORT]/PATH` / `ipps://...` for an office printer
+    /// (driven by the built-in `ipp` driver; no `plugin` needed). Serial line settings may
+    /// follow the path as a query (`serial:///dev/ttyUSB0?baud=9600&data_bits=7&parity=even&stop_bits=1`).
     pub address: String,
     /// The device's USB ID (`0A5F:0141`), which chooses the plugin and model as it would for a
     /// USB device. One of `usb_id` and `plugin` is needed.
@@ -280,7 +285,10 @@ impl Config {
             if !seen.insert(device.id.as_str()) {
                 return Err(invalid(format!("device id '{}' appears twice", device.id)));
             }
-            if device.usb_id.is_none() && device.plugin.is_none() {
+            // Office printers are driven by the built-in IPP driver.
+            let is_ipp =
+                device.address.starts_with("ipp://") || device.address.starts_with("ipps://");
+            if device.usb_id.is_none() && device.plugin.is_none() && !is_ipp {
                 return Err(invalid(format!(
                     "device '{}' needs `usb_id` or `plugin` to choose its driver",
                     device.id
@@ -311,12 +319,22 @@ impl Config {
 pub enum DeviceAddress {
     Tcp(String),
     Serial(String),
-    Usb { vendor_id: u16, product_id: u16 },
+    Usb {
+        vendor_id: u16,
+        product_id: u16,
+    },
+    /// An office printer's IPP URI (`ipp://` or `ipps://`).
+    Ipp(String),
 }
 
 impl DeviceAddress {
-    /// Parses `tcp://HOST:PORT`, `serial://PATH` or `usb://VID:PID`.
+    /// Parses `tcp://HOST:PORT`, `serial://PATH`, `usb://VID:PID`, or an `ipp://` or
+    /// `ipps://` printer URI.
     pub fn parse(text: &str) -> Result<DeviceAddress, String> {
+        if text.starts_with("ipp://") || text.starts_with("ipps://") {
+            crate::sheets::PrinterUri::parse(text)?;
+            return Ok(DeviceAddress::Ipp(text.to_string()));
+        }
         if let Some(rest) = text.strip_prefix("tcp://") {
             let (host, port) = rest
                 .rsplit_once(':')
@@ -339,7 +357,7 @@ impl DeviceAddress {
             })
         } else {
             Err(format!(
-                "address {text:?} must start with tcp://, serial:// or usb://"
+                "address {text:?} must start with tcp://, serial://, usb://, ipp:// or ipps://"
             ))
         }
     }
@@ -444,6 +462,28 @@ mod tests {
         );
         assert!(DeviceAddress::parse("tcp://printer").is_err());
         assert!(DeviceAddress::parse("lpt1").is_err());
+    }
+
+    #[test]
+    fn ipp_printers_need_no_plugin() {
+        let config = Config::parse(
+            "[[devices]]\nid = \"office\"\naddress = \"ipps://printer.local/ipp/print\"\n\n\
+             [system_printers]\ndiscover = false\njob_timeout_secs = 60\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            DeviceAddress::parse(&config.devices[0].address),
+            Ok(DeviceAddress::Ipp("ipps://printer.local/ipp/print".into()))
+        );
+        assert!(!config.system_printers.discover);
+        assert_eq!(config.system_printers.job_timeout_secs, 60);
+        let err = Config::parse(
+            "[[devices]]\nid = \"office\"\naddress = \"ipp://printer.local:0/\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("invalid port"), "{err}");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`cloud`]: the link to AWS IoT Core (or the emulator) over MQTT.
 //! - [`service`]: `devicehub run`: the agent that takes print jobs from the cloud.
 //! - [`agent`]: the running agent's shared state for the local servers: status, registration.
+//! - [`sheets`]: office printers over IPP (configured URIs and CUPS queues), indicia on envelopes.
 
 pub mod agent;
 pub mod cli;
@@ -25,5 +26,6 @@ pub mod plugins;
 pub mod print;
 pub mod render;
 pub mod service;
+pub mod sheets;
 pub mod storage;
 pub mod transport;

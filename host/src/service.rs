@@ -89,7 +89,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         for refused in &plugins.refused {
             tracing::warn!(path = %refused.path.display(), "plugin refused: {}", refused.reason);
         }
-        let devices = Arc::new(DeviceTable::from_config(&devices_config.devices, &plugins));
+        let devices = Arc::new(DeviceTable::from_config_with(
+            &devices_config.devices,
+            &plugins,
+            &devices_config.system_printers,
+        ));
+        devices.attach_system_printers(&devices_config.system_printers);
         (plugins, devices)
     })
     .await
@@ -118,13 +123,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Duration::from_millis(config.usb.poll_interval_ms.max(100)),
         )
     });
-    let hid = config.usb.enabled.then(|| {
-        HidWatcher::start_for_config(
-            plugins.clone(),
-            devices.clone(),
-            &config,
-        )
-    });
+    let hid = config
+        .usb
+        .enabled
+        .then(|| HidWatcher::start_for_config(plugins.clone(), devices.clone(), &config));
 
     let health = SharedHealth::default();
     let agent = Arc::new(Agent::new(

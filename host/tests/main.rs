@@ -55,3 +55,8 @@ mod dymo_printing;
 /// point-of-sale scales (the emulator's model behind a test HID transport), through the real
 /// plugin libraries: exact weights in every unit, motion, over capacity, zeroing.
 mod scales;
+
+/// Sheet printing over IPP against `ippeveprinter` on loopback: PDFs passed through, job
+/// options, indicia composed onto envelopes, and the errors of stopped, unreachable and
+/// failing printers.
+mod sheets;
