@@ -511,6 +511,88 @@ fn an_indicium_is_composed_onto_an_envelope_with_its_bits_unchanged() {
     table.shutdown();
 }
 
+#[tokio::test]
+async fn a_cloud_indicia_job_prints_on_an_envelope_at_the_office_printer() {
+    let server = IppEvePrinter::start();
+    let cloud = crate::support_cloud::Cloud::start();
+    let plugins = crate::support::plugins_folder(&[crate::support::ZEBRA]);
+    let label_printer = crate::support::Simulator::zebra(&["--language", "zpl"]);
+    let devices = format!(
+        "{}[[devices]]\nid = \"office\"\naddress = \"{}\"\n[system_printers]\ndiscover = false\n",
+        crate::support_desk::zebra_row("zebra-1", &label_printer.print_addr, ""),
+        server.uri()
+    );
+    let desk = crate::support_desk::register(&cloud, plugins.path(), &devices);
+    let mut agent =
+        crate::support_desk::Agent::start(&desk.config, &desk.data_dir.join("..").join("run.log"));
+    let file = fixture("indicia.gif");
+    let output = crate::support_desk::emulator_cli(
+        &cloud,
+        &[
+            "job",
+            "print",
+            &desk.thing,
+            file.to_str().expect("UTF-8 path"),
+            "--kind",
+            "indicia",
+            "--device",
+            "office",
+            "--sheet-media",
+            "na_number-10_4.125x9.5in",
+            "--sheet-at",
+            "180,8",
+            "--sheet-orientation",
+            "landscape",
+            "--json",
+        ],
+    );
+    let answer: serde_json::Value = serde_json::from_slice(&output.stdout).expect("job JSON");
+    let job = answer["jobId"].as_str().expect("jobId").to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let execution = loop {
+        let execution: serde_json::Value = crate::support::http_client()
+            .get(format!(
+                "{}/things/{}/jobs/{job}",
+                cloud.api_url, desk.thing
+            ))
+            .send()
+            .await
+            .expect("GET job")
+            .json()
+            .await
+            .expect("job JSON");
+        if !matches!(execution["status"].as_str(), Some("QUEUED" | "IN_PROGRESS")) {
+            break execution;
+        }
+        assert!(agent.exited().is_none(), "{}", agent.log());
+        assert!(
+            Instant::now() < deadline,
+            "job unfinished:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(execution["status"], "SUCCEEDED", "{execution}");
+    assert_eq!(execution["statusDetails"]["device"], "office");
+
+    // The office printer received one PDF page of the envelope with the GIF's bits placed
+    // 180 mm from the left and 8 mm from the top; the label printer printed nothing.
+    let (_, pdf) = server.received().remove(0);
+    let placed = placed_image(&pdf);
+    let expected = render_for(&fixture("indicia.gif"), 300, 10_000, 10_000).remove(0);
+    assert!(
+        placed.data == expected.data,
+        "the image's bits differ from the GIF's"
+    );
+    let to_pt = |mm: f64| (mm / 25.4 * 72.0) as f32;
+    assert!(
+        (placed.matrix[4] - to_pt(180.0)).abs() < 0.05,
+        "{:?}",
+        placed.matrix
+    );
+    assert!(label_printer.labels().await.is_empty());
+}
+
 #[test]
 fn an_aborted_job_names_its_reason() {
     let server = IppEvePrinter::with_command(&find_program("false"));

@@ -36,7 +36,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use abi_stable::std_types::ROption;
-use devicehub_plugin_api::{DeviceKind, ErrorKind, MediaKind, MediaRequest, PrinterProfile};
+use devicehub_plugin_api::{
+    DeviceKind, ErrorKind, InputKind, MediaKind, MediaRequest, PrinterProfile,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -47,6 +49,9 @@ use super::shadow::AgentSettings;
 use super::tls::{self, TlsError};
 use crate::devices::{DeviceError, DeviceTable};
 use crate::print::{self, FileFormat, PrintOptions, MAX_COPIES};
+use crate::sheets::compose::{ImagePlacement, INDICIA_DPI};
+use crate::sheets::media::{Media, Orientation};
+use crate::sheets::{SheetContent, SheetJob};
 use crate::storage::journal::JournalError;
 use crate::storage::{JobJournal, JobState, StartDecision};
 
@@ -84,6 +89,9 @@ pub struct PrintDocument {
     /// job that does not fit it.
     #[serde(default)]
     pub media: Option<MediaSpec>,
+    /// For office (sheet) printers: the envelope or sheet, and where an image goes on it.
+    #[serde(default)]
+    pub sheet: Option<SheetSpec>,
     /// Labels to print of each page, 1..=[`MAX_COPIES`].
     #[serde(default = "one")]
     pub copies: u32,
@@ -142,6 +150,85 @@ pub enum MediaType {
     Continuous,
     BlackMark,
     Sheet,
+}
+
+/// `"sheet": {"media": "na_number-10_4.125x9.5in", "orientation": "landscape",
+/// "imageDpi": 300, "xMm": 165, "yMm": 8}`: how a job prints on an office printer. `media` is
+/// an IPP media name or size (see docs/printing-sheets.md); an image (an indicium GIF) is
+/// composed onto a page of that media at `xMm`, `yMm` from the top-left corner at its native
+/// resolution `imageDpi` (default 300).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SheetSpec {
+    #[serde(default)]
+    pub media: Option<String>,
+    #[serde(default)]
+    pub orientation: Option<String>,
+    #[serde(default)]
+    pub image_dpi: Option<u32>,
+    #[serde(default)]
+    pub x_mm: Option<f64>,
+    #[serde(default)]
+    pub y_mm: Option<f64>,
+}
+
+impl SheetSpec {
+    fn check(&self) -> Result<(), String> {
+        if let Some(media) = &self.media {
+            Media::parse(media).map_err(|e| format!("sheet.media: {e}"))?;
+        }
+        if let Some(orientation) = &self.orientation {
+            if Orientation::parse(orientation).is_none() {
+                return Err(format!(
+                    "sheet.orientation {orientation:?} is not portrait, landscape, \
+                     reverse-landscape or reverse-portrait"
+                ));
+            }
+        }
+        if let Some(dpi) = self.image_dpi {
+            if !INDICIA_DPI.contains(&dpi) {
+                return Err(format!(
+                    "sheet.imageDpi must be one of {INDICIA_DPI:?}, not {dpi}"
+                ));
+            }
+        }
+        for (name, value) in [("xMm", self.x_mm), ("yMm", self.y_mm)] {
+            if value.is_some_and(|mm| !(0.0..=1000.0).contains(&mm)) {
+                return Err(format!("sheet.{name} must be 0 to 1000 mm"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sheet job for `file` (a PDF, or an image to place).
+    fn job(&self, job_id: &str, file: Vec<u8>, copies: u32) -> Result<SheetJob, JobFailure> {
+        let bad = |e: String| JobFailure::BadFile(e);
+        let media = self
+            .media
+            .as_deref()
+            .map(Media::parse)
+            .transpose()
+            .map_err(bad)?;
+        let content = if file.starts_with(b"%PDF-") {
+            SheetContent::Pdf(file)
+        } else {
+            SheetContent::Image {
+                data: file,
+                placement: ImagePlacement {
+                    dpi: self.image_dpi.unwrap_or(300),
+                    x_mm: self.x_mm.unwrap_or(0.0),
+                    y_mm: self.y_mm.unwrap_or(0.0),
+                },
+            }
+        };
+        Ok(SheetJob {
+            job_id: job_id.to_string(),
+            content,
+            media,
+            orientation: self.orientation.as_deref().and_then(Orientation::parse),
+            copies,
+        })
+    }
 }
 
 /// The range of media sizes a document may give, in millimetres.
@@ -256,6 +343,9 @@ impl JobDocument {
                 }
                 if let Some(media) = &doc.media {
                     media.check().map_err(JobFailure::InvalidDocument)?;
+                }
+                if let Some(sheet) = &doc.sheet {
+                    sheet.check().map_err(JobFailure::InvalidDocument)?;
                 }
                 if let Some(sha) = &doc.file.sha256 {
                     if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
@@ -556,6 +646,7 @@ impl JobContext {
             &self.devices,
             &self.preferred_devices,
             document.device.as_deref(),
+            document.kind,
             default.as_deref().map(|device| (document.kind, device)),
         )
     }
@@ -642,11 +733,13 @@ fn scale_job(context: &JobContext, document: &ScaleDocument) -> JobFailure {
 }
 
 /// Chooses the printer: the named device, else the default for the job's kind when one is set
-/// (`(kind, device)`), else the config-order rule (see the module docs).
+/// (`(kind, device)`), else the config-order rule among the printers that suit `kind` (see the
+/// module docs).
 pub fn choose_printer(
     devices: &DeviceTable,
     preferred: &[String],
     requested: Option<&str>,
+    kind: JobKind,
     default_for_kind: Option<(JobKind, &str)>,
 ) -> Result<String, JobFailure> {
     let attached = devices.list();
@@ -668,9 +761,19 @@ pub fn choose_printer(
             other => other,
         });
     }
+    // Without a named or default printer, labels go to label printers and sheets to office
+    // printers; indicia (stamp rolls or envelopes) to either.
+    let office = |plugin: &str| {
+        plugin == crate::sheets::IPP_DRIVER || plugin == crate::sheets::SYSTEM_DRIVER
+    };
     let printers: Vec<&str> = attached
         .iter()
         .filter(|d| d.kind == printer)
+        .filter(|d| match kind {
+            JobKind::Label => !office(&d.plugin),
+            JobKind::Sheet => office(&d.plugin),
+            JobKind::Indicia => true,
+        })
         .map(|d| d.id.as_str())
         .collect();
     preferred
@@ -718,12 +821,37 @@ async fn print_job(
         ..PrintOptions::default()
     };
     let media = document.media.as_ref().map(|m| m.request(profile.dpi));
-    let mut prepared =
-        tokio::task::spawn_blocking(move || print::prepare_job(&file, &profile, &options))
-            .await
-            .map_err(|e| JobFailure::BadFile(format!("rendering stopped: {e}")))?
-            .map_err(|e| JobFailure::BadFile(e.to_string()))?;
-    prepared.job.media = media.map_or(ROption::RNone, ROption::RSome);
+    let sheet_printer =
+        !profile.inputs.contains(&InputKind::Raster) && profile.inputs.contains(&InputKind::Pdf);
+    let job = if sheet_printer {
+        // Office printers take PDF: a PDF passes through, an image (an indicium) is composed
+        // onto a page of the sheet's media at its native resolution.
+        let sheet = document.sheet.clone().unwrap_or(SheetSpec {
+            media: None,
+            orientation: None,
+            image_dpi: None,
+            x_mm: None,
+            y_mm: None,
+        });
+        let job_id = job_id.to_string();
+        let copies = document.copies;
+        tokio::task::spawn_blocking(move || {
+            sheet
+                .job(&job_id, file, copies)?
+                .into_print_job()
+                .map_err(|e| JobFailure::BadFile(e.to_string()))
+        })
+        .await
+        .map_err(|e| JobFailure::BadFile(format!("composing stopped: {e}")))??
+    } else {
+        let mut prepared =
+            tokio::task::spawn_blocking(move || print::prepare_job(&file, &profile, &options))
+                .await
+                .map_err(|e| JobFailure::BadFile(format!("rendering stopped: {e}")))?
+                .map_err(|e| JobFailure::BadFile(e.to_string()))?;
+        prepared.job.media = media.map_or(ROption::RNone, ROption::RSome);
+        prepared.job
+    };
     let render_time = render_started.elapsed();
 
     // Printing is recorded durably before the first byte goes to the printer: from here on a
@@ -742,7 +870,7 @@ async fn print_job(
     .map_err(JobFailure::Journal)?;
     let print_started = Instant::now();
     let report = worker
-        .print_async(prepared.job)
+        .print_async(job)
         .await
         .map_err(|e| print_failure(&device_id, e))?;
     let print_time = print_started.elapsed();
@@ -1061,15 +1189,21 @@ mod tests {
     fn without_devices_there_is_no_printer() {
         let table = DeviceTable::default();
         assert_eq!(
-            choose_printer(&table, &["zebra-1".into()], None, None),
+            choose_printer(&table, &["zebra-1".into()], None, JobKind::Label, None),
             Err(JobFailure::NoPrinter)
         );
         assert_eq!(
-            choose_printer(&table, &[], Some("zebra-9"), None),
+            choose_printer(&table, &[], Some("zebra-9"), JobKind::Label, None),
             Err(JobFailure::NoSuchDevice("zebra-9".into()))
         );
         assert_eq!(
-            choose_printer(&table, &[], None, Some((JobKind::Indicia, "envelopes"))),
+            choose_printer(
+                &table,
+                &[],
+                None,
+                JobKind::Indicia,
+                Some((JobKind::Indicia, "envelopes"))
+            ),
             Err(JobFailure::DefaultPrinterMissing {
                 kind: "indicia",
                 device: "envelopes".into()
