@@ -53,7 +53,10 @@ pub const LOCAL_EVENTS_BACKLOG: usize = 256;
 #[derive(Debug, Clone)]
 pub enum LocalEvent {
     /// A scale's reading changed.
-    Scale { device: String, reading: ReadingView },
+    Scale {
+        device: String,
+        reading: ReadingView,
+    },
     /// A scanner delivered an address block.
     Scan { device: String, text: ScannedLines },
     /// A device was attached or detached (`attached` false).
