@@ -37,8 +37,10 @@ use crate::cloud::shadow::{AgentSettings, PluginReport, ShadowSettings, ShadowTa
 use crate::config::{self, Config, DeviceAddress};
 use crate::devices::{hid_watch::HidWatcher, usb_watch::UsbWatcher, DeviceTable};
 use crate::plugins::{PluginSet, Selection};
+use crate::scales::ScaleReadings;
 use crate::storage::certs::{CertificateInfo, EXPIRY_WARNING};
 use crate::storage::{DataDir, DeviceIdentity, Loaded};
+use crate::ws::WsServer;
 
 /// How long the link may take to say goodbye after the jobs task ended.
 const LINK_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -118,13 +120,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Duration::from_millis(config.usb.poll_interval_ms.max(100)),
         )
     });
-    let hid = config.usb.enabled.then(|| {
-        HidWatcher::start_for_config(
-            plugins.clone(),
-            devices.clone(),
-            &config,
-        )
-    });
+    let hid = config
+        .usb
+        .enabled
+        .then(|| HidWatcher::start_for_config(plugins.clone(), devices.clone(), &config));
 
     let health = SharedHealth::default();
     let agent = Arc::new(Agent::new(
@@ -137,6 +136,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .as_ref()
             .map(|(identity, _)| identity.thing_name.clone()),
     ));
+    // The local WebSocket server and the scale readings it follows run from here, registered
+    // or not, until the service stops.
+    let ws = WsServer::start(agent.clone(), &config.local)
+        .await
+        .context("cannot start the local WebSocket server")?;
+    let readings = ScaleReadings::start(agent.clone());
 
     // Without an identity the agent waits, devices attached, until this computer is
     // registered (by a local page or tool through `Agent::register`, or by `devicehub
@@ -146,6 +151,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         None => match wait_for_registration(&agent, &data_dir, &shutdown).await? {
             Some(stored) => stored,
             None => {
+                ws.stop().await;
+                readings.stop().await;
                 stop_devices(usb, hid, devices).await;
                 tracing::info!("DeviceHub stopped");
                 return Ok(());
@@ -294,6 +301,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Err(e) = dispatcher_task.await {
         tracing::error!("the message dispatcher failed: {e}");
     }
+    ws.stop().await;
+    readings.stop().await;
     stop_devices(usb, hid, devices).await;
     tracing::info!("DeviceHub stopped");
     outcome
