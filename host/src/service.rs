@@ -19,7 +19,8 @@
 //!    reached the printer is left for the next start; the shadow and events tasks stop;
 //! 2. the MQTT link, which has its own token so that the jobs task's last status report leaves
 //!    before it, says goodbye and disconnects; the dispatcher ends with it;
-//! 3. the USB watcher thread and the device threads are joined.
+//! 3. the local WebSocket server closes its connections and the scale readings service stops;
+//! 4. the USB watcher thread and the device threads are joined.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -138,9 +139,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     ));
     // The local WebSocket server and the scale readings it follows run from here, registered
     // or not, until the service stops.
-    let ws = WsServer::start(agent.clone(), &config.local)
-        .await
-        .context("cannot start the local WebSocket server")?;
+    // A taken port (another DeviceHub, another program) disables the local server only: cloud
+    // jobs do not depend on it.
+    let ws = match WsServer::start(agent.clone(), &config.local).await {
+        Ok(ws) => Some(ws),
+        Err(e) => {
+            tracing::error!("the local WebSocket server is not running: {e}");
+            None
+        }
+    };
     let readings = ScaleReadings::start(agent.clone());
 
     // Without an identity the agent waits, devices attached, until this computer is
@@ -151,7 +158,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         None => match wait_for_registration(&agent, &data_dir, &shutdown).await? {
             Some(stored) => stored,
             None => {
-                ws.stop().await;
+                if let Some(ws) = ws {
+                    ws.stop().await;
+                }
                 readings.stop().await;
                 stop_devices(usb, hid, devices).await;
                 tracing::info!("DeviceHub stopped");
@@ -301,7 +310,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Err(e) = dispatcher_task.await {
         tracing::error!("the message dispatcher failed: {e}");
     }
-    ws.stop().await;
+    if let Some(ws) = ws {
+        ws.stop().await;
+    }
     readings.stop().await;
     stop_devices(usb, hid, devices).await;
     tracing::info!("DeviceHub stopped");

@@ -55,3 +55,7 @@ mod dymo_printing;
 /// point-of-sale scales (the emulator's model behind a test HID transport), through the real
 /// plugin libraries: exact weights in every unit, motion, over capacity, zeroing.
 mod scales;
+
+/// The local WebSocket server with a real client against `devicehub run` and a serial scale
+/// simulator: subscriptions, requests, refused origins, bad messages, a client that never reads.
+mod ws;
