@@ -209,7 +209,14 @@ impl Drop for Rig {
 
 fn start_rig() -> (Rig, String) {
     let mut scale = Command::new(support::emulator_bin())
-        .args(["scale", "serial", "--protocol", "mt-sics", "--control", "127.0.0.1:0"])
+        .args([
+            "scale",
+            "serial",
+            "--protocol",
+            "mt-sics",
+            "--control",
+            "127.0.0.1:0",
+        ])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -177,7 +177,7 @@ pub fn view(reading: &ScaleReading) -> ReadingView {
 /// A reading as JSON fields, with `value` in `unit` (the scale's display unit when `None`):
 /// `state`, `micrograms`, `value`, `unit`, `resolutionMicrograms`, `displayUnit`, `atMs`.
 pub fn reading_json(reading: &ReadingView, unit: Option<ReportUnit>) -> Value {
-    let unit = unit.unwrap_or_else(|| match reading.display_unit {
+    let unit = unit.unwrap_or(match reading.display_unit {
         "kg" => ReportUnit::Kilogram,
         "oz" => ReportUnit::Ounce,
         "lb" => ReportUnit::Pound,

@@ -161,6 +161,8 @@ async fn serve(
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    // The callback's signature is tungstenite's: its error is the HTTP response sent instead.
+    #[allow(clippy::result_large_err)]
     let check = |request: &Request, response: Response| -> Result<Response, ErrorResponse> {
         let origin = request
             .headers()
