@@ -17,10 +17,11 @@
 //! stays quiet. Each read runs on the scale's own device thread with a short timeout
 //! ([`POLL_TIMEOUT_MS`]), so a job or a local request for a stable reading queues behind at most
 //! one poll. A reading is published only when it changed (state, weight or resolution), which
-//! also limits local events to the read rate; the cloud's `devicehub/{thing}/scale` topic gets
+//! also limits local events to the read rate, and once more to everyone when a new local
+//! subscriber arrives, so that it learns the current weight; the cloud's `devicehub/{thing}/scale` topic gets
 //! at most one reading per scale per second, the newest (see [`crate::cloud::events`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -339,7 +340,9 @@ fn wanted(agent: &Agent) -> bool {
 async fn run(agent: Arc<Agent>, shutdown: CancellationToken) {
     let mut last: BTreeMap<String, ReadingView> = BTreeMap::new();
     let mut in_flight: JoinSet<(String, Result<ScaleReading, ScaleError>)> = JoinSet::new();
-    let mut reading: BTreeMap<String, ()> = BTreeMap::new();
+    // Scales with a read in flight.
+    let mut reading: BTreeSet<String> = BTreeSet::new();
+    let mut listeners = 0;
     // The device table as last seen, so that attachments and detachments reach local
     // subscribers as live events.
     let mut known: BTreeMap<String, DeviceSummary> = agent
@@ -368,9 +371,16 @@ async fn run(agent: Arc<Agent>, shutdown: CancellationToken) {
                     last.clear();
                     continue;
                 }
+                // A new listener gets each scale's current reading at the next read, not only
+                // the next change: forget what was published.
+                let now_listening = agent.local_subscribers();
+                if now_listening > listeners {
+                    last.clear();
+                }
+                listeners = now_listening;
                 for id in scales {
                     // One read per scale at a time: a slow scale never piles up reads.
-                    if reading.insert(id.clone(), ()).is_some() {
+                    if !reading.insert(id.clone()) {
                         continue;
                     }
                     let devices = agent.devices().clone();

@@ -216,6 +216,16 @@ async fn a_subscriber_gets_changed_readings_and_reads_and_zeroes_the_scale() {
         "an unchanged reading was pushed again: {seen:?}"
     );
 
+    // A client that subscribes later learns the current weight without waiting for a change.
+    let mut late = desk.connect().await;
+    let subscribed = request(
+        &mut late,
+        json!({"id": 1, "type": "subscribe", "topics": ["scale"]}),
+    )
+    .await;
+    assert!(subscribed.get("ok").is_some(), "{subscribed}");
+    reading_of(&mut late, 2_000_000_000).await;
+
     let read = request(
         &mut client,
         json!({"id": 2, "type": "scale.read", "unit": "lb", "timeoutMs": 2000}),
