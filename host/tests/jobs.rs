@@ -916,6 +916,31 @@ async fn a_scale_job_returns_the_stable_weight_or_the_reason_it_has_none() {
     assert_eq!(detail(&execution, "unit"), "kg");
     assert_eq!(detail(&execution, "resolutionMicrograms"), "453592");
 
+    // With the link up the scale is read in the background, and its reading reaches the
+    // cloud's scale topic.
+    let topic = format!("devicehub/{}/scale", desk.thing);
+    let deadline = Instant::now() + JOB_WAIT;
+    loop {
+        let messages = desk.cloud.messages(&desk.thing).await;
+        let published = messages
+            .iter()
+            .find(|m| m["topic"] == topic.as_str() && m["payload"]["micrograms"] == 566_990_463);
+        if let Some(message) = published {
+            let reading = &message["payload"];
+            assert_eq!(reading["device"], "bench-scale", "{reading}");
+            assert_eq!(reading["value"], "1.250", "{reading}");
+            assert_eq!(reading["unit"], "lb", "{reading}");
+            assert_eq!(reading["state"], "stable", "{reading}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reading on {topic}: {messages:?}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     scale.set(json!({"condition": "over-capacity"})).await;
     let over = desk.scale_job();
     let execution = desk.wait_done(&over, &mut agent).await;
