@@ -941,6 +941,17 @@ async fn a_scale_job_returns_the_stable_weight_or_the_reason_it_has_none() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
+    // A weight that never settles: the job waits its default 5000 ms and says so.
+    scale.set(json!({"motion_reads": 1_000_000})).await;
+    let moving = desk.scale_job();
+    let execution = desk.wait_done(&moving, &mut agent).await;
+    assert_eq!(execution["status"], "FAILED", "{execution}");
+    assert_eq!(
+        detail(&execution, "reason"),
+        "scale 'bench-scale' still in motion after 5000 ms"
+    );
+    scale.set(json!({"motion_reads": 0})).await;
+
     scale.set(json!({"condition": "over-capacity"})).await;
     let over = desk.scale_job();
     let execution = desk.wait_done(&over, &mut agent).await;

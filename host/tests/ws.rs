@@ -247,6 +247,16 @@ async fn a_subscriber_gets_changed_readings_and_reads_and_zeroes_the_scale() {
     .await;
     assert_eq!(read["ok"]["micrograms"], 0, "{read}");
 
+    // A weight that does not settle within the request's timeout comes back in motion.
+    desk.sim.set(json!({"motion_reads": 100_000})).await;
+    let moving = request(
+        &mut client,
+        json!({"id": 7, "type": "scale.read", "timeoutMs": 300}),
+    )
+    .await;
+    assert_eq!(moving["ok"]["state"], "in motion", "{moving}");
+    desk.sim.set(json!({"motion_reads": 0})).await;
+
     let missing = request(
         &mut client,
         json!({"id": 5, "type": "scale.read", "device": "shelf-scale"}),
