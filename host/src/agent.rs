@@ -197,6 +197,12 @@ impl Agent {
         self.local.subscribe()
     }
 
+    /// How many live-event subscribers there are now; the scale readings service reads scales
+    /// only while someone listens (or the cloud link is up).
+    pub fn local_subscribers(&self) -> usize {
+        self.local.receiver_count()
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }

@@ -39,6 +39,9 @@ pub struct Config {
     /// Office printers over IPP and the local print server's queues (`[system_printers]`).
     #[serde(default)]
     pub system_printers: crate::sheets::SheetsConfig,
+    /// The local servers for desk tools and pages (`[local]`).
+    #[serde(default)]
+    pub local: LocalConfig,
 }
 
 fn default_log_level() -> String {
@@ -55,6 +58,34 @@ impl Default for Config {
             devices: Vec::new(),
             cloud: CloudConfig::default(),
             system_printers: crate::sheets::SheetsConfig::default(),
+            local: LocalConfig::default(),
+        }
+    }
+}
+
+/// The `[local]` section: the servers on 127.0.0.1 that desk tools and browser pages use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// The WebSocket server's port on 127.0.0.1 (0: any free port, announced in the log).
+    #[serde(default = "default_ws_port")]
+    pub ws_port: u16,
+    /// Origins (`https://ship.example.com`) whose pages may open the WebSocket. Connections
+    /// without an Origin header (local tools; browsers always send one) are accepted; any other
+    /// Origin is refused with HTTP 403.
+    #[serde(default)]
+    pub ws_allowed_origins: Vec<String>,
+}
+
+fn default_ws_port() -> u16 {
+    10101
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            ws_port: default_ws_port(),
+            ws_allowed_origins: Vec::new(),
         }
     }
 }

@@ -13,6 +13,8 @@
 //! - [`storage`]: the data directory: atomic writes, state files, job journal, certificates, logs.
 //! - [`cloud`]: the link to AWS IoT Core (or the emulator) over MQTT.
 //! - [`service`]: `devicehub run`: the agent that takes print jobs from the cloud.
+//! - [`scales`]: scale readings in exact units, read while wanted and published when changed.
+//! - [`ws`]: the local WebSocket server (port 10101) for desk tools and browser pages.
 //! - [`agent`]: the running agent's shared state for the local servers: status, registration.
 //! - [`sheets`]: office printers over IPP (configured URIs and CUPS queues), indicia on envelopes.
 
@@ -25,7 +27,9 @@ pub mod logging;
 pub mod plugins;
 pub mod print;
 pub mod render;
+pub mod scales;
 pub mod service;
 pub mod sheets;
 pub mod storage;
 pub mod transport;
+pub mod ws;

@@ -19,7 +19,8 @@
 //!    reached the printer is left for the next start; the shadow and events tasks stop;
 //! 2. the MQTT link, which has its own token so that the jobs task's last status report leaves
 //!    before it, says goodbye and disconnects; the dispatcher ends with it;
-//! 3. the USB watcher thread and the device threads are joined.
+//! 3. the local WebSocket server closes its connections and the scale readings service stops;
+//! 4. the USB watcher thread and the device threads are joined.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -37,8 +38,10 @@ use crate::cloud::shadow::{AgentSettings, PluginReport, ShadowSettings, ShadowTa
 use crate::config::{self, Config, DeviceAddress};
 use crate::devices::{hid_watch::HidWatcher, usb_watch::UsbWatcher, DeviceTable};
 use crate::plugins::{PluginSet, Selection};
+use crate::scales::ScaleReadings;
 use crate::storage::certs::{CertificateInfo, EXPIRY_WARNING};
 use crate::storage::{DataDir, DeviceIdentity, Loaded};
+use crate::ws::WsServer;
 
 /// How long the link may take to say goodbye after the jobs task ended.
 const LINK_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -139,6 +142,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .as_ref()
             .map(|(identity, _)| identity.thing_name.clone()),
     ));
+    // The local WebSocket server and the scale readings it follows run from here, registered
+    // or not, until the service stops.
+    // A taken port (another DeviceHub, another program) disables the local server only: cloud
+    // jobs do not depend on it.
+    let ws = match WsServer::start(agent.clone(), &config.local).await {
+        Ok(ws) => Some(ws),
+        Err(e) => {
+            tracing::error!("the local WebSocket server is not running: {e}");
+            None
+        }
+    };
+    let readings = ScaleReadings::start(agent.clone());
 
     // Without an identity the agent waits, devices attached, until this computer is
     // registered (by a local page or tool through `Agent::register`, or by `devicehub
@@ -148,6 +163,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         None => match wait_for_registration(&agent, &data_dir, &shutdown).await? {
             Some(stored) => stored,
             None => {
+                if let Some(ws) = ws {
+                    ws.stop().await;
+                }
+                readings.stop().await;
                 stop_devices(usb, hid, devices).await;
                 tracing::info!("DeviceHub stopped");
                 return Ok(());
@@ -296,6 +315,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Err(e) = dispatcher_task.await {
         tracing::error!("the message dispatcher failed: {e}");
     }
+    if let Some(ws) = ws {
+        ws.stop().await;
+    }
+    readings.stop().await;
     stop_devices(usb, hid, devices).await;
     tracing::info!("DeviceHub stopped");
     outcome

@@ -60,3 +60,6 @@ mod scales;
 /// options, indicia composed onto envelopes, and the errors of stopped, unreachable and
 /// failing printers.
 mod sheets;
+/// The local WebSocket server with a real client against `devicehub run` and a serial scale
+/// simulator: subscriptions, requests, refused origins, bad messages, a client that never reads.
+mod ws;

@@ -8,6 +8,9 @@
 //! - `devicehub/{thing}/events/device`, QoS 1: a device was attached or detached. The device
 //!   table is polled every [`DEVICE_POLL`] and differences are published.
 //! - `devicehub/{thing}/events/job`, QoS 1: a job ended, with its status details.
+//! - `devicehub/{thing}/scale`, QoS 1: a scale's reading changed (see [`crate::scales`]); at
+//!   most one per scale per [`DEVICE_POLL`], the newest. Readings are queued only while the
+//!   link is up: a weight from while it was down is stale.
 //! - `devicehub/{thing}/events/upgrade`, QoS 1: the cloud announced a newer agent or plugin
 //!   version for DeviceHub's update channel (see [`super::upgrades`]); sent once per notice.
 //!
@@ -66,6 +69,9 @@ pub struct HealthBoard {
     pub upgrade: Option<UpgradeNotice>,
     /// Job events not yet in the outbox.
     pub job_events: Vec<Value>,
+    /// The newest changed reading of each scale not yet in the outbox, by device ID: keeping
+    /// only the newest limits the scale topic to one reading per scale per device poll.
+    pub scale_readings: BTreeMap<String, Value>,
 }
 
 /// How many ended jobs the board keeps for local status pages.
@@ -143,6 +149,7 @@ pub struct EventsTask {
     device_topic: String,
     job_topic: String,
     upgrade_topic: String,
+    scale_topic: String,
     /// The upgrade notice last queued, so that each is sent once.
     announced: Option<UpgradeNotice>,
     devices: Arc<DeviceTable>,
@@ -179,6 +186,7 @@ impl EventsTask {
             device_topic: format!("devicehub/{thing_name}/events/device"),
             job_topic: format!("devicehub/{thing_name}/events/job"),
             upgrade_topic: format!("devicehub/{thing_name}/events/upgrade"),
+            scale_topic: format!("devicehub/{thing_name}/scale"),
             announced: None,
             devices,
             health,
@@ -242,7 +250,7 @@ impl EventsTask {
                 }
                 _ = poll.tick() => {
                     self.poll_devices();
-                    self.poll_board();
+                    self.poll_board(connected);
                     if connected {
                         self.flush().await;
                     }
@@ -281,14 +289,24 @@ impl EventsTask {
         self.known = now;
     }
 
-    /// Queues the job events and a new upgrade notice left on the board.
-    fn poll_board(&mut self) {
-        let (jobs, upgrade) = {
+    /// Queues the job events, scale readings (while `connected`) and a new upgrade notice left
+    /// on the board.
+    fn poll_board(&mut self, connected: bool) {
+        let (jobs, upgrade, readings) = {
             let mut board = board(&self.health.board);
-            (std::mem::take(&mut board.job_events), board.upgrade.clone())
+            (
+                std::mem::take(&mut board.job_events),
+                board.upgrade.clone(),
+                std::mem::take(&mut board.scale_readings),
+            )
         };
         for event in jobs {
             self.outbox.push(&self.job_topic, event);
+        }
+        if connected {
+            for (_, reading) in readings {
+                self.outbox.push(&self.scale_topic, reading);
+            }
         }
         if upgrade != self.announced {
             if let Some(notice) = &upgrade {

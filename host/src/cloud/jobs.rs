@@ -37,7 +37,7 @@ use std::time::{Duration, Instant};
 
 use abi_stable::std_types::ROption;
 use devicehub_plugin_api::{
-    DeviceKind, ErrorKind, InputKind, MediaKind, MediaRequest, PrinterProfile,
+    DeviceKind, ErrorKind, InputKind, MediaKind, MediaRequest, PrinterProfile, ScaleState,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -49,6 +49,7 @@ use super::shadow::AgentSettings;
 use super::tls::{self, TlsError};
 use crate::devices::{DeviceError, DeviceTable};
 use crate::print::{self, FileFormat, PrintOptions, MAX_COPIES};
+use crate::scales;
 use crate::sheets::compose::{ImagePlacement, INDICIA_DPI};
 use crate::sheets::media::{Media, Orientation};
 use crate::sheets::{SheetContent, SheetJob};
@@ -399,8 +400,14 @@ pub enum JobFailure {
     DefaultPrinterMissing { kind: &'static str, device: String },
     #[error("no scale is attached")]
     NoScale,
-    #[error("reading scale '{0}' is not supported by this DeviceHub yet")]
-    ScaleNotSupported(String),
+    #[error("device '{0}' is not a scale")]
+    NotAScale(String),
+    #[error("scale '{device}' still in motion after {timeout_ms} ms")]
+    ScaleInMotion { device: String, timeout_ms: u32 },
+    #[error("scale '{device}' {state}")]
+    ScaleState { device: String, state: String },
+    #[error("reading scale '{device}' failed: {message}")]
+    ScaleFailed { device: String, message: String },
     #[error("the file is {size} bytes; the largest DeviceHub accepts is {max}")]
     FileTooLarge { size: u64, max: u64 },
     #[error("download failed: {0}")]
@@ -443,7 +450,7 @@ impl JobFailure {
                 | JobFailure::NotAPrinter(_)
                 | JobFailure::NoPrinter
                 | JobFailure::NoScale
-                | JobFailure::ScaleNotSupported(_)
+                | JobFailure::NotAScale(_)
                 | JobFailure::FileTooLarge { .. }
         )
     }
@@ -606,13 +613,18 @@ enum Plan {
         document: PrintDocument,
         device: String,
     },
+    /// A reading of scale `device`.
+    ScaleRead {
+        document: ScaleDocument,
+        device: String,
+    },
 }
 
 impl Plan {
     /// The device the job waits for, if any.
     fn lane(&self) -> Option<&str> {
         match self {
-            Plan::Print { device, .. } => Some(device),
+            Plan::Print { device, .. } | Plan::ScaleRead { device, .. } => Some(device),
             Plan::Journal | Plan::Refuse(_) => None,
         }
     }
@@ -708,6 +720,9 @@ async fn execute(
         Plan::Print { document, device } => {
             print_job(context, job_id, &document, &device, phase, started).await
         }
+        Plan::ScaleRead { document, device } => {
+            scale_job(context, &document, &device, started).await
+        }
     };
     match result {
         Ok(outcome) => outcome,
@@ -715,21 +730,95 @@ async fn execute(
     }
 }
 
-/// Scale jobs: refused until DeviceHub reads scales, with the reason that applies.
-fn scale_job(context: &JobContext, document: &ScaleDocument) -> JobFailure {
-    let scales: Vec<String> = context
-        .devices
-        .list()
-        .into_iter()
-        .filter(|d| d.kind == DeviceKind::Scale.as_str())
-        .map(|d| d.id)
-        .collect();
-    match (&document.device, scales.first()) {
-        (Some(id), _) if !scales.contains(id) => JobFailure::NoSuchDevice(id.clone()),
-        (Some(id), _) => JobFailure::ScaleNotSupported(id.clone()),
-        (None, Some(id)) => JobFailure::ScaleNotSupported(id.clone()),
-        (None, None) => JobFailure::NoScale,
+/// The scale for a scale job: the one its document names, else the first attached scale in
+/// config order (see [`scales::choose_scale`]).
+fn choose_scale(context: &JobContext, document: &ScaleDocument) -> Result<String, JobFailure> {
+    scales::choose_scale(
+        &context.devices,
+        &context.preferred_devices,
+        document.device.as_deref(),
+    )
+    .map_err(|e| match e {
+        scales::ScaleError::NoSuchDevice(id) => JobFailure::NoSuchDevice(cap(id)),
+        scales::ScaleError::NotAScale(id) => JobFailure::NotAScale(id),
+        _ => JobFailure::NoScale,
+    })
+}
+
+/// Reads the scale until its weight is stable or the document's timeout passes, and reports
+/// the weight in the document's unit (else the shadow's `scaleUnits`, else grams).
+async fn scale_job(
+    context: &JobContext,
+    document: &ScaleDocument,
+    device: &str,
+    started: Instant,
+) -> Result<JobOutcome, JobFailure> {
+    let timeout_ms = document.timeout_ms.unwrap_or(DEFAULT_SCALE_TIMEOUT_MS);
+    let unit_name = document.unit.clone().unwrap_or_else(|| {
+        context
+            .settings
+            .as_ref()
+            .map_or_else(|| "g".to_string(), |s| s.borrow().scale_units.clone())
+    });
+    let unit = scales::ReportUnit::parse(&unit_name).unwrap_or(scales::ReportUnit::Gram);
+    let reading = scales::read_scale(&context.devices, device, timeout_ms)
+        .await
+        .map_err(|e| match e {
+            scales::ScaleError::NoSuchDevice(id) => JobFailure::NoSuchDevice(cap(id)),
+            scales::ScaleError::NotAScale(id) => JobFailure::NotAScale(id),
+            other => JobFailure::ScaleFailed {
+                device: device.to_string(),
+                message: cap(match other {
+                    scales::ScaleError::Plugin { error, .. } => {
+                        format!("{} ({})", error.message, error.kind.as_str())
+                    }
+                    other => other.to_string(),
+                }),
+            },
+        })?;
+    match reading.state {
+        ScaleState::Stable | ScaleState::StableAtZero => {}
+        ScaleState::InMotion => {
+            return Err(JobFailure::ScaleInMotion {
+                device: device.to_string(),
+                timeout_ms,
+            })
+        }
+        other => {
+            return Err(JobFailure::ScaleState {
+                device: device.to_string(),
+                state: scales::state_name(other).to_string(),
+            })
+        }
     }
+    let view = scales::view(&reading);
+    let json = scales::reading_json(&view, Some(unit));
+    let text = |key: &str| match &json[key] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut details = BTreeMap::new();
+    details.insert("device".to_string(), device.to_string());
+    for key in [
+        "state",
+        "micrograms",
+        "value",
+        "unit",
+        "resolutionMicrograms",
+        "displayUnit",
+        "atMs",
+    ] {
+        details.insert(key.to_string(), text(key));
+    }
+    details.insert("totalMs".to_string(), millis(started.elapsed()));
+    details.insert(
+        "summary".to_string(),
+        format!("read {} {} on {device}", text("value"), unit.as_str()),
+    );
+    Ok(JobOutcome {
+        status: ReportedStatus::Succeeded,
+        details,
+    })
 }
 
 /// Chooses the printer: the named device, else the default for the job's kind when one is set
