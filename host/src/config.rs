@@ -36,6 +36,9 @@ pub struct Config {
     /// The cloud endpoint and what registration needs (`[cloud]`).
     #[serde(default)]
     pub cloud: CloudConfig,
+    /// The local servers on this computer (`[local]`).
+    #[serde(default)]
+    pub local: LocalConfig,
 }
 
 fn default_log_level() -> String {
@@ -51,6 +54,30 @@ impl Default for Config {
             usb: UsbConfig::default(),
             devices: Vec::new(),
             cloud: CloudConfig::default(),
+            local: LocalConfig::default(),
+        }
+    }
+}
+
+/// The `[local]` section: the servers DeviceHub runs for this computer only (they listen on
+/// 127.0.0.1 and nowhere else).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalConfig {
+    /// The port of the registration and status pages (`http://127.0.0.1:PORT/`); 0 picks a
+    /// free port, which is logged.
+    #[serde(default = "default_http_port")]
+    pub http_port: u16,
+}
+
+fn default_http_port() -> u16 {
+    8091
+}
+
+impl Default for LocalConfig {
+    fn default() -> Self {
+        LocalConfig {
+            http_port: default_http_port(),
         }
     }
 }

@@ -14,6 +14,7 @@
 //! - [`cloud`]: the link to AWS IoT Core (or the emulator) over MQTT.
 //! - [`service`]: `devicehub run`: the agent that takes print jobs from the cloud.
 //! - [`agent`]: the running agent's shared state for the local servers: status, registration.
+//! - [`web`]: the registration and status pages on 127.0.0.1:8091.
 
 pub mod agent;
 pub mod cli;
@@ -27,3 +28,4 @@ pub mod render;
 pub mod service;
 pub mod storage;
 pub mod transport;
+pub mod web;

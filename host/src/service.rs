@@ -39,6 +39,7 @@ use crate::devices::{hid_watch::HidWatcher, usb_watch::UsbWatcher, DeviceTable};
 use crate::plugins::{PluginSet, Selection};
 use crate::storage::certs::{CertificateInfo, EXPIRY_WARNING};
 use crate::storage::{DataDir, DeviceIdentity, Loaded};
+use crate::web::LocalPages;
 
 /// How long the link may take to say goodbye after the jobs task ended.
 const LINK_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -118,13 +119,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Duration::from_millis(config.usb.poll_interval_ms.max(100)),
         )
     });
-    let hid = config.usb.enabled.then(|| {
-        HidWatcher::start_for_config(
-            plugins.clone(),
-            devices.clone(),
-            &config,
-        )
-    });
+    let hid = config
+        .usb
+        .enabled
+        .then(|| HidWatcher::start_for_config(plugins.clone(), devices.clone(), &config));
 
     let health = SharedHealth::default();
     let agent = Arc::new(Agent::new(
@@ -137,6 +135,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .as_ref()
             .map(|(identity, _)| identity.thing_name.clone()),
     ));
+    // The pages are how a desk registers, but a desk that cannot show them (the port is
+    // taken) still prints: their failure is logged, not fatal.
+    let pages = match LocalPages::start(agent.clone(), config.local.http_port).await {
+        Ok(pages) => Some(pages),
+        Err(e) => {
+            tracing::error!("{e}; the registration and status pages are not available");
+            None
+        }
+    };
 
     // Without an identity the agent waits, devices attached, until this computer is
     // registered (by a local page or tool through `Agent::register`, or by `devicehub
@@ -146,6 +153,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         None => match wait_for_registration(&agent, &data_dir, &shutdown).await? {
             Some(stored) => stored,
             None => {
+                stop_pages(pages).await;
                 stop_devices(usb, hid, devices).await;
                 tracing::info!("DeviceHub stopped");
                 return Ok(());
@@ -294,9 +302,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Err(e) = dispatcher_task.await {
         tracing::error!("the message dispatcher failed: {e}");
     }
+    stop_pages(pages).await;
     stop_devices(usb, hid, devices).await;
     tracing::info!("DeviceHub stopped");
     outcome
+}
+
+/// Stops the local pages, when they run.
+async fn stop_pages(pages: Option<LocalPages>) {
+    if let Some(pages) = pages {
+        pages.stop().await;
+    }
 }
 
 /// How often the certificate store is looked at while waiting for registration, for a
