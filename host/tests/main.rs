@@ -55,3 +55,7 @@ mod dymo_printing;
 /// point-of-sale scales (the emulator's model behind a test HID transport), through the real
 /// plugin libraries: exact weights in every unit, motion, over capacity, zeroing.
 mod scales;
+
+/// The registration and status pages: Host, Origin and CSRF checks, loopback only, registration
+/// through the API, and headless Chromium walking the pages (screenshots in docs/screenshots).
+mod web;
