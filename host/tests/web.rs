@@ -808,3 +808,166 @@ async fn web_browser_walks_the_registration_and_sees_the_printer() {
         "the status page scrolls sideways at 200%"
     );
 }
+
+/// The pages served in this process for an agent with no plugins or devices, so that a test
+/// can send the live events (scale readings, jobs) that the agent's devices would.
+struct InProcessPages {
+    agent: std::sync::Arc<devicehub::agent::Agent>,
+    pages: Option<devicehub::web::LocalPages>,
+    _data: tempfile::TempDir,
+}
+
+impl InProcessPages {
+    async fn start() -> InProcessPages {
+        use devicehub::agent::Agent as AgentState;
+        let data = tempfile::tempdir().expect("data folder");
+        let agent = std::sync::Arc::new(AgentState::new(
+            devicehub::config::Config::default(),
+            devicehub::storage::DataDir::new(data.path().to_path_buf()),
+            std::sync::Arc::new(devicehub::plugins::PluginSet::default()),
+            std::sync::Arc::new(devicehub::devices::DeviceTable::default()),
+            devicehub::cloud::events::SharedHealth::default(),
+            None,
+        ));
+        let pages = devicehub::web::LocalPages::start(agent.clone(), 0)
+            .await
+            .expect("start the pages");
+        InProcessPages {
+            agent,
+            pages: Some(pages),
+            _data: data,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        let addr = self.pages.as_ref().expect("pages running").addr();
+        format!("http://{addr}{path}")
+    }
+
+    fn scale_reading(&self) {
+        self.agent
+            .publish_local(devicehub::agent::LocalEvent::Scale {
+                device: "scale-1".to_string(),
+                reading: devicehub::agent::ReadingView {
+                    state: "stable",
+                    micrograms: 1_250_000_000,
+                    resolution_micrograms: 1_000_000,
+                    display_unit: "kg",
+                    at_ms: 0,
+                },
+            });
+    }
+
+    fn job_ended(&self, job_id: &str) {
+        let job = json!({ "jobId": job_id, "status": "SUCCEEDED", "at": 1_700_000_000u64 });
+        devicehub::cloud::events::board(self.agent.health()).job_ended(job.clone());
+        self.agent
+            .publish_local(devicehub::agent::LocalEvent::Job(job));
+    }
+}
+
+/// Reads an event stream until `wanted` has arrived, returning all that was read.
+async fn read_events_until(response: &mut reqwest::Response, wanted: &[&str]) -> String {
+    let mut seen = String::new();
+    let deadline = Instant::now() + WAIT;
+    while !wanted.iter().all(|w| seen.contains(w)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let chunk = tokio::time::timeout(left, response.chunk())
+            .await
+            .unwrap_or_else(|_| panic!("the event stream never sent {wanted:?}; it sent:\n{seen}"))
+            .expect("read the event stream")
+            .unwrap_or_else(|| panic!("the event stream ended; it sent:\n{seen}"));
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn web_events_stream_readings_and_jobs_but_never_scans_and_end_on_stop() {
+    let mut pages = InProcessPages::start().await;
+    let http = http_client();
+    let mut events = http
+        .get(pages.url("/api/events"))
+        .send()
+        .await
+        .expect("GET /api/events");
+    assert_eq!(events.status(), 200);
+    assert_eq!(events.headers()["content-type"], "text/event-stream");
+
+    // An address block is personal data: pages never receive it.
+    pages
+        .agent
+        .publish_local(devicehub::agent::LocalEvent::Scan {
+            device: "scanner-1".to_string(),
+            text: devicehub::agent::ScannedLines(vec![
+                "Jane Doe".to_string(),
+                "1 Main St".to_string(),
+            ]),
+        });
+    pages.scale_reading();
+    pages.job_ended("job-42");
+    let seen = read_events_until(&mut events, &["event: scale", "event: job"]).await;
+    assert!(seen.contains("\"micrograms\":1250000000"), "{seen}");
+    assert!(seen.contains("\"displayUnit\":\"kg\""), "{seen}");
+    assert!(seen.contains("job-42"), "{seen}");
+    assert!(!seen.contains("scan") && !seen.contains("Jane"), "{seen}");
+
+    // Stopping ends the open stream instead of waiting on it.
+    let addr = pages.pages.as_ref().expect("pages running").addr();
+    pages.pages.take().expect("pages running").stop().await;
+    let rest = tokio::time::timeout(WAIT, async {
+        while let Ok(Some(_)) = events.chunk().await {}
+    })
+    .await;
+    assert!(
+        rest.is_ok(),
+        "the event stream stayed open after the pages stopped"
+    );
+    assert!(
+        TcpStream::connect(addr).is_err(),
+        "the pages still listen after stopping"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn web_browser_status_page_shows_live_readings_and_jobs() {
+    let pages = InProcessPages::start().await;
+    let browser = Browser::start().await;
+    browser.open(&pages.url("/status")).await;
+    browser
+        .wait_for(
+            "the status",
+            "return document.getElementById('link-state').textContent === 'Not registered'",
+        )
+        .await;
+    assert_eq!(browser.text("#no-jobs").await, "No jobs yet.");
+    assert!(browser
+        .text("#not-registered")
+        .await
+        .contains("Register it"));
+
+    // The page subscribes once it has loaded; send readings until one shows.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        pages.scale_reading();
+        let shown = browser.text("#scale-reading").await;
+        if shown == "scale-1: 1.250 kg (stable)" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the reading never showed; the page shows {shown:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    pages.job_ended("job-42");
+    browser
+        .wait_for(
+            "the job",
+            "return document.querySelector('#jobs tbody').textContent.includes('job-42')",
+        )
+        .await;
+    let jobs = browser.text("#jobs tbody").await;
+    assert!(jobs.contains("SUCCEEDED"), "{jobs}");
+}
