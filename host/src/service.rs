@@ -119,10 +119,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Duration::from_millis(config.usb.poll_interval_ms.max(100)),
         )
     });
-    let hid = config
-        .usb
-        .enabled
-        .then(|| HidWatcher::start_for_config(plugins.clone(), devices.clone(), &config));
+    let hid = config.usb.enabled.then(|| {
+        HidWatcher::start_for_config(
+            plugins.clone(),
+            devices.clone(),
+            &config,
+        )
+    });
 
     let health = SharedHealth::default();
     let agent = Arc::new(Agent::new(
