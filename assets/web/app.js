@@ -73,6 +73,8 @@
     } catch (e) {
       el("done-no-devices").hidden = false;
     }
+    // The code is spent: the form has nothing more to offer.
+    el("register-form").hidden = true;
     el("done").hidden = false;
     el("done-title").focus();
   }

@@ -466,7 +466,7 @@ impl Browser {
                 "binary": chromium_binary(),
                 "args": [
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                    "--window-size=1000,900", "--hide-scrollbars", "--force-device-scale-factor=1",
+                    "--window-size=1000,1000", "--hide-scrollbars", "--force-device-scale-factor=1",
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
             },
