@@ -430,6 +430,16 @@ mod tests {
     const EXAMPLE: &str = include_str!("../../assets/devicehub.example.toml");
 
     #[test]
+    fn local_pages_port_defaults_to_8091_and_takes_zero() {
+        let none = Config::parse("", Path::new("empty.toml")).unwrap();
+        assert_eq!(none.local.http_port, 8091);
+        let any = Config::parse("[local]\nhttp_port = 0\n", Path::new("any.toml")).unwrap();
+        assert_eq!(any.local.http_port, 0);
+        let typo = Config::parse("[local]\nhttp_prot = 1\n", Path::new("typo.toml")).unwrap_err();
+        assert!(typo.to_string().contains("http_prot"), "{typo}");
+    }
+
+    #[test]
     fn shipped_example_parses_and_round_trips() {
         let config = Config::parse(EXAMPLE, Path::new("devicehub.example.toml")).unwrap();
         assert!(!config.devices.is_empty());
