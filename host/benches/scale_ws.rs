@@ -136,7 +136,7 @@ async fn report_to_client() {
         agent.clone(),
         &LocalConfig {
             ws_port: 0,
-            ws_allowed_origins: Vec::new(),
+            ..LocalConfig::default()
         },
     )
     .await

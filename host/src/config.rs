@@ -39,7 +39,7 @@ pub struct Config {
     /// Office printers over IPP and the local print server's queues (`[system_printers]`).
     #[serde(default)]
     pub system_printers: crate::sheets::SheetsConfig,
-    /// The local servers for desk tools and pages (`[local]`).
+    /// The local servers on this computer (`[local]`).
     #[serde(default)]
     pub local: LocalConfig,
 }
@@ -63,10 +63,15 @@ impl Default for Config {
     }
 }
 
-/// The `[local]` section: the servers on 127.0.0.1 that desk tools and browser pages use.
+/// The `[local]` section: the servers DeviceHub runs for this computer only (they listen on
+/// 127.0.0.1 and nowhere else).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalConfig {
+    /// The port of the registration and status pages (`http://127.0.0.1:PORT/`); 0 picks a
+    /// free port, which is logged.
+    #[serde(default = "default_http_port")]
+    pub http_port: u16,
     /// The WebSocket server's port on 127.0.0.1 (0: any free port, announced in the log).
     #[serde(default = "default_ws_port")]
     pub ws_port: u16,
@@ -77,6 +82,10 @@ pub struct LocalConfig {
     pub ws_allowed_origins: Vec<String>,
 }
 
+fn default_http_port() -> u16 {
+    8091
+}
+
 fn default_ws_port() -> u16 {
     10101
 }
@@ -84,6 +93,7 @@ fn default_ws_port() -> u16 {
 impl Default for LocalConfig {
     fn default() -> Self {
         LocalConfig {
+            http_port: default_http_port(),
             ws_port: default_ws_port(),
             ws_allowed_origins: Vec::new(),
         }
@@ -450,6 +460,16 @@ mod tests {
     use super::*;
 
     const EXAMPLE: &str = include_str!("../../assets/devicehub.example.toml");
+
+    #[test]
+    fn local_pages_port_defaults_to_8091_and_takes_zero() {
+        let none = Config::parse("", Path::new("empty.toml")).unwrap();
+        assert_eq!(none.local.http_port, 8091);
+        let any = Config::parse("[local]\nhttp_port = 0\n", Path::new("any.toml")).unwrap();
+        assert_eq!(any.local.http_port, 0);
+        let typo = Config::parse("[local]\nhttp_prot = 1\n", Path::new("typo.toml")).unwrap_err();
+        assert!(typo.to_string().contains("http_prot"), "{typo}");
+    }
 
     #[test]
     fn shipped_example_parses_and_round_trips() {

@@ -17,6 +17,7 @@
 //! - [`ws`]: the local WebSocket server (port 10101) for desk tools and browser pages.
 //! - [`agent`]: the running agent's shared state for the local servers: status, registration.
 //! - [`sheets`]: office printers over IPP (configured URIs and CUPS queues), indicia on envelopes.
+//! - [`web`]: the registration and status pages on 127.0.0.1:8091.
 
 pub mod agent;
 pub mod cli;
@@ -32,4 +33,5 @@ pub mod service;
 pub mod sheets;
 pub mod storage;
 pub mod transport;
+pub mod web;
 pub mod ws;

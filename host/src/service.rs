@@ -41,6 +41,7 @@ use crate::plugins::{PluginSet, Selection};
 use crate::scales::ScaleReadings;
 use crate::storage::certs::{CertificateInfo, EXPIRY_WARNING};
 use crate::storage::{DataDir, DeviceIdentity, Loaded};
+use crate::web::LocalPages;
 use crate::ws::WsServer;
 
 /// How long the link may take to say goodbye after the jobs task ended.
@@ -154,6 +155,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     };
     let readings = ScaleReadings::start(agent.clone());
+    // The pages are how a desk registers, but a desk that cannot show them (the port is
+    // taken) still prints: their failure is logged, not fatal.
+    let pages = match LocalPages::start(agent.clone(), config.local.http_port).await {
+        Ok(pages) => Some(pages),
+        Err(e) => {
+            tracing::error!("{e}; the registration and status pages are not available");
+            None
+        }
+    };
 
     // Without an identity the agent waits, devices attached, until this computer is
     // registered (by a local page or tool through `Agent::register`, or by `devicehub
@@ -167,6 +177,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                     ws.stop().await;
                 }
                 readings.stop().await;
+                stop_pages(pages).await;
                 stop_devices(usb, hid, devices).await;
                 tracing::info!("DeviceHub stopped");
                 return Ok(());
@@ -319,9 +330,17 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         ws.stop().await;
     }
     readings.stop().await;
+    stop_pages(pages).await;
     stop_devices(usb, hid, devices).await;
     tracing::info!("DeviceHub stopped");
     outcome
+}
+
+/// Stops the local pages, when they run.
+async fn stop_pages(pages: Option<LocalPages>) {
+    if let Some(pages) = pages {
+        pages.stop().await;
+    }
 }
 
 /// How often the certificate store is looked at while waiting for registration, for a

@@ -60,6 +60,9 @@ mod scales;
 /// options, indicia composed onto envelopes, and the errors of stopped, unreachable and
 /// failing printers.
 mod sheets;
+/// The registration and status pages: Host, Origin and CSRF checks, loopback only, registration
+/// through the API, and headless Chromium walking the pages (screenshots in docs/screenshots).
+mod web;
 /// The local WebSocket server with a real client against `devicehub run` and a serial scale
 /// simulator: subscriptions, requests, refused origins, bad messages, a client that never reads.
 mod ws;
