@@ -311,13 +311,20 @@ impl Config {
 pub enum DeviceAddress {
     Tcp(String),
     Serial(String),
-    Usb { vendor_id: u16, product_id: u16 },
+    Usb {
+        vendor_id: u16,
+        product_id: u16,
+    },
+    /// `none://`: a virtual device with no transport (the OCR device).
+    None,
 }
 
 impl DeviceAddress {
-    /// Parses `tcp://HOST:PORT`, `serial://PATH` or `usb://VID:PID`.
+    /// Parses `tcp://HOST:PORT`, `serial://PATH`, `usb://VID:PID` or `none://`.
     pub fn parse(text: &str) -> Result<DeviceAddress, String> {
-        if let Some(rest) = text.strip_prefix("tcp://") {
+        if text == "none://" {
+            Ok(DeviceAddress::None)
+        } else if let Some(rest) = text.strip_prefix("tcp://") {
             let (host, port) = rest
                 .rsplit_once(':')
                 .ok_or_else(|| format!("address {text:?} needs a port (tcp://HOST:PORT)"))?;
@@ -339,7 +346,7 @@ impl DeviceAddress {
             })
         } else {
             Err(format!(
-                "address {text:?} must start with tcp://, serial:// or usb://"
+                "address {text:?} must start with tcp://, serial:// or usb://, or be none://"
             ))
         }
     }

@@ -37,6 +37,7 @@ use crate::cloud::shadow::{AgentSettings, PluginReport, ShadowSettings, ShadowTa
 use crate::config::{self, Config, DeviceAddress};
 use crate::devices::{hid_watch::HidWatcher, usb_watch::UsbWatcher, DeviceTable};
 use crate::plugins::{PluginSet, Selection};
+use crate::scanning::ScanPoller;
 use crate::storage::certs::{CertificateInfo, EXPIRY_WARNING};
 use crate::storage::{DataDir, DeviceIdentity, Loaded};
 
@@ -118,13 +119,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Duration::from_millis(config.usb.poll_interval_ms.max(100)),
         )
     });
-    let hid = config.usb.enabled.then(|| {
-        HidWatcher::start_for_config(
-            plugins.clone(),
-            devices.clone(),
-            &config,
-        )
-    });
+    let hid = config
+        .usb
+        .enabled
+        .then(|| HidWatcher::start_for_config(plugins.clone(), devices.clone(), &config));
 
     let health = SharedHealth::default();
     let agent = Arc::new(Agent::new(
@@ -138,6 +136,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .map(|(identity, _)| identity.thing_name.clone()),
     ));
 
+    // Scanners are polled from the start, so that local tools get scans before registration.
+    let scan_poller = ScanPoller::start(agent.clone());
+
     // Without an identity the agent waits, devices attached, until this computer is
     // registered (by a local page or tool through `Agent::register`, or by `devicehub
     // register` in another process).
@@ -146,6 +147,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         None => match wait_for_registration(&agent, &data_dir, &shutdown).await? {
             Some(stored) => stored,
             None => {
+                scan_poller.stop().await;
                 stop_devices(usb, hid, devices).await;
                 tracing::info!("DeviceHub stopped");
                 return Ok(());
@@ -238,7 +240,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             board: health,
         },
         settings_rx,
-    );
+    )
+    .forward_scans(agent.subscribe_local());
     let events_task = tokio::spawn(events.run(tasks_shutdown.clone()));
 
     let outcome = match jobs {
@@ -294,6 +297,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     if let Err(e) = dispatcher_task.await {
         tracing::error!("the message dispatcher failed: {e}");
     }
+    scan_poller.stop().await;
     stop_devices(usb, hid, devices).await;
     tracing::info!("DeviceHub stopped");
     outcome

@@ -55,3 +55,12 @@ mod dymo_printing;
 /// point-of-sale scales (the emulator's model behind a test HID transport), through the real
 /// plugin libraries: exact weights in every unit, motion, over capacity, zeroing.
 mod scales;
+
+/// Scanners: the text scanner simulator on a pseudo-terminal through the real text-scanner
+/// plugin (every block ending, ASCII normalising), the scanner poller publishing scans to live
+/// subscribers, and the OCR device attached as `none://`.
+mod scanners;
+
+/// Privacy: a scan-and-weigh flow through `devicehub run` at trace level leaves the address in
+/// no log and no file of the data directory.
+mod privacy;

@@ -36,6 +36,8 @@ pub enum Connection {
         settings: SerialSettings,
     },
     Usb(UsbDeviceInfo),
+    /// No device behind the plugin (`none://`): a virtual device such as OCR.
+    None,
 }
 
 impl fmt::Display for Connection {
@@ -49,6 +51,7 @@ impl fmt::Display for Connection {
                 info.port_path,
                 format_usb_id(info.vendor_id, info.product_id)
             ),
+            Connection::None => f.write_str("none://"),
         }
     }
 }
@@ -162,6 +165,7 @@ pub fn resolve_entry(entry: &DeviceEntry, plugins: &PluginSet) -> Result<DeviceS
         }
         // Bound to a USB device: connected when the device is discovered.
         DeviceAddress::Usb { .. } => None,
+        DeviceAddress::None => Some(Connection::None),
     };
     Ok(DeviceSpec {
         id: entry.id.clone(),
@@ -255,6 +259,8 @@ pub fn open_transport(
                 .map(transport::boxed)
                 .map_err(|e| e.to_string())
         }
+        // A virtual device's plugin never talks to a device: reads time out, writes are kept.
+        Connection::None => Ok(transport::boxed(transport::capture::CaptureTransport::new())),
     }
 }
 
