@@ -454,6 +454,12 @@ mod tests {
     }
 
     #[test]
+    fn virtual_devices_have_the_none_address_and_nothing_after_it() {
+        assert_eq!(DeviceAddress::parse("none://"), Ok(DeviceAddress::None));
+        assert!(DeviceAddress::parse("none://ocr").is_err());
+    }
+
+    #[test]
     fn cloud_section_defaults_and_ports() {
         let config = Config::parse("", Path::new("x.toml")).unwrap();
         assert_eq!(config.cloud, CloudConfig::default());
