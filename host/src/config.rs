@@ -366,12 +366,17 @@ pub enum DeviceAddress {
     },
     /// An office printer's IPP URI (`ipp://` or `ipps://`).
     Ipp(String),
+    /// `none://`: a virtual device with no transport (the OCR device).
+    None,
 }
 
 impl DeviceAddress {
-    /// Parses `tcp://HOST:PORT`, `serial://PATH`, `usb://VID:PID`, or an `ipp://` or
-    /// `ipps://` printer URI.
+    /// Parses `tcp://HOST:PORT`, `serial://PATH`, `usb://VID:PID`, an `ipp://` or `ipps://`
+    /// printer URI, or `none://`.
     pub fn parse(text: &str) -> Result<DeviceAddress, String> {
+        if text == "none://" {
+            return Ok(DeviceAddress::None);
+        }
         if text.starts_with("ipp://") || text.starts_with("ipps://") {
             crate::sheets::PrinterUri::parse(text)?;
             return Ok(DeviceAddress::Ipp(text.to_string()));
@@ -398,7 +403,7 @@ impl DeviceAddress {
             })
         } else {
             Err(format!(
-                "address {text:?} must start with tcp://, serial://, usb://, ipp:// or ipps://"
+                "address {text:?} must start with tcp://, serial://, usb://, ipp:// or ipps://, or be none://"
             ))
         }
     }
@@ -535,6 +540,12 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("invalid port"), "{err}");
+    }
+
+    #[test]
+    fn virtual_devices_have_the_none_address_and_nothing_after_it() {
+        assert_eq!(DeviceAddress::parse("none://"), Ok(DeviceAddress::None));
+        assert!(DeviceAddress::parse("none://ocr").is_err());
     }
 
     #[test]

@@ -18,6 +18,7 @@
 //! - [`agent`]: the running agent's shared state for the local servers: status, registration.
 //! - [`sheets`]: office printers over IPP (configured URIs and CUPS queues), indicia on envelopes.
 //! - [`web`]: the registration and status pages on 127.0.0.1:8091.
+//! - [`scanning`]: polling text scanners and publishing their address blocks.
 
 pub mod agent;
 pub mod cli;
@@ -29,6 +30,7 @@ pub mod plugins;
 pub mod print;
 pub mod render;
 pub mod scales;
+pub mod scanning;
 pub mod service;
 pub mod sheets;
 pub mod storage;

@@ -39,6 +39,7 @@ use crate::config::{self, Config, DeviceAddress};
 use crate::devices::{hid_watch::HidWatcher, usb_watch::UsbWatcher, DeviceTable};
 use crate::plugins::{PluginSet, Selection};
 use crate::scales::ScaleReadings;
+use crate::scanning::ScanPoller;
 use crate::storage::certs::{CertificateInfo, EXPIRY_WARNING};
 use crate::storage::{DataDir, DeviceIdentity, Loaded};
 use crate::web::LocalPages;
@@ -165,6 +166,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }
     };
 
+    // Scanners are polled from the start, so that local tools get scans before registration.
+    let scan_poller = ScanPoller::start(agent.clone());
+
     // Without an identity the agent waits, devices attached, until this computer is
     // registered (by a local page or tool through `Agent::register`, or by `devicehub
     // register` in another process).
@@ -178,6 +182,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 }
                 readings.stop().await;
                 stop_pages(pages).await;
+                scan_poller.stop().await;
                 stop_devices(usb, hid, devices).await;
                 tracing::info!("DeviceHub stopped");
                 return Ok(());
@@ -270,7 +275,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             board: health,
         },
         settings_rx,
-    );
+    )
+    .forward_scans(agent.subscribe_local());
     let events_task = tokio::spawn(events.run(tasks_shutdown.clone()));
 
     let outcome = match jobs {
@@ -331,6 +337,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     readings.stop().await;
     stop_pages(pages).await;
+    scan_poller.stop().await;
     stop_devices(usb, hid, devices).await;
     tracing::info!("DeviceHub stopped");
     outcome

@@ -56,6 +56,10 @@ mod dymo_printing;
 /// plugin libraries: exact weights in every unit, motion, over capacity, zeroing.
 mod scales;
 
+/// Scanners: the text scanner simulator on a pseudo-terminal through the real text-scanner
+/// plugin (every block ending, ASCII normalising), the scanner poller publishing scans to live
+/// subscribers, and the OCR device attached as `none://`.
+mod scanners;
 /// Sheet printing over IPP against `ippeveprinter` on loopback: PDFs passed through, job
 /// options, indicia composed onto envelopes, and the errors of stopped, unreachable and
 /// failing printers.
@@ -66,3 +70,7 @@ mod web;
 /// The local WebSocket server with a real client against `devicehub run` and a serial scale
 /// simulator: subscriptions, requests, refused origins, bad messages, a client that never reads.
 mod ws;
+
+/// Privacy: a scan-and-weigh flow through `devicehub run` at trace level leaves the address in
+/// no log and no file of the data directory.
+mod privacy;

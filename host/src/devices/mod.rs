@@ -38,6 +38,8 @@ pub enum Connection {
     Usb(UsbDeviceInfo),
     /// An office printer or print queue reached over IPP (see [`crate::sheets`]).
     Ipp(crate::sheets::SheetAddress),
+    /// No device behind the plugin (`none://`): a virtual device such as OCR.
+    None,
 }
 
 impl fmt::Display for Connection {
@@ -52,6 +54,7 @@ impl fmt::Display for Connection {
                 format_usb_id(info.vendor_id, info.product_id)
             ),
             Connection::Ipp(address) => f.write_str(&address.uri),
+            Connection::None => f.write_str("none://"),
         }
     }
 }
@@ -181,6 +184,7 @@ pub fn resolve_entry(entry: &DeviceEntry, plugins: &PluginSet) -> Result<DeviceS
             uri,
             via_socket: None,
         })),
+        DeviceAddress::None => Some(Connection::None),
     };
     Ok(DeviceSpec {
         id: entry.id.clone(),
@@ -295,6 +299,8 @@ pub fn open_transport(
                 .map(transport::boxed)
                 .map_err(|e| e.to_string())
         }
+        // A virtual device's plugin never talks to a device: reads time out, writes are kept.
+        Connection::None => Ok(transport::boxed(transport::capture::CaptureTransport::new())),
         Connection::Ipp(address) => Err(format!(
             "{} is an IPP printer: it is opened with its URI, not as a byte stream",
             address.uri
