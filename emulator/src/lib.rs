@@ -9,9 +9,11 @@
 //!   they receive back into bitmaps.
 //! - [`scales`]: a serial scale on a pseudo-terminal (MT-SICS, NCI) with a control API, and a
 //!   model of a USB HID point-of-sale scale.
+//! - [`scanners`]: a text scanner on a pseudo-terminal that sends address blocks on request.
 //!
 //! The emulator shares no code with DeviceHub itself: the two meet only on the wire.
 
 pub mod cloud;
 pub mod printers;
 pub mod scales;
+pub mod scanners;

@@ -19,6 +19,9 @@ enum Command {
     /// Simulated scales: serial scales on a pseudo-terminal.
     #[command(subcommand)]
     Scale(devicehub_emulator::scales::cli::ScaleCommand),
+    /// Simulated scanners: a text scanner on a pseudo-terminal.
+    #[command(subcommand)]
+    Scanner(devicehub_emulator::scanners::cli::ScannerCommand),
     /// Run the local cloud: broker, device shadow, jobs, fleet provisioning and the HTTP API.
     Serve(cloud::ServeArgs),
     /// Create an activation code for fleet provisioning.
@@ -40,6 +43,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Printer(command) => Ok(devicehub_emulator::printers::cli::run(command)?),
         Command::Scale(command) => Ok(devicehub_emulator::scales::cli::run(command)?),
+        Command::Scanner(command) => Ok(devicehub_emulator::scanners::cli::run(command)?),
         Command::Serve(args) => Ok(cloud::serve(args)?),
         Command::ActivationCode(args) => Ok(cloud::activation_code(args)?),
         Command::ClaimCertificate(args) => Ok(cloud::claim_certificate(args)?),

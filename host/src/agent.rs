@@ -53,7 +53,10 @@ pub const LOCAL_EVENTS_BACKLOG: usize = 256;
 #[derive(Debug, Clone)]
 pub enum LocalEvent {
     /// A scale's reading changed.
-    Scale { device: String, reading: ReadingView },
+    Scale {
+        device: String,
+        reading: ReadingView,
+    },
     /// A scanner delivered an address block.
     Scan { device: String, text: ScannedLines },
     /// A device was attached or detached (`attached` false).
@@ -192,6 +195,12 @@ impl Agent {
     /// many it missed (`RecvError::Lagged`) and goes on with the newest.
     pub fn subscribe_local(&self) -> broadcast::Receiver<LocalEvent> {
         self.local.subscribe()
+    }
+
+    /// How many live-event subscribers there are now; the scale readings service reads scales
+    /// only while someone listens (or the cloud link is up).
+    pub fn local_subscribers(&self) -> usize {
+        self.local.receiver_count()
     }
 
     pub fn config(&self) -> &Config {

@@ -18,12 +18,12 @@ use crate::{
     devices::{self, DeviceSpec, DeviceTable},
     plugins::{format_usb_id, parse_usb_id, PluginSet},
     print::{self, FileFormat, PrintOptions},
-    render::{Halftone, Rotation},
+    render::{Halftone, InputFormat, Rotation},
     rpc::{
         client::{ClientError, RpcClient, Subscription},
         protocol::{method, topic},
     },
-    service,
+    service, sheets,
     storage::{DataDir, RotatingLog},
     transport::usb::UsbBus,
 };
@@ -152,6 +152,28 @@ pub struct PrintArgs {
     /// A plugin setting for this job, KEY=VALUE (repeatable), e.g. compression=z64.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub settings: Vec<String>,
+    #[command(flatten)]
+    pub sheet: SheetArgs,
+}
+
+/// Options of `devicehub print` for system (IPP) printers.
+#[derive(Debug, Args)]
+pub struct SheetArgs {
+    /// System printers: the envelope or sheet, as an IPP media name
+    /// (na_number-10_4.125x9.5in, iso_a4_210x297mm, iso_dl_110x220mm, na_letter_8.5x11in...),
+    /// a short name (letter, a4, dl, #10) or a custom WxHmm size. Needed for images.
+    #[arg(long)]
+    pub media: Option<String>,
+    /// System printers: where an image (an indicium) goes, as X_MM,Y_MM from the page's
+    /// top-left corner.
+    #[arg(long, value_name = "X_MM,Y_MM", default_value = "0,0")]
+    pub at: String,
+    /// System printers: the image's resolution in dpi (indicia come at 203 or 300).
+    #[arg(long, default_value_t = 300)]
+    pub dpi: u32,
+    /// System printers: portrait, landscape, reverse-landscape or reverse-portrait.
+    #[arg(long)]
+    pub orientation: Option<String>,
 }
 
 /// Runs the command line and returns the process exit code.
@@ -496,6 +518,8 @@ struct DeviceListing {
     devices: Vec<devices::DeviceSummary>,
     problems: Vec<devices::DeviceProblem>,
     usb: String,
+    /// The state of system (IPP) printers by device ID, from printer-state and its reasons.
+    printer_states: std::collections::BTreeMap<String, String>,
 }
 
 fn cmd_devices(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
@@ -513,15 +537,46 @@ fn cmd_devices(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
         devices: Vec::new(),
         problems: Vec::new(),
         usb: String::new(),
+        printer_states: Default::default(),
     };
     for entry in &config.devices {
         match devices::resolve_entry(entry, &plugins) {
-            Ok(spec) => listing.devices.push(devices::summarize(&spec)),
+            Ok(spec) => {
+                if let Some(devices::Connection::Ipp(address)) = &spec.connection {
+                    let state = sheets::client_for(address, &config.system_printers)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|client| Ok(client.printer_attributes()?))
+                        .map(|attributes| attributes.status_line())
+                        .unwrap_or_else(|e| format!("{e:#}"));
+                    listing.printer_states.insert(spec.id.clone(), state);
+                }
+                listing.devices.push(devices::summarize(&spec));
+            }
             Err(err) => listing.problems.push(devices::DeviceProblem {
                 id: entry.id.clone(),
                 reason: err.to_string(),
             }),
         }
+    }
+    match sheets::discovery::discover(&config.system_printers) {
+        Ok(queues) => {
+            for queue in queues {
+                let spec = devices::sheet_spec(
+                    &queue.id,
+                    sheets::SYSTEM_DRIVER,
+                    queue.attributes.make_and_model.clone(),
+                    queue.address,
+                )?;
+                listing
+                    .printer_states
+                    .insert(queue.id.clone(), queue.attributes.status_line());
+                listing.devices.push(devices::summarize(&spec));
+            }
+        }
+        Err(err) => listing.problems.push(devices::DeviceProblem {
+            id: "system".to_string(),
+            reason: err.to_string(),
+        }),
     }
     if config.usb.enabled {
         match UsbBus::open() {
@@ -570,14 +625,18 @@ fn print_device_listing(global: &GlobalArgs, listing: &Value) -> anyhow::Result<
     for d in &devices {
         writeln!(
             out,
-            "{:<20} {:<8} {} {} [{}] {} {}",
+            "{:<20} {:<8} {} {} [{}] {} {}{}",
             text(&d["id"]),
             text(&d["kind"]),
             text(&d["plugin"]),
             text(&d["plugin_version"]),
             text(&d["profile"]),
             text(&d["model"]),
-            d["connection"].as_str().unwrap_or("(waiting for USB)")
+            d["connection"].as_str().unwrap_or("(waiting for USB)"),
+            listing["printer_states"][text(&d["id"])]
+                .as_str()
+                .map(|state| format!(" ({state})"))
+                .unwrap_or_default()
         )?;
     }
     for p in listing["problems"].as_array().into_iter().flatten() {
@@ -654,17 +713,17 @@ fn cmd_print(global: &GlobalArgs, config: &Config, args: PrintArgs) -> anyhow::R
     };
 
     let spec = match (&args.device, &args.model) {
-        (Some(id), None) => {
-            let entry = config
-                .devices
-                .iter()
-                .find(|d| &d.id == id)
-                .ok_or_else(|| anyhow!("no device '{id}' in the config's device table"))?;
-            devices::resolve_entry(entry, &plugins)?
-        }
+        (Some(id), None) => match config.devices.iter().find(|d| &d.id == id) {
+            Some(entry) => devices::resolve_entry(entry, &plugins)?,
+            None if id.starts_with("system:") => system_queue_spec(config, id)?,
+            None => bail!("no device '{id}' in the config's device table"),
+        },
         (None, Some(model)) => spec_for_model(&plugins, model, &args)?,
         _ => bail!("say where to print: --device ID, or --model VID:PID --out FILE"),
     };
+    if matches!(spec.connection, Some(devices::Connection::Ipp(_))) {
+        return cmd_print_sheet(global, config, &args, spec, file);
+    }
     let profile: PrinterProfile = spec
         .printer_profile()
         .cloned()
@@ -754,6 +813,111 @@ fn cmd_print(global: &GlobalArgs, config: &Config, args: PrintArgs) -> anyhow::R
             } else {
                 format!(": {}", outcome.detail)
             }
+        )?;
+    }
+    Ok(())
+}
+
+/// The spec of a queue of the local print server, by its device ID (`system:NAME`).
+fn system_queue_spec(config: &Config, id: &str) -> anyhow::Result<DeviceSpec> {
+    let queue = sheets::discovery::discover(&config.system_printers)?
+        .into_iter()
+        .find(|q| q.id == id)
+        .ok_or_else(|| {
+            anyhow!("the local print server has no queue '{id}' (see `devicehub devices`)")
+        })?;
+    Ok(devices::sheet_spec(
+        &queue.id,
+        sheets::SYSTEM_DRIVER,
+        queue.attributes.make_and_model,
+        queue.address,
+    )?)
+}
+
+/// Prints on a system printer: a PDF as it is, an image composed onto a page of `--media`.
+fn cmd_print_sheet(
+    global: &GlobalArgs,
+    config: &Config,
+    args: &PrintArgs,
+    spec: DeviceSpec,
+    file: Vec<u8>,
+) -> anyhow::Result<()> {
+    let sheet = &args.sheet;
+    let format = match args.format.as_deref() {
+        Some(name) => {
+            FileFormat::parse(name).ok_or_else(|| anyhow!("unknown --format {name:?}"))?
+        }
+        None => InputFormat::sniff(&file)
+            .map(FileFormat::Render)
+            .ok_or_else(|| anyhow!("{} is not a PDF or an image", args.file.display()))?,
+    };
+    let media = sheet
+        .media
+        .as_deref()
+        .map(sheets::Media::parse)
+        .transpose()
+        .map_err(|e| anyhow!("--media: {e}"))?;
+    let orientation = sheet
+        .orientation
+        .as_deref()
+        .map(|text| {
+            sheets::Orientation::parse(text).ok_or_else(|| {
+                anyhow!("--orientation takes portrait, landscape, reverse-landscape or reverse-portrait")
+            })
+        })
+        .transpose()?;
+    let content = match format {
+        FileFormat::Render(InputFormat::Pdf) => sheets::SheetContent::Pdf(file),
+        FileFormat::Render(_) => {
+            let (x_mm, y_mm) = sheet
+                .at
+                .split_once(',')
+                .and_then(|(x, y)| Some((x.trim().parse().ok()?, y.trim().parse().ok()?)))
+                .ok_or_else(|| anyhow!("--at takes X_MM,Y_MM, e.g. 180,8, not {:?}", sheet.at))?;
+            sheets::SheetContent::Image {
+                data: file,
+                placement: sheets::ImagePlacement {
+                    dpi: sheet.dpi,
+                    x_mm,
+                    y_mm,
+                },
+            }
+        }
+        FileFormat::Raw => bail!("system printers take PDF or images, not printer-language files"),
+    };
+    let job = sheets::SheetJob {
+        job_id: format!("local-{}", std::process::id()),
+        content,
+        media,
+        orientation,
+        copies: args.copies,
+    }
+    .into_print_job()
+    .with_context(|| format!("cannot print {}", args.file.display()))?;
+    let table = DeviceTable::default();
+    let device = devices::open_connected(&spec, None, &config.system_printers)?;
+    let worker = table.attach_opened(spec.clone(), device)?;
+    let report = worker.print(job);
+    table.shutdown();
+    let report = report?;
+    let outcome = PrintOutcome {
+        source: "offline",
+        device: spec.id.clone(),
+        bytes: report.bytes_sent,
+        labels: report.labels,
+        detail: report.detail.to_string(),
+        out: None,
+        pages: Vec::new(),
+    };
+    let mut out = std::io::stdout().lock();
+    if global.json {
+        serde_json::to_writer_pretty(&mut out, &outcome)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "Printed {} sheet(s) on {} ({} bytes of PDF): {}",
+            outcome.labels, outcome.device, outcome.bytes, outcome.detail
         )?;
     }
     Ok(())

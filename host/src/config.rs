@@ -36,6 +36,9 @@ pub struct Config {
     /// The cloud endpoint and what registration needs (`[cloud]`).
     #[serde(default)]
     pub cloud: CloudConfig,
+    /// Office printers over IPP and the local print server's queues (`[system_printers]`).
+    #[serde(default)]
+    pub system_printers: crate::sheets::SheetsConfig,
     /// The local servers on 127.0.0.1 (`[local]`).
     #[serde(default)]
     pub local: LocalConfig,
@@ -57,18 +60,31 @@ impl Default for Config {
             usb: UsbConfig::default(),
             devices: Vec::new(),
             cloud: CloudConfig::default(),
+            system_printers: crate::sheets::SheetsConfig::default(),
             local: LocalConfig::default(),
             loaded_from: None,
         }
     }
 }
 
-/// The `[local]` section: the ports of the servers local tools talk to. They always listen on
-/// 127.0.0.1 alone; there is deliberately no address key, so no config can expose them to the
+/// The `[local]` section: the servers DeviceHub runs for this computer only. They always listen
+/// on 127.0.0.1 alone; there is deliberately no address key, so no config can expose them to the
 /// network (an unknown key such as `rpc_address` is refused).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LocalConfig {
+    /// The port of the registration and status pages (`http://127.0.0.1:PORT/`); 0 picks a
+    /// free port, which is logged.
+    #[serde(default = "default_http_port")]
+    pub http_port: u16,
+    /// The WebSocket server's port on 127.0.0.1 (0: any free port, announced in the log).
+    #[serde(default = "default_ws_port")]
+    pub ws_port: u16,
+    /// Origins (`https://ship.example.com`) whose pages may open the WebSocket. Connections
+    /// without an Origin header (local tools; browsers always send one) are accepted; any other
+    /// Origin is refused with HTTP 403.
+    #[serde(default)]
+    pub ws_allowed_origins: Vec<String>,
     /// The ZeroMQ request/reply port of the local RPC (0: any free port, announced in
     /// `<data_dir>/rpc.json`).
     #[serde(default = "default_rpc_port")]
@@ -76,6 +92,14 @@ pub struct LocalConfig {
     /// The ZeroMQ publish port of the local RPC's live events (0: any free port).
     #[serde(default = "default_rpc_publish_port")]
     pub rpc_publish_port: u16,
+}
+
+fn default_http_port() -> u16 {
+    8091
+}
+
+fn default_ws_port() -> u16 {
+    10101
 }
 
 fn default_rpc_port() -> u16 {
@@ -89,6 +113,9 @@ fn default_rpc_publish_port() -> u16 {
 impl Default for LocalConfig {
     fn default() -> Self {
         LocalConfig {
+            http_port: default_http_port(),
+            ws_port: default_ws_port(),
+            ws_allowed_origins: Vec::new(),
             rpc_port: default_rpc_port(),
             rpc_publish_port: default_rpc_publish_port(),
         }
@@ -223,9 +250,10 @@ pub struct DeviceEntry {
     /// The ID jobs and commands use for the device, e.g. "shipping-zebra".
     pub id: String,
     /// Where the device is: `tcp://HOST:PORT` (network printers, port 9100 by convention),
-    /// `serial:///dev/ttyUSB0` (or `serial://COM3`), or `usb://VID:PID` to bind a USB device to
-    /// the plugin named here. Serial line settings may follow the path as a query
-    /// (`serial:///dev/ttyUSB0?baud=9600&data_bits=7&parity=even&stop_bits=1`).
+    /// `serial:///dev/ttyUSB0` (or `serial://COM3`), `usb://VID:PID` to bind a USB device to
+    /// the plugin named here, or `ipp://HOST[:PORT]/PATH` / `ipps://...` for an office printer
+    /// (driven by the built-in `ipp` driver; no `plugin` needed). Serial line settings may
+    /// follow the path as a query (`serial:///dev/ttyUSB0?baud=9600&data_bits=7&parity=even&stop_bits=1`).
     pub address: String,
     /// The device's USB ID (`0A5F:0141`), which chooses the plugin and model as it would for a
     /// USB device. One of `usb_id` and `plugin` is needed.
@@ -328,7 +356,10 @@ impl Config {
             if !seen.insert(device.id.as_str()) {
                 return Err(invalid(format!("device id '{}' appears twice", device.id)));
             }
-            if device.usb_id.is_none() && device.plugin.is_none() {
+            // Office printers are driven by the built-in IPP driver.
+            let is_ipp =
+                device.address.starts_with("ipp://") || device.address.starts_with("ipps://");
+            if device.usb_id.is_none() && device.plugin.is_none() && !is_ipp {
                 return Err(invalid(format!(
                     "device '{}' needs `usb_id` or `plugin` to choose its driver",
                     device.id
@@ -359,12 +390,27 @@ impl Config {
 pub enum DeviceAddress {
     Tcp(String),
     Serial(String),
-    Usb { vendor_id: u16, product_id: u16 },
+    Usb {
+        vendor_id: u16,
+        product_id: u16,
+    },
+    /// An office printer's IPP URI (`ipp://` or `ipps://`).
+    Ipp(String),
+    /// `none://`: a virtual device with no transport (the OCR device).
+    None,
 }
 
 impl DeviceAddress {
-    /// Parses `tcp://HOST:PORT`, `serial://PATH` or `usb://VID:PID`.
+    /// Parses `tcp://HOST:PORT`, `serial://PATH`, `usb://VID:PID`, an `ipp://` or `ipps://`
+    /// printer URI, or `none://`.
     pub fn parse(text: &str) -> Result<DeviceAddress, String> {
+        if text == "none://" {
+            return Ok(DeviceAddress::None);
+        }
+        if text.starts_with("ipp://") || text.starts_with("ipps://") {
+            crate::sheets::PrinterUri::parse(text)?;
+            return Ok(DeviceAddress::Ipp(text.to_string()));
+        }
         if let Some(rest) = text.strip_prefix("tcp://") {
             let (host, port) = rest
                 .rsplit_once(':')
@@ -387,7 +433,7 @@ impl DeviceAddress {
             })
         } else {
             Err(format!(
-                "address {text:?} must start with tcp://, serial:// or usb://"
+                "address {text:?} must start with tcp://, serial://, usb://, ipp:// or ipps://, or be none://"
             ))
         }
     }
@@ -451,6 +497,16 @@ mod tests {
     const EXAMPLE: &str = include_str!("../../assets/devicehub.example.toml");
 
     #[test]
+    fn local_pages_port_defaults_to_8091_and_takes_zero() {
+        let none = Config::parse("", Path::new("empty.toml")).unwrap();
+        assert_eq!(none.local.http_port, 8091);
+        let any = Config::parse("[local]\nhttp_port = 0\n", Path::new("any.toml")).unwrap();
+        assert_eq!(any.local.http_port, 0);
+        let typo = Config::parse("[local]\nhttp_prot = 1\n", Path::new("typo.toml")).unwrap_err();
+        assert!(typo.to_string().contains("http_prot"), "{typo}");
+    }
+
+    #[test]
     fn shipped_example_parses_and_round_trips() {
         let config = Config::parse(EXAMPLE, Path::new("devicehub.example.toml")).unwrap();
         assert!(!config.devices.is_empty());
@@ -492,6 +548,34 @@ mod tests {
         );
         assert!(DeviceAddress::parse("tcp://printer").is_err());
         assert!(DeviceAddress::parse("lpt1").is_err());
+    }
+
+    #[test]
+    fn ipp_printers_need_no_plugin() {
+        let config = Config::parse(
+            "[[devices]]\nid = \"office\"\naddress = \"ipps://printer.local/ipp/print\"\n\n\
+             [system_printers]\ndiscover = false\njob_timeout_secs = 60\n",
+            Path::new("x.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            DeviceAddress::parse(&config.devices[0].address),
+            Ok(DeviceAddress::Ipp("ipps://printer.local/ipp/print".into()))
+        );
+        assert!(!config.system_printers.discover);
+        assert_eq!(config.system_printers.job_timeout_secs, 60);
+        let err = Config::parse(
+            "[[devices]]\nid = \"office\"\naddress = \"ipp://printer.local:0/\"\n",
+            Path::new("x.toml"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("invalid port"), "{err}");
+    }
+
+    #[test]
+    fn virtual_devices_have_the_none_address_and_nothing_after_it() {
+        assert_eq!(DeviceAddress::parse("none://"), Ok(DeviceAddress::None));
+        assert!(DeviceAddress::parse("none://ocr").is_err());
     }
 
     #[test]

@@ -13,9 +13,14 @@
 //! - [`storage`]: the data directory: atomic writes, state files, job journal, certificates, logs.
 //! - [`cloud`]: the link to AWS IoT Core (or the emulator) over MQTT.
 //! - [`service`]: `devicehub run`: the agent that takes print jobs from the cloud.
+//! - [`scales`]: scale readings in exact units, read while wanted and published when changed.
+//! - [`ws`]: the local WebSocket server (port 10101) for desk tools and browser pages.
 //! - [`agent`]: the running agent's shared state for the local servers: status, registration.
 //! - [`install`]: `devicehub service install|uninstall` (systemd on Linux).
 //! - [`rpc`]: the local RPC over ZeroMQ on 127.0.0.1 (requests on 4042, events on 4043).
+//! - [`sheets`]: office printers over IPP (configured URIs and CUPS queues), indicia on envelopes.
+//! - [`web`]: the registration and status pages on 127.0.0.1:8091.
+//! - [`scanning`]: polling text scanners and publishing their address blocks.
 
 pub mod agent;
 pub mod cli;
@@ -28,6 +33,11 @@ pub mod plugins;
 pub mod print;
 pub mod render;
 pub mod rpc;
+pub mod scales;
+pub mod scanning;
 pub mod service;
+pub mod sheets;
 pub mod storage;
 pub mod transport;
+pub mod web;
+pub mod ws;

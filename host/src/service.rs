@@ -19,10 +19,10 @@
 //!    reached the printer is left for the next start; the shadow and events tasks stop;
 //! 2. the MQTT link, which has its own token so that the jobs task's last status report leaves
 //!    before it, says goodbye and disconnects; the dispatcher ends with it;
-//! 3. the USB watcher thread and the device threads are joined.
-//!
-//! The local RPC starts right after the shared [`Agent`] and stops before the devices, so that a
-//! print it started finishes (or fails) on a device that is still there.
+//! 3. the local RPC stops (before the devices, so that a print it started finishes or fails on
+//!    a device that is still there), the local WebSocket server closes its connections and the
+//!    scale readings service stops;
+//! 4. the USB watcher thread and the device threads are joined.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,8 +40,12 @@ use crate::cloud::shadow::{AgentSettings, PluginReport, ShadowSettings, ShadowTa
 use crate::config::{self, Config, DeviceAddress};
 use crate::devices::{hid_watch::HidWatcher, usb_watch::UsbWatcher, DeviceTable};
 use crate::plugins::{PluginSet, Selection};
+use crate::scales::ScaleReadings;
+use crate::scanning::ScanPoller;
 use crate::storage::certs::{CertificateInfo, EXPIRY_WARNING};
 use crate::storage::{DataDir, DeviceIdentity, Loaded};
+use crate::web::LocalPages;
+use crate::ws::WsServer;
 
 /// How long the link may take to say goodbye after the jobs task ended.
 const LINK_STOP_GRACE: Duration = Duration::from_secs(5);
@@ -92,7 +96,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         for refused in &plugins.refused {
             tracing::warn!(path = %refused.path.display(), "plugin refused: {}", refused.reason);
         }
-        let devices = Arc::new(DeviceTable::from_config(&devices_config.devices, &plugins));
+        let devices = Arc::new(DeviceTable::from_config_with(
+            &devices_config.devices,
+            &plugins,
+            &devices_config.system_printers,
+        ));
+        devices.attach_system_printers(&devices_config.system_printers);
         (plugins, devices)
     })
     .await
@@ -121,13 +130,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Duration::from_millis(config.usb.poll_interval_ms.max(100)),
         )
     });
-    let hid = config.usb.enabled.then(|| {
-        HidWatcher::start_for_config(
-            plugins.clone(),
-            devices.clone(),
-            &config,
-        )
-    });
+    let hid = config
+        .usb
+        .enabled
+        .then(|| HidWatcher::start_for_config(plugins.clone(), devices.clone(), &config));
 
     let health = SharedHealth::default();
     let agent = Arc::new(Agent::new(
@@ -149,6 +155,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             None
         }
     };
+    // The local WebSocket server and the scale readings it follows run from here, registered
+    // or not, until the service stops.
+    // A taken port (another DeviceHub, another program) disables the local server only: cloud
+    // jobs do not depend on it.
+    let ws = match WsServer::start(agent.clone(), &config.local).await {
+        Ok(ws) => Some(ws),
+        Err(e) => {
+            tracing::error!("the local WebSocket server is not running: {e}");
+            None
+        }
+    };
+    let readings = ScaleReadings::start(agent.clone());
+    // The pages are how a desk registers, but a desk that cannot show them (the port is
+    // taken) still prints: their failure is logged, not fatal.
+    let pages = match LocalPages::start(agent.clone(), config.local.http_port).await {
+        Ok(pages) => Some(pages),
+        Err(e) => {
+            tracing::error!("{e}; the registration and status pages are not available");
+            None
+        }
+    };
+
+    // Scanners are polled from the start, so that local tools get scans before registration.
+    let scan_poller = ScanPoller::start(agent.clone());
 
     // Without an identity the agent waits, devices attached, until this computer is
     // registered (by a local page or tool through `Agent::register`, or by `devicehub
@@ -159,6 +189,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Some(stored) => stored,
             None => {
                 stop_rpc(rpc).await;
+                if let Some(ws) = ws {
+                    ws.stop().await;
+                }
+                readings.stop().await;
+                stop_pages(pages).await;
+                scan_poller.stop().await;
                 stop_devices(usb, hid, devices).await;
                 tracing::info!("DeviceHub stopped");
                 return Ok(());
@@ -251,7 +287,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             board: health,
         },
         settings_rx,
-    );
+    )
+    .forward_scans(agent.subscribe_local());
     let events_task = tokio::spawn(events.run(tasks_shutdown.clone()));
 
     let outcome = match jobs {
@@ -308,9 +345,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tracing::error!("the message dispatcher failed: {e}");
     }
     stop_rpc(rpc).await;
+    if let Some(ws) = ws {
+        ws.stop().await;
+    }
+    readings.stop().await;
+    stop_pages(pages).await;
+    scan_poller.stop().await;
     stop_devices(usb, hid, devices).await;
     tracing::info!("DeviceHub stopped");
     outcome
+}
+
+/// Stops the local pages, when they run.
+async fn stop_pages(pages: Option<LocalPages>) {
+    if let Some(pages) = pages {
+        pages.stop().await;
+    }
 }
 
 /// How often the certificate store is looked at while waiting for registration, for a

@@ -45,9 +45,14 @@ impl Desk {
     /// A desk whose device table starts with `devices_first` (TOML `[[devices]]` rows), before
     /// the simulator's row.
     fn with_devices(devices_first: &str) -> Desk {
+        Desk::with_plugins(devices_first, &[ZEBRA])
+    }
+
+    /// [`Desk::with_devices`] with the plugin libraries `libraries` in its plugins folder.
+    fn with_plugins(devices_first: &str, libraries: &[&str]) -> Desk {
         let cloud = Cloud::start();
         let sim = Simulator::zebra(&["--language", "zpl"]);
-        let plugins = support::plugins_folder(&[ZEBRA]);
+        let plugins = support::plugins_folder(libraries);
         let devices = format!("{devices_first}{}", zebra_row(PRINTER, &sim.print_addr, ""));
         let registration = support_desk::register(&cloud, plugins.path(), &devices);
         Desk {
@@ -97,6 +102,15 @@ impl Desk {
                 device,
                 "--json",
             ],
+        );
+        job_id(&output.stdout)
+    }
+
+    /// Asks for a scale reading in `unit` and returns the job ID.
+    fn scale_job_in(&self, unit: &str) -> String {
+        let output = emulator(
+            &self.cloud,
+            &["job", "scale", &self.thing, "--unit", unit, "--json"],
         );
         job_id(&output.stdout)
     }
@@ -861,7 +875,8 @@ async fn run_without_registration_stops_cleanly_on_sigterm() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = \"{}\"\n[usb]\nenabled = false\n[cloud]\nendpoint = \"localhost\"\n",
+            "data_dir = \"{}\"\n[usb]\nenabled = false\n[cloud]\nendpoint = \"localhost\"\n\
+             [local]\nws_port = 0\nhttp_port = 0\n",
             data.to_str().expect("UTF-8 path").replace('\\', "/")
         ),
     )
@@ -875,4 +890,75 @@ async fn run_without_registration_stops_cleanly_on_sigterm() {
     }
     assert!(agent.terminate().await.success(), "{}", agent.log());
     assert!(agent.log().contains("DeviceHub stopped"), "{}", agent.log());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scale_job_returns_the_stable_weight_or_the_reason_it_has_none() {
+    let scale = crate::scales::SerialScale::start("mt-sics");
+    scale.set(json!({"weight": "1.250", "unit": "lb"})).await;
+    let row = format!(
+        "[[devices]]\nid = \"bench-scale\"\naddress = \"serial://{}\"\n\
+         plugin = \"serial-scale\"\nprofile = \"mt-sics\"\n\
+         [devices.settings]\npoll_interval_ms = \"20\"\n",
+        scale.pty
+    );
+    let desk = Desk::with_plugins(&row, &[ZEBRA, crate::scales::SERIAL_SCALE]);
+    let in_kg = desk.scale_job_in("kg");
+    let mut agent = desk.run();
+    let execution = desk.wait_done(&in_kg, &mut agent).await;
+    assert_eq!(execution["status"], "SUCCEEDED", "{execution}");
+    assert_eq!(detail(&execution, "device"), "bench-scale");
+    assert_eq!(detail(&execution, "state"), "stable");
+    // 1.250 lb is 566 990 462.5 ug, rounded once; a 0.001 lb step is 0.45 g: four decimals
+    // of a kilogram.
+    assert_eq!(detail(&execution, "micrograms"), "566990463");
+    assert_eq!(detail(&execution, "value"), "0.5670");
+    assert_eq!(detail(&execution, "unit"), "kg");
+    assert_eq!(detail(&execution, "resolutionMicrograms"), "453592");
+
+    // With the link up the scale is read in the background, and its reading reaches the
+    // cloud's scale topic.
+    let topic = format!("devicehub/{}/scale", desk.thing);
+    let deadline = Instant::now() + JOB_WAIT;
+    loop {
+        let messages = desk.cloud.messages(&desk.thing).await;
+        let published = messages
+            .iter()
+            .find(|m| m["topic"] == topic.as_str() && m["payload"]["micrograms"] == 566_990_463);
+        if let Some(message) = published {
+            let reading = &message["payload"];
+            assert_eq!(reading["device"], "bench-scale", "{reading}");
+            assert_eq!(reading["value"], "1.250", "{reading}");
+            assert_eq!(reading["unit"], "lb", "{reading}");
+            assert_eq!(reading["state"], "stable", "{reading}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no reading on {topic}: {messages:?}\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A weight that never settles: the job waits its default 5000 ms and says so.
+    scale.set(json!({"motion_reads": 1_000_000})).await;
+    let moving = desk.scale_job();
+    let execution = desk.wait_done(&moving, &mut agent).await;
+    assert_eq!(execution["status"], "FAILED", "{execution}");
+    assert_eq!(
+        detail(&execution, "reason"),
+        "scale 'bench-scale' still in motion after 5000 ms"
+    );
+    scale.set(json!({"motion_reads": 0})).await;
+
+    scale.set(json!({"condition": "over-capacity"})).await;
+    let over = desk.scale_job();
+    let execution = desk.wait_done(&over, &mut agent).await;
+    assert_eq!(execution["status"], "FAILED", "{execution}");
+    assert_eq!(
+        detail(&execution, "reason"),
+        "scale 'bench-scale' over capacity"
+    );
+    assert!(desk.sim.labels().await.is_empty());
 }

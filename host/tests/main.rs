@@ -59,3 +59,21 @@ mod scales;
 /// The local RPC over ZeroMQ with `devicehub run`: methods, refusals, the publish socket, the
 /// command line on top of it, libzmq interoperability (pyzmq) and loopback-only listening.
 mod rpc;
+/// Scanners: the text scanner simulator on a pseudo-terminal through the real text-scanner
+/// plugin (every block ending, ASCII normalising), the scanner poller publishing scans to live
+/// subscribers, and the OCR device attached as `none://`.
+mod scanners;
+/// Sheet printing over IPP against `ippeveprinter` on loopback: PDFs passed through, job
+/// options, indicia composed onto envelopes, and the errors of stopped, unreachable and
+/// failing printers.
+mod sheets;
+/// The registration and status pages: Host, Origin and CSRF checks, loopback only, registration
+/// through the API, and headless Chromium walking the pages (screenshots in docs/screenshots).
+mod web;
+/// The local WebSocket server with a real client against `devicehub run` and a serial scale
+/// simulator: subscriptions, requests, refused origins, bad messages, a client that never reads.
+mod ws;
+
+/// Privacy: a scan-and-weigh flow through `devicehub run` at trace level leaves the address in
+/// no log and no file of the data directory.
+mod privacy;

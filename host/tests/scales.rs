@@ -38,7 +38,7 @@ use serde_json::json;
 
 use crate::support;
 
-const SERIAL_SCALE: &str = "devicehub_driver_serial_scale";
+pub(crate) const SERIAL_SCALE: &str = "devicehub_driver_serial_scale";
 const HID_SCALE: &str = "devicehub_driver_hid_scale";
 
 /// The plugins folder and its loaded plugins.
@@ -80,18 +80,18 @@ async fn zero(worker: &DeviceWorker) -> Result<(), PluginError> {
 // Serial scales
 
 /// `devicehub-emulator scale serial` running as its own process.
-struct SerialScale {
+pub(crate) struct SerialScale {
     child: Child,
     /// Held open: the simulator stops when its standard input closes, so it cannot outlive the
     /// test.
     _stdin: ChildStdin,
-    pty: String,
+    pub(crate) pty: String,
     control: String,
     http: reqwest::Client,
 }
 
 impl SerialScale {
-    fn start(protocol: &str) -> SerialScale {
+    pub(crate) fn start(protocol: &str) -> SerialScale {
         let mut child = Command::new(support::emulator_bin())
             .args(["scale", "serial", "--protocol", protocol])
             .args(["--control", "127.0.0.1:0"])
@@ -121,7 +121,7 @@ impl SerialScale {
     }
 
     /// Changes the simulated scale through its control API.
-    async fn set(&self, change: serde_json::Value) {
+    pub(crate) async fn set(&self, change: serde_json::Value) {
         let response = self
             .http
             .post(format!("{}/scale", self.control))

@@ -425,6 +425,50 @@ struct PrintQuery {
     device: Option<String>,
     /// `label`, `indicia` or `sheet`.
     kind: Option<String>,
+    /// For office printers: the media name (`sheet.media`).
+    sheet_media: Option<String>,
+    /// For office printers: where an image goes, `X,Y` in mm (`sheet.xMm`, `sheet.yMm`).
+    sheet_at: Option<String>,
+    /// For office printers: the image's resolution (`sheet.imageDpi`).
+    sheet_dpi: Option<u32>,
+    /// For office printers: `portrait`, `landscape`, ... (`sheet.orientation`).
+    sheet_orientation: Option<String>,
+}
+
+impl PrintQuery {
+    /// The `sheet` object of the job document, when any of its parameters is given.
+    fn sheet(&self) -> Result<Option<Value>, ApiError> {
+        if self.sheet_media.is_none()
+            && self.sheet_at.is_none()
+            && self.sheet_dpi.is_none()
+            && self.sheet_orientation.is_none()
+        {
+            return Ok(None);
+        }
+        let mut sheet = serde_json::Map::new();
+        if let Some(media) = &self.sheet_media {
+            sheet.insert("media".into(), json!(media));
+        }
+        if let Some(at) = &self.sheet_at {
+            let parsed = at.split_once(',').and_then(|(x, y)| {
+                Some((x.trim().parse::<f64>().ok()?, y.trim().parse::<f64>().ok()?))
+            });
+            let Some((x, y)) = parsed else {
+                return Err(ApiError::BadRequest(format!(
+                    "sheetAt {at:?} is not X,Y in millimetres"
+                )));
+            };
+            sheet.insert("xMm".into(), json!(x));
+            sheet.insert("yMm".into(), json!(y));
+        }
+        if let Some(dpi) = self.sheet_dpi {
+            sheet.insert("imageDpi".into(), json!(dpi));
+        }
+        if let Some(orientation) = &self.sheet_orientation {
+            sheet.insert("orientation".into(), json!(orientation));
+        }
+        Ok(Some(Value::Object(sheet)))
+    }
 }
 
 fn one() -> u32 {
@@ -445,6 +489,8 @@ struct PrintByUrl {
     kind: Option<String>,
     /// The media the file was laid out for, passed through to the job document.
     media: Option<Value>,
+    /// How the job prints on an office printer, passed through to the job document.
+    sheet: Option<Value>,
 }
 
 /// Adds the optional targeting fields of a print request to its job document.
@@ -453,6 +499,7 @@ fn target(
     device: Option<String>,
     kind: Option<String>,
     media: Option<Value>,
+    sheet: Option<Value>,
 ) -> Result<Value, ApiError> {
     if let Some(kind) = kind {
         if !["label", "indicia", "sheet"].contains(&kind.as_str()) {
@@ -467,6 +514,9 @@ fn target(
     }
     if let Some(media) = media {
         document["media"] = media;
+    }
+    if let Some(sheet) = sheet {
+        document["sheet"] = sheet;
     }
     Ok(document)
 }
@@ -556,6 +606,7 @@ async fn submit_print_job(
             request.device,
             request.kind,
             request.media,
+            request.sheet,
         )?
     } else {
         let Some(format) = detect_format(&body) else {
@@ -591,6 +642,7 @@ async fn submit_print_job(
             query.device.clone(),
             query.kind.clone(),
             None,
+            query.sheet()?,
         )?
     };
     create_job(

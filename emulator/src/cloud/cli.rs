@@ -160,6 +160,19 @@ pub enum JobCommand {
         /// What is printed: label, indicia or sheet.
         #[arg(long)]
         kind: Option<String>,
+        /// For office printers: the envelope or sheet (an IPP media name such as
+        /// na_number-10_4.125x9.5in, or letter, a4, ...).
+        #[arg(long)]
+        sheet_media: Option<String>,
+        /// For office printers: where the image goes, X,Y in mm from the top-left corner.
+        #[arg(long)]
+        sheet_at: Option<String>,
+        /// For office printers: the image's resolution in dpi.
+        #[arg(long)]
+        sheet_dpi: Option<u32>,
+        /// For office printers: portrait, landscape, reverse-landscape or reverse-portrait.
+        #[arg(long)]
+        sheet_orientation: Option<String>,
     },
     /// Ask a thing for a scale reading.
     Scale {
@@ -520,9 +533,9 @@ pub fn thing(command: ThingCommand) -> Result<(), CliError> {
 
 /// Runs `job ...`.
 /// The query string of a print upload.
-fn print_query(copies: u32, device: Option<&str>, kind: Option<&str>) -> String {
+fn print_query(copies: u32, options: &[(&str, Option<String>)]) -> String {
     let mut query = format!("?copies={copies}");
-    for (name, value) in [("device", device), ("kind", kind)] {
+    for (name, value) in options {
         if let Some(value) = value {
             query.push_str(&format!("&{name}={}", query_escape(value)));
         }
@@ -553,6 +566,10 @@ pub fn job(command: JobCommand) -> Result<(), CliError> {
                 copies,
                 device,
                 kind,
+                sheet_media,
+                sheet_at,
+                sheet_dpi,
+                sheet_orientation,
             } => {
                 let (client, _) = ApiClient::connect(&common.data_dir())?;
                 let bytes = std::fs::read(&file).map_err(|source| CliError::Read {
@@ -566,7 +583,17 @@ pub fn job(command: JobCommand) -> Result<(), CliError> {
                         reqwest::Method::POST,
                         &thing,
                         &path,
-                        &print_query(copies, device.as_deref(), kind.as_deref()),
+                        &print_query(
+                            copies,
+                            &[
+                                ("device", device),
+                                ("kind", kind),
+                                ("sheetMedia", sheet_media),
+                                ("sheetAt", sheet_at),
+                                ("sheetDpi", sheet_dpi.map(|d| d.to_string())),
+                                ("sheetOrientation", sheet_orientation),
+                            ],
+                        ),
                         "application/octet-stream",
                         bytes,
                     )

@@ -121,7 +121,8 @@ fn announce(announcement: &Announcement<'_>) -> Result<(), ScaleCliError> {
 }
 
 /// Resolves on SIGINT, SIGTERM, or the end of standard input (unless ignored).
-async fn wait_for_stop(ignore_stdin: bool) -> Result<(), ScaleCliError> {
+/// The scanner simulator stops the same way.
+pub(crate) async fn wait_for_stop(ignore_stdin: bool) -> Result<(), ScaleCliError> {
     let (stdin_closed_tx, stdin_closed) = tokio::sync::oneshot::channel::<()>();
     if !ignore_stdin {
         // Reading stdin blocks, so it gets its own thread. The thread is not joined: it may be

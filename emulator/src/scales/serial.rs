@@ -434,7 +434,8 @@ impl Drop for SerialScaleSimulator {
 }
 
 /// Opens a pseudo-terminal pair in raw mode; returns master, slave and the slave's path.
-fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd, PathBuf)> {
+/// The scanner simulator opens its terminal the same way.
+pub(crate) fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd, PathBuf)> {
     let mut master: libc::c_int = -1;
     let mut slave: libc::c_int = -1;
     // SAFETY: openpty writes one descriptor into each of the two integers it is given; the

@@ -8,8 +8,15 @@
 //! - `devicehub/{thing}/events/device`, QoS 1: a device was attached or detached. The device
 //!   table is polled every [`DEVICE_POLL`] and differences are published.
 //! - `devicehub/{thing}/events/job`, QoS 1: a job ended, with its status details.
+//! - `devicehub/{thing}/scale`, QoS 1: a scale's reading changed (see [`crate::scales`]); at
+//!   most one per scale per [`DEVICE_POLL`], the newest. Readings are queued only while the
+//!   link is up: a weight from while it was down is stale.
 //! - `devicehub/{thing}/events/upgrade`, QoS 1: the cloud announced a newer agent or plugin
 //!   version for DeviceHub's update channel (see [`super::upgrades`]); sent once per notice.
+//! - `devicehub/{thing}/scanner`, QoS 1: a scanner delivered an address block
+//!   (`{"timestamp","event":"scan","device","lines":[...]}`), taken from the agent's live
+//!   events ([`EventsTask::forward_scans`]). The lines are personal data: they are sent, never
+//!   logged, and wait only in the in-memory outbox.
 //!
 //! The jobs and shadow tasks leave what the heartbeat reports about them (last job, clock
 //! skew, upgrade notice) and job events on a shared [`HealthBoard`], read at every poll.
@@ -26,12 +33,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::link::{LinkHandle, LinkState, Qos};
 use super::shadow::AgentSettings;
 use super::upgrades::UpgradeNotice;
+use crate::agent::LocalEvent;
 use crate::devices::{DeviceSummary, DeviceTable};
 use crate::storage::certs::CertificateInfo;
 
@@ -66,6 +74,9 @@ pub struct HealthBoard {
     pub upgrade: Option<UpgradeNotice>,
     /// Job events not yet in the outbox.
     pub job_events: Vec<Value>,
+    /// The newest changed reading of each scale not yet in the outbox, by device ID: keeping
+    /// only the newest limits the scale topic to one reading per scale per device poll.
+    pub scale_readings: BTreeMap<String, Value>,
 }
 
 /// How many ended jobs the board keeps for local status pages.
@@ -143,6 +154,7 @@ pub struct EventsTask {
     device_topic: String,
     job_topic: String,
     upgrade_topic: String,
+    scale_topic: String,
     /// The upgrade notice last queued, so that each is sent once.
     announced: Option<UpgradeNotice>,
     devices: Arc<DeviceTable>,
@@ -157,6 +169,9 @@ pub struct EventsTask {
     connections: u64,
     /// How many events wait in the outbox, for whoever shows DeviceHub's state locally.
     queued: watch::Sender<usize>,
+    scanner_topic: String,
+    /// The agent's live events, from which scans are forwarded; `None` when not forwarded.
+    scans: Option<broadcast::Receiver<LocalEvent>>,
 }
 
 impl EventsTask {
@@ -179,6 +194,9 @@ impl EventsTask {
             device_topic: format!("devicehub/{thing_name}/events/device"),
             job_topic: format!("devicehub/{thing_name}/events/job"),
             upgrade_topic: format!("devicehub/{thing_name}/events/upgrade"),
+            scale_topic: format!("devicehub/{thing_name}/scale"),
+            scanner_topic: format!("devicehub/{thing_name}/scanner"),
+            scans: None,
             announced: None,
             devices,
             health,
@@ -190,6 +208,12 @@ impl EventsTask {
             connections: 0,
             queued: watch::Sender::new(0),
         }
+    }
+
+    /// Forwards the scans among `events` (the agent's live events) to the scanner topic.
+    pub fn forward_scans(mut self, events: broadcast::Receiver<LocalEvent>) -> EventsTask {
+        self.scans = Some(events);
+        self
     }
 
     /// The number of events waiting in the outbox, updated after every device poll and send.
@@ -210,9 +234,26 @@ impl EventsTask {
         let mut settings_open = true;
         let mut poll = tokio::time::interval(DEVICE_POLL);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut scans = self.scans.take();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
+                event = next_local(&mut scans), if scans.is_some() => {
+                    match event {
+                        Ok(LocalEvent::Scan { device, text }) => {
+                            self.outbox.push(&self.scanner_topic, scan_event(&device, text.0));
+                            if connected {
+                                self.flush().await;
+                            }
+                            self.queued.send_replace(self.outbox.len());
+                        }
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(missed)) => {
+                            tracing::warn!(missed, "live events were missed; scans among them are not sent");
+                        }
+                        Err(broadcast::error::RecvError::Closed) => scans = None,
+                    }
+                }
                 changed = state.changed() => {
                     if changed.is_err() {
                         break;
@@ -242,7 +283,7 @@ impl EventsTask {
                 }
                 _ = poll.tick() => {
                     self.poll_devices();
-                    self.poll_board();
+                    self.poll_board(connected);
                     if connected {
                         self.flush().await;
                     }
@@ -281,14 +322,24 @@ impl EventsTask {
         self.known = now;
     }
 
-    /// Queues the job events and a new upgrade notice left on the board.
-    fn poll_board(&mut self) {
-        let (jobs, upgrade) = {
+    /// Queues the job events, scale readings (while `connected`) and a new upgrade notice left
+    /// on the board.
+    fn poll_board(&mut self, connected: bool) {
+        let (jobs, upgrade, readings) = {
             let mut board = board(&self.health.board);
-            (std::mem::take(&mut board.job_events), board.upgrade.clone())
+            (
+                std::mem::take(&mut board.job_events),
+                board.upgrade.clone(),
+                std::mem::take(&mut board.scale_readings),
+            )
         };
         for event in jobs {
             self.outbox.push(&self.job_topic, event);
+        }
+        if connected {
+            for (_, reading) in readings {
+                self.outbox.push(&self.scale_topic, reading);
+            }
         }
         if upgrade != self.announced {
             if let Some(notice) = &upgrade {
@@ -367,6 +418,26 @@ impl EventsTask {
             tracing::warn!("cannot send a heartbeat: {e}");
         }
     }
+}
+
+/// The next live event, for a `select!` branch guarded by `events.is_some()`.
+async fn next_local(
+    events: &mut Option<broadcast::Receiver<LocalEvent>>,
+) -> Result<LocalEvent, broadcast::error::RecvError> {
+    match events {
+        Some(events) => events.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The scanner topic's payload: the address lines, which are personal data.
+fn scan_event(device: &str, lines: Vec<String>) -> Value {
+    json!({
+        "timestamp": epoch_seconds(),
+        "event": "scan",
+        "device": device,
+        "lines": lines,
+    })
 }
 
 fn device_event(event: &str, device: &DeviceSummary) -> Value {

@@ -36,7 +36,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use abi_stable::std_types::ROption;
-use devicehub_plugin_api::{DeviceKind, ErrorKind, MediaKind, MediaRequest, PrinterProfile};
+use devicehub_plugin_api::{
+    DeviceKind, ErrorKind, InputKind, MediaKind, MediaRequest, PrinterProfile, ScaleState,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -47,6 +49,10 @@ use super::shadow::AgentSettings;
 use super::tls::{self, TlsError};
 use crate::devices::{DeviceError, DeviceTable};
 use crate::print::{self, FileFormat, PrintOptions, MAX_COPIES};
+use crate::scales;
+use crate::sheets::compose::{ImagePlacement, INDICIA_DPI};
+use crate::sheets::media::{Media, Orientation};
+use crate::sheets::{SheetContent, SheetJob};
 use crate::storage::journal::JournalError;
 use crate::storage::{JobJournal, JobState, StartDecision};
 
@@ -84,6 +90,9 @@ pub struct PrintDocument {
     /// job that does not fit it.
     #[serde(default)]
     pub media: Option<MediaSpec>,
+    /// For office (sheet) printers: the envelope or sheet, and where an image goes on it.
+    #[serde(default)]
+    pub sheet: Option<SheetSpec>,
     /// Labels to print of each page, 1..=[`MAX_COPIES`].
     #[serde(default = "one")]
     pub copies: u32,
@@ -142,6 +151,85 @@ pub enum MediaType {
     Continuous,
     BlackMark,
     Sheet,
+}
+
+/// `"sheet": {"media": "na_number-10_4.125x9.5in", "orientation": "landscape",
+/// "imageDpi": 300, "xMm": 165, "yMm": 8}`: how a job prints on an office printer. `media` is
+/// an IPP media name or size (see docs/printing-sheets.md); an image (an indicium GIF) is
+/// composed onto a page of that media at `xMm`, `yMm` from the top-left corner at its native
+/// resolution `imageDpi` (default 300).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SheetSpec {
+    #[serde(default)]
+    pub media: Option<String>,
+    #[serde(default)]
+    pub orientation: Option<String>,
+    #[serde(default)]
+    pub image_dpi: Option<u32>,
+    #[serde(default)]
+    pub x_mm: Option<f64>,
+    #[serde(default)]
+    pub y_mm: Option<f64>,
+}
+
+impl SheetSpec {
+    fn check(&self) -> Result<(), String> {
+        if let Some(media) = &self.media {
+            Media::parse(media).map_err(|e| format!("sheet.media: {e}"))?;
+        }
+        if let Some(orientation) = &self.orientation {
+            if Orientation::parse(orientation).is_none() {
+                return Err(format!(
+                    "sheet.orientation {orientation:?} is not portrait, landscape, \
+                     reverse-landscape or reverse-portrait"
+                ));
+            }
+        }
+        if let Some(dpi) = self.image_dpi {
+            if !INDICIA_DPI.contains(&dpi) {
+                return Err(format!(
+                    "sheet.imageDpi must be one of {INDICIA_DPI:?}, not {dpi}"
+                ));
+            }
+        }
+        for (name, value) in [("xMm", self.x_mm), ("yMm", self.y_mm)] {
+            if value.is_some_and(|mm| !(0.0..=1000.0).contains(&mm)) {
+                return Err(format!("sheet.{name} must be 0 to 1000 mm"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The sheet job for `file` (a PDF, or an image to place).
+    fn job(&self, job_id: &str, file: Vec<u8>, copies: u32) -> Result<SheetJob, JobFailure> {
+        let bad = |e: String| JobFailure::BadFile(e);
+        let media = self
+            .media
+            .as_deref()
+            .map(Media::parse)
+            .transpose()
+            .map_err(bad)?;
+        let content = if file.starts_with(b"%PDF-") {
+            SheetContent::Pdf(file)
+        } else {
+            SheetContent::Image {
+                data: file,
+                placement: ImagePlacement {
+                    dpi: self.image_dpi.unwrap_or(300),
+                    x_mm: self.x_mm.unwrap_or(0.0),
+                    y_mm: self.y_mm.unwrap_or(0.0),
+                },
+            }
+        };
+        Ok(SheetJob {
+            job_id: job_id.to_string(),
+            content,
+            media,
+            orientation: self.orientation.as_deref().and_then(Orientation::parse),
+            copies,
+        })
+    }
 }
 
 /// The range of media sizes a document may give, in millimetres.
@@ -257,6 +345,9 @@ impl JobDocument {
                 if let Some(media) = &doc.media {
                     media.check().map_err(JobFailure::InvalidDocument)?;
                 }
+                if let Some(sheet) = &doc.sheet {
+                    sheet.check().map_err(JobFailure::InvalidDocument)?;
+                }
                 if let Some(sha) = &doc.file.sha256 {
                     if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
                         return Err(JobFailure::InvalidDocument(
@@ -309,8 +400,14 @@ pub enum JobFailure {
     DefaultPrinterMissing { kind: &'static str, device: String },
     #[error("no scale is attached")]
     NoScale,
-    #[error("reading scale '{0}' is not supported by this DeviceHub yet")]
-    ScaleNotSupported(String),
+    #[error("device '{0}' is not a scale")]
+    NotAScale(String),
+    #[error("scale '{device}' still in motion after {timeout_ms} ms")]
+    ScaleInMotion { device: String, timeout_ms: u32 },
+    #[error("scale '{device}' {state}")]
+    ScaleState { device: String, state: String },
+    #[error("reading scale '{device}' failed: {message}")]
+    ScaleFailed { device: String, message: String },
     #[error("the file is {size} bytes; the largest DeviceHub accepts is {max}")]
     FileTooLarge { size: u64, max: u64 },
     #[error("download failed: {0}")]
@@ -353,7 +450,7 @@ impl JobFailure {
                 | JobFailure::NotAPrinter(_)
                 | JobFailure::NoPrinter
                 | JobFailure::NoScale
-                | JobFailure::ScaleNotSupported(_)
+                | JobFailure::NotAScale(_)
                 | JobFailure::FileTooLarge { .. }
         )
     }
@@ -516,13 +613,18 @@ enum Plan {
         document: PrintDocument,
         device: String,
     },
+    /// A reading of scale `device`.
+    ScaleRead {
+        document: ScaleDocument,
+        device: String,
+    },
 }
 
 impl Plan {
     /// The device the job waits for, if any.
     fn lane(&self) -> Option<&str> {
         match self {
-            Plan::Print { device, .. } => Some(device),
+            Plan::Print { device, .. } | Plan::ScaleRead { device, .. } => Some(device),
             Plan::Journal | Plan::Refuse(_) => None,
         }
     }
@@ -556,6 +658,7 @@ impl JobContext {
             &self.devices,
             &self.preferred_devices,
             document.device.as_deref(),
+            document.kind,
             default.as_deref().map(|device| (document.kind, device)),
         )
     }
@@ -617,6 +720,9 @@ async fn execute(
         Plan::Print { document, device } => {
             print_job(context, job_id, &document, &device, phase, started).await
         }
+        Plan::ScaleRead { document, device } => {
+            scale_job(context, &document, &device, started).await
+        }
     };
     match result {
         Ok(outcome) => outcome,
@@ -624,29 +730,105 @@ async fn execute(
     }
 }
 
-/// Scale jobs: refused until DeviceHub reads scales, with the reason that applies.
-fn scale_job(context: &JobContext, document: &ScaleDocument) -> JobFailure {
-    let scales: Vec<String> = context
-        .devices
-        .list()
-        .into_iter()
-        .filter(|d| d.kind == DeviceKind::Scale.as_str())
-        .map(|d| d.id)
-        .collect();
-    match (&document.device, scales.first()) {
-        (Some(id), _) if !scales.contains(id) => JobFailure::NoSuchDevice(id.clone()),
-        (Some(id), _) => JobFailure::ScaleNotSupported(id.clone()),
-        (None, Some(id)) => JobFailure::ScaleNotSupported(id.clone()),
-        (None, None) => JobFailure::NoScale,
+/// The scale for a scale job: the one its document names, else the first attached scale in
+/// config order (see [`scales::choose_scale`]).
+fn choose_scale(context: &JobContext, document: &ScaleDocument) -> Result<String, JobFailure> {
+    scales::choose_scale(
+        &context.devices,
+        &context.preferred_devices,
+        document.device.as_deref(),
+    )
+    .map_err(|e| match e {
+        scales::ScaleError::NoSuchDevice(id) => JobFailure::NoSuchDevice(cap(id)),
+        scales::ScaleError::NotAScale(id) => JobFailure::NotAScale(id),
+        _ => JobFailure::NoScale,
+    })
+}
+
+/// Reads the scale until its weight is stable or the document's timeout passes, and reports
+/// the weight in the document's unit (else the shadow's `scaleUnits`, else grams).
+async fn scale_job(
+    context: &JobContext,
+    document: &ScaleDocument,
+    device: &str,
+    started: Instant,
+) -> Result<JobOutcome, JobFailure> {
+    let timeout_ms = document.timeout_ms.unwrap_or(DEFAULT_SCALE_TIMEOUT_MS);
+    let unit_name = document.unit.clone().unwrap_or_else(|| {
+        context
+            .settings
+            .as_ref()
+            .map_or_else(|| "g".to_string(), |s| s.borrow().scale_units.clone())
+    });
+    let unit = scales::ReportUnit::parse(&unit_name).unwrap_or(scales::ReportUnit::Gram);
+    let reading = scales::read_scale(&context.devices, device, timeout_ms)
+        .await
+        .map_err(|e| match e {
+            scales::ScaleError::NoSuchDevice(id) => JobFailure::NoSuchDevice(cap(id)),
+            scales::ScaleError::NotAScale(id) => JobFailure::NotAScale(id),
+            other => JobFailure::ScaleFailed {
+                device: device.to_string(),
+                message: cap(match other {
+                    scales::ScaleError::Plugin { error, .. } => {
+                        format!("{} ({})", error.message, error.kind.as_str())
+                    }
+                    other => other.to_string(),
+                }),
+            },
+        })?;
+    match reading.state {
+        ScaleState::Stable | ScaleState::StableAtZero => {}
+        ScaleState::InMotion => {
+            return Err(JobFailure::ScaleInMotion {
+                device: device.to_string(),
+                timeout_ms,
+            })
+        }
+        other => {
+            return Err(JobFailure::ScaleState {
+                device: device.to_string(),
+                state: scales::state_name(other).to_string(),
+            })
+        }
     }
+    let view = scales::view(&reading);
+    let json = scales::reading_json(&view, Some(unit));
+    let text = |key: &str| match &json[key] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut details = BTreeMap::new();
+    details.insert("device".to_string(), device.to_string());
+    for key in [
+        "state",
+        "micrograms",
+        "value",
+        "unit",
+        "resolutionMicrograms",
+        "displayUnit",
+        "atMs",
+    ] {
+        details.insert(key.to_string(), text(key));
+    }
+    details.insert("totalMs".to_string(), millis(started.elapsed()));
+    details.insert(
+        "summary".to_string(),
+        format!("read {} {} on {device}", text("value"), unit.as_str()),
+    );
+    Ok(JobOutcome {
+        status: ReportedStatus::Succeeded,
+        details,
+    })
 }
 
 /// Chooses the printer: the named device, else the default for the job's kind when one is set
-/// (`(kind, device)`), else the config-order rule (see the module docs).
+/// (`(kind, device)`), else the config-order rule among the printers that suit `kind` (see the
+/// module docs).
 pub fn choose_printer(
     devices: &DeviceTable,
     preferred: &[String],
     requested: Option<&str>,
+    kind: JobKind,
     default_for_kind: Option<(JobKind, &str)>,
 ) -> Result<String, JobFailure> {
     let attached = devices.list();
@@ -668,9 +850,19 @@ pub fn choose_printer(
             other => other,
         });
     }
+    // Without a named or default printer, labels go to label printers and sheets to office
+    // printers; indicia (stamp rolls or envelopes) to either.
+    let office = |plugin: &str| {
+        plugin == crate::sheets::IPP_DRIVER || plugin == crate::sheets::SYSTEM_DRIVER
+    };
     let printers: Vec<&str> = attached
         .iter()
         .filter(|d| d.kind == printer)
+        .filter(|d| match kind {
+            JobKind::Label => !office(&d.plugin),
+            JobKind::Sheet => office(&d.plugin),
+            JobKind::Indicia => true,
+        })
         .map(|d| d.id.as_str())
         .collect();
     preferred
@@ -718,12 +910,37 @@ async fn print_job(
         ..PrintOptions::default()
     };
     let media = document.media.as_ref().map(|m| m.request(profile.dpi));
-    let mut prepared =
-        tokio::task::spawn_blocking(move || print::prepare_job(&file, &profile, &options))
-            .await
-            .map_err(|e| JobFailure::BadFile(format!("rendering stopped: {e}")))?
-            .map_err(|e| JobFailure::BadFile(e.to_string()))?;
-    prepared.job.media = media.map_or(ROption::RNone, ROption::RSome);
+    let sheet_printer =
+        !profile.inputs.contains(&InputKind::Raster) && profile.inputs.contains(&InputKind::Pdf);
+    let job = if sheet_printer {
+        // Office printers take PDF: a PDF passes through, an image (an indicium) is composed
+        // onto a page of the sheet's media at its native resolution.
+        let sheet = document.sheet.clone().unwrap_or(SheetSpec {
+            media: None,
+            orientation: None,
+            image_dpi: None,
+            x_mm: None,
+            y_mm: None,
+        });
+        let job_id = job_id.to_string();
+        let copies = document.copies;
+        tokio::task::spawn_blocking(move || {
+            sheet
+                .job(&job_id, file, copies)?
+                .into_print_job()
+                .map_err(|e| JobFailure::BadFile(e.to_string()))
+        })
+        .await
+        .map_err(|e| JobFailure::BadFile(format!("composing stopped: {e}")))??
+    } else {
+        let mut prepared =
+            tokio::task::spawn_blocking(move || print::prepare_job(&file, &profile, &options))
+                .await
+                .map_err(|e| JobFailure::BadFile(format!("rendering stopped: {e}")))?
+                .map_err(|e| JobFailure::BadFile(e.to_string()))?;
+        prepared.job.media = media.map_or(ROption::RNone, ROption::RSome);
+        prepared.job
+    };
     let render_time = render_started.elapsed();
 
     // Printing is recorded durably before the first byte goes to the printer: from here on a
@@ -742,7 +959,7 @@ async fn print_job(
     .map_err(JobFailure::Journal)?;
     let print_started = Instant::now();
     let report = worker
-        .print_async(prepared.job)
+        .print_async(job)
         .await
         .map_err(|e| print_failure(&device_id, e))?;
     let print_time = print_started.elapsed();
@@ -1061,15 +1278,21 @@ mod tests {
     fn without_devices_there_is_no_printer() {
         let table = DeviceTable::default();
         assert_eq!(
-            choose_printer(&table, &["zebra-1".into()], None, None),
+            choose_printer(&table, &["zebra-1".into()], None, JobKind::Label, None),
             Err(JobFailure::NoPrinter)
         );
         assert_eq!(
-            choose_printer(&table, &[], Some("zebra-9"), None),
+            choose_printer(&table, &[], Some("zebra-9"), JobKind::Label, None),
             Err(JobFailure::NoSuchDevice("zebra-9".into()))
         );
         assert_eq!(
-            choose_printer(&table, &[], None, Some((JobKind::Indicia, "envelopes"))),
+            choose_printer(
+                &table,
+                &[],
+                None,
+                JobKind::Indicia,
+                Some((JobKind::Indicia, "envelopes"))
+            ),
             Err(JobFailure::DefaultPrinterMissing {
                 kind: "indicia",
                 device: "envelopes".into()

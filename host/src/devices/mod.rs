@@ -36,6 +36,10 @@ pub enum Connection {
         settings: SerialSettings,
     },
     Usb(UsbDeviceInfo),
+    /// An office printer or print queue reached over IPP (see [`crate::sheets`]).
+    Ipp(crate::sheets::SheetAddress),
+    /// No device behind the plugin (`none://`): a virtual device such as OCR.
+    None,
 }
 
 impl fmt::Display for Connection {
@@ -49,6 +53,8 @@ impl fmt::Display for Connection {
                 info.port_path,
                 format_usb_id(info.vendor_id, info.product_id)
             ),
+            Connection::Ipp(address) => f.write_str(&address.uri),
+            Connection::None => f.write_str("none://"),
         }
     }
 }
@@ -115,6 +121,18 @@ pub fn resolve_entry(entry: &DeviceEntry, plugins: &PluginSet) -> Result<DeviceS
         message,
     };
     let address = DeviceAddress::parse(&entry.address).map_err(config_error)?;
+    // Office printers are driven by the built-in IPP driver, whatever the row says.
+    if let DeviceAddress::Ipp(uri) = &address {
+        return sheet_spec(
+            &entry.id,
+            crate::sheets::IPP_DRIVER,
+            None,
+            crate::sheets::SheetAddress {
+                uri: uri.clone(),
+                via_socket: None,
+            },
+        );
+    }
     let usb_id = match &entry.usb_id {
         Some(text) => Some(
             parse_usb_id(text)
@@ -162,6 +180,11 @@ pub fn resolve_entry(entry: &DeviceEntry, plugins: &PluginSet) -> Result<DeviceS
         }
         // Bound to a USB device: connected when the device is discovered.
         DeviceAddress::Usb { .. } => None,
+        DeviceAddress::Ipp(uri) => Some(Connection::Ipp(crate::sheets::SheetAddress {
+            uri,
+            via_socket: None,
+        })),
+        DeviceAddress::None => Some(Connection::None),
     };
     Ok(DeviceSpec {
         id: entry.id.clone(),
@@ -176,6 +199,27 @@ pub fn resolve_entry(entry: &DeviceEntry, plugins: &PluginSet) -> Result<DeviceS
             .map(|(k, v)| Setting::new(k, v))
             .collect(),
         plugin,
+    })
+}
+
+/// The spec of a sheet printer driven by the built-in driver `driver` (see [`crate::sheets`]).
+pub fn sheet_spec(
+    id: &str,
+    driver: &str,
+    model: Option<String>,
+    address: crate::sheets::SheetAddress,
+) -> Result<DeviceSpec, DeviceError> {
+    let plugin =
+        crate::sheets::driver(driver).ok_or_else(|| DeviceError::UnknownPlugin(driver.into()))?;
+    Ok(DeviceSpec {
+        id: id.to_string(),
+        kind: DeviceKind::Printer,
+        plugin,
+        profile: crate::sheets::SHEET_PROFILE.to_string(),
+        model,
+        usb_id: None,
+        connection: Some(Connection::Ipp(address)),
+        settings: Vec::new(),
     })
 }
 
@@ -254,6 +298,40 @@ pub fn open_transport(
             bus.open_printer(info)
                 .map(transport::boxed)
                 .map_err(|e| e.to_string())
+        }
+        // A virtual device's plugin never talks to a device: reads time out, writes are kept.
+        Connection::None => Ok(transport::boxed(transport::capture::CaptureTransport::new())),
+        Connection::Ipp(address) => Err(format!(
+            "{} is an IPP printer: it is opened with its URI, not as a byte stream",
+            address.uri
+        )),
+    }
+}
+
+/// Opens the device `spec` describes: over a transport for plugin devices, from its URI for
+/// sheet printers (IPP, with `sheets`' limits and TLS roots).
+pub fn open_connected(
+    spec: &DeviceSpec,
+    usb: Option<&transport::usb::UsbBus>,
+    sheets: &crate::sheets::SheetsConfig,
+) -> Result<OpenedDevice, DeviceError> {
+    let open_error = |message: String| DeviceError::Open {
+        id: spec.id.clone(),
+        message,
+    };
+    let connection = spec
+        .connection
+        .as_ref()
+        .ok_or_else(|| open_error("it is bound to USB and not attached".to_string()))?;
+    match connection {
+        Connection::Ipp(address) => {
+            let client = crate::sheets::client_for(address, sheets)
+                .map_err(|e| open_error(e.to_string()))?;
+            Ok(OpenedDevice::Printer(crate::sheets::open_printer(client)))
+        }
+        other => {
+            let transport = open_transport(other, usb).map_err(open_error)?;
+            open_device(spec, transport)
         }
     }
 }
@@ -526,16 +604,22 @@ impl DeviceTable {
     /// Opens every device in the config's device table that has a connection (USB-bound rows
     /// attach when the USB device is discovered).
     pub fn from_config(entries: &[DeviceEntry], plugins: &PluginSet) -> DeviceTable {
+        DeviceTable::from_config_with(entries, plugins, &crate::sheets::SheetsConfig::default())
+    }
+
+    /// [`DeviceTable::from_config`] with the config's `[system_printers]` settings for IPP
+    /// printers.
+    pub fn from_config_with(
+        entries: &[DeviceEntry],
+        plugins: &PluginSet,
+        sheets: &crate::sheets::SheetsConfig,
+    ) -> DeviceTable {
         let table = DeviceTable::default();
         for entry in entries {
             let attached = resolve_entry(entry, plugins).and_then(|spec| match &spec.connection {
-                Some(connection) => {
-                    let transport =
-                        open_transport(connection, None).map_err(|message| DeviceError::Open {
-                            id: spec.id.clone(),
-                            message,
-                        })?;
-                    table.attach(spec, transport).map(|_| ())
+                Some(_) => {
+                    let device = open_connected(&spec, None, sheets)?;
+                    table.attach_opened(spec, device).map(|_| ())
                 }
                 None => Ok(()),
             });
@@ -566,6 +650,47 @@ impl DeviceTable {
         transport: TransportBox,
     ) -> Result<Arc<DeviceWorker>, DeviceError> {
         let device = open_device(&spec, transport)?;
+        self.attach_opened(spec, device)
+    }
+
+    /// Adds the queues of the local print server (see [`crate::sheets::discovery`]) that the
+    /// table does not hold yet. A machine without one is no error.
+    pub fn attach_system_printers(&self, sheets: &crate::sheets::SheetsConfig) {
+        let queues = match crate::sheets::discovery::discover(sheets) {
+            Ok(queues) => queues,
+            Err(err) => {
+                tracing::warn!("system print queues not listed: {err}");
+                return;
+            }
+        };
+        for queue in queues {
+            if self.get(&queue.id).is_ok() {
+                continue;
+            }
+            let id = queue.id.clone();
+            let attached = sheet_spec(
+                &queue.id,
+                crate::sheets::SYSTEM_DRIVER,
+                queue.attributes.make_and_model.clone(),
+                queue.address,
+            )
+            .and_then(|spec| {
+                let device = open_connected(&spec, None, sheets)?;
+                self.attach_opened(spec, device)
+            });
+            if let Err(err) = attached {
+                tracing::warn!(device = %id, "print queue not attached: {err}");
+                self.problem(&id, err.to_string());
+            }
+        }
+    }
+
+    /// Adds an opened device to the table, on its own thread.
+    pub fn attach_opened(
+        &self,
+        spec: DeviceSpec,
+        device: OpenedDevice,
+    ) -> Result<Arc<DeviceWorker>, DeviceError> {
         let id = spec.id.clone();
         tracing::info!(
             device = %id,

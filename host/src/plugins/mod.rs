@@ -14,6 +14,7 @@
 //! When two libraries carry the same plugin name, the higher plugin version is kept and the
 //! other refused as a duplicate; on equal versions the file whose name sorts first is kept.
 
+pub mod bundle;
 mod library_check;
 
 use std::{
@@ -327,6 +328,11 @@ pub fn parse_usb_id(text: &str) -> Option<(u16, u16)> {
     let v = u16::from_str_radix(v.trim_start_matches("0x"), 16).ok()?;
     let p = u16::from_str_radix(p.trim_start_matches("0x"), 16).ok()?;
     Some((v, p))
+}
+
+/// Whether `path` is a shared library file of this platform (a plugin candidate).
+pub fn is_library(path: &Path) -> bool {
+    is_candidate(path, Selection::AllLibraries)
 }
 
 fn is_candidate(path: &Path, selection: Selection) -> bool {

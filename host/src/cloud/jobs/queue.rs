@@ -575,7 +575,13 @@ impl JobsTask {
                 },
                 Err(failure) => Plan::Refuse(failure),
             },
-            JobDocument::ScaleRead(scale) => Plan::Refuse(super::scale_job(&self.context, scale)),
+            JobDocument::ScaleRead(scale) => match super::choose_scale(&self.context, scale) {
+                Ok(device) => Plan::ScaleRead {
+                    document: scale.clone(),
+                    device,
+                },
+                Err(failure) => Plan::Refuse(failure),
+            },
         }
     }
 

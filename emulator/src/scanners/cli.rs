@@ -1,0 +1,93 @@
+//! The `devicehub-emulator scanner ...` subcommand: starts a scanner simulator, prints one JSON
+//! line saying where it is, and serves until SIGINT, SIGTERM or the end of standard input, so
+//! that a test that spawns it cannot leak it.
+//!
+//! The announcement line is an interface tests rely on:
+//! `{"kind":"scanner","pty":"/dev/pts/5","control":"http://127.0.0.1:PORT"}`
+
+use std::{io::Write, net::SocketAddr};
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+/// Scanner simulators.
+#[derive(Debug, Subcommand)]
+pub enum ScannerCommand {
+    /// A text scanner on a pseudo-terminal that sends address blocks (CR LF lines).
+    #[cfg(unix)]
+    Serial(SerialArgs),
+}
+
+/// Options of `scanner serial`.
+#[derive(Debug, Args)]
+pub struct SerialArgs {
+    /// The control API's address (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub control: SocketAddr,
+    /// Keep serving when standard input ends (for running detached, with stdin closed).
+    #[arg(long)]
+    pub ignore_stdin: bool,
+}
+
+/// Why the scanner subcommand failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScannerCliError {
+    #[error("starting the async runtime failed")]
+    Runtime(#[source] std::io::Error),
+    #[cfg(unix)]
+    #[error("starting the scanner simulator failed")]
+    Start(#[from] super::serial::ScannerStartError),
+    #[error("writing the announcement line to standard output failed")]
+    Announce(#[source] std::io::Error),
+    #[error("waiting for the stop signal failed")]
+    Stop(#[from] crate::scales::cli::ScaleCliError),
+}
+
+#[derive(Debug, Serialize)]
+struct Announcement<'a> {
+    kind: &'a str,
+    pty: String,
+    control: String,
+}
+
+/// Runs a scanner subcommand to completion on its own runtime (call it from a plain `main`).
+pub fn run(command: ScannerCommand) -> Result<(), ScannerCliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(ScannerCliError::Runtime)?;
+    runtime.block_on(run_async(command))
+}
+
+/// Runs a scanner subcommand inside an existing runtime.
+pub async fn run_async(command: ScannerCommand) -> Result<(), ScannerCliError> {
+    // Logs go to standard error: standard output carries only the announcement line.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    match command {
+        #[cfg(unix)]
+        ScannerCommand::Serial(args) => {
+            let scanner = super::serial::SerialScannerSimulator::start(args.control).await?;
+            let line = serde_json::to_string(&Announcement {
+                kind: "scanner",
+                pty: scanner.pty_path().display().to_string(),
+                control: scanner.control_url(),
+            })
+            .map_err(|error| ScannerCliError::Announce(error.into()))?;
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{line}")
+                .and_then(|()| stdout.flush())
+                .map_err(ScannerCliError::Announce)?;
+            drop(stdout);
+            crate::scales::cli::wait_for_stop(args.ignore_stdin).await?;
+            scanner.shutdown().await;
+            Ok(())
+        }
+    }
+}
