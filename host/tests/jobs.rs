@@ -876,7 +876,7 @@ async fn run_without_registration_stops_cleanly_on_sigterm() {
         &config,
         format!(
             "data_dir = \"{}\"\n[usb]\nenabled = false\n[cloud]\nendpoint = \"localhost\"\n\
-             [local]\nws_port = 0\nhttp_port = 0\n",
+             [local]\nws_port = 0\nhttp_port = 0\nrpc_port = 0\nrpc_publish_port = 0\n",
             data.to_str().expect("UTF-8 path").replace('\\', "/")
         ),
     )

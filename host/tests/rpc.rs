@@ -51,7 +51,7 @@ impl Desk {
             &config,
             format!(
                 "data_dir = \"{}\"\nplugins_dir = \"{}\"\n[usb]\nenabled = false\n{}{rows}\
-                 [cloud]\nendpoint = \"localhost\"\n[local]\nrpc_port = 0\nrpc_publish_port = 0\n",
+                 [cloud]\nendpoint = \"localhost\"\n[local]\nrpc_port = 0\nrpc_publish_port = 0\nws_port = 0\nhttp_port = 0\n",
                 toml_path(&data_dir),
                 toml_path(plugins.path()),
                 zebra_row(PRINTER, &sim.print_addr, ""),
@@ -496,9 +496,6 @@ async fn cli_register_goes_through_the_running_service_with_its_steps_as_they_ha
     let cloud = crate::support_cloud::Cloud::start();
     let plugins = support::plugins_folder(&[ZEBRA]);
     let prepared = crate::support_desk::prepare(&cloud, plugins.path(), "");
-    let mut text = std::fs::read_to_string(&prepared.config).expect("read config");
-    text.push_str("[local]\nrpc_port = 0\nrpc_publish_port = 0\n");
-    std::fs::write(&prepared.config, text).expect("write config");
     let log = prepared
         .config
         .parent()

@@ -45,7 +45,7 @@ impl Desk {
         let config = format!(
             "data_dir = {:?}\nplugins_dir = {:?}\nlog_level = \"info\"\n[usb]\nenabled = false\n\
              [cloud]\nendpoint = \"localhost\"\n\
-             [local]\nws_port = 0\nhttp_port = 0\nws_allowed_origins = [{}]\n\
+             [local]\nws_port = 0\nhttp_port = 0\nrpc_port = 0\nrpc_publish_port = 0\nws_allowed_origins = [{}]\n\
              [[devices]]\nid = \"{SCALE}\"\naddress = \"serial://{}\"\nplugin = \"serial-scale\"\n\
              profile = \"mt-sics\"\n[devices.settings]\npoll_interval_ms = \"20\"\n",
             toml_path(&dir.path().join("data")),
