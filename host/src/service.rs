@@ -240,7 +240,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         devices.clone(),
         journal,
     )
-    .map(|jobs| jobs.report_to(health.clone()));
+    .map(|jobs| jobs.report_to(health.clone()).announce_to(agent.clone()));
     let (dispatcher, routes) = dispatch::dispatcher(thing_name.clone(), link.incoming);
     // The dispatcher ends when the link closes its channel; the token only guards against a
     // link that never does.

@@ -42,6 +42,7 @@ use super::{
     execute, lock, record, JobContext, JobDocument, JobFailure, JobOutcome, JobsError,
     JobsSettings, Phase, Plan,
 };
+use crate::agent::{Agent, LocalEvent};
 use crate::cloud::events::{board, SharedHealth};
 use crate::cloud::link::{InboundMessage, LinkHandle, LinkState, Qos};
 use crate::devices::DeviceTable;
@@ -286,6 +287,8 @@ pub struct JobsTask {
     connected: bool,
     /// Where the last job and job events are left for the heartbeat and the events task.
     health: Option<SharedHealth>,
+    /// Local tools following jobs live (status page, WebSocket, RPC publish socket).
+    agent: Option<Arc<Agent>>,
 }
 
 impl JobsTask {
@@ -321,7 +324,14 @@ impl JobsTask {
             outcomes,
             connected: false,
             health: None,
+            agent: None,
         })
+    }
+
+    /// Also announces every job's end to local subscribers (`LocalEvent::Job`).
+    pub fn announce_to(mut self, agent: Arc<Agent>) -> JobsTask {
+        self.agent = Some(agent);
+        self
     }
 
     /// Leaves every job's end on `health`: the heartbeat's last job and a job event.
@@ -745,6 +755,9 @@ impl JobsTask {
                     .map_or(0, |d| d.as_secs()),
                 "statusDetails": outcome.details,
             });
+            if let Some(agent) = &self.agent {
+                agent.publish_local(LocalEvent::Job(ended.clone()));
+            }
             board(health).job_ended(ended);
         }
     }
