@@ -14,6 +14,7 @@
 //! - [`cloud`]: the link to AWS IoT Core (or the emulator) over MQTT.
 //! - [`service`]: `devicehub run`: the agent that takes print jobs from the cloud.
 //! - [`agent`]: the running agent's shared state for the local servers: status, registration.
+//! - [`sandbox`]: `devicehub sandbox`: DeviceHub, the emulator cloud and simulated devices on one machine.
 
 pub mod agent;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod logging;
 pub mod plugins;
 pub mod print;
 pub mod render;
+pub mod sandbox;
 pub mod service;
 pub mod storage;
 pub mod transport;

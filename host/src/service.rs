@@ -57,6 +57,16 @@ pub fn load_plugins(config: &Config) -> PluginSet {
 
 /// Runs the agent until `shutdown` is cancelled (or the cloud link ends).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with_agent(config, shutdown, |_| {}).await
+}
+
+/// [`run`], handing the shared [`Agent`] to `on_agent` as soon as it exists (before the
+/// agent waits for registration), for a caller that serves or drives it locally.
+pub async fn run_with_agent(
+    config: Config,
+    shutdown: CancellationToken,
+    on_agent: impl FnOnce(Arc<Agent>) + Send,
+) -> anyhow::Result<()> {
     let data_dir = DataDir::new(config.data_dir());
     data_dir.create().with_context(|| {
         format!(
@@ -118,13 +128,10 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             Duration::from_millis(config.usb.poll_interval_ms.max(100)),
         )
     });
-    let hid = config.usb.enabled.then(|| {
-        HidWatcher::start_for_config(
-            plugins.clone(),
-            devices.clone(),
-            &config,
-        )
-    });
+    let hid = config
+        .usb
+        .enabled
+        .then(|| HidWatcher::start_for_config(plugins.clone(), devices.clone(), &config));
 
     let health = SharedHealth::default();
     let agent = Arc::new(Agent::new(
@@ -137,6 +144,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .as_ref()
             .map(|(identity, _)| identity.thing_name.clone()),
     ));
+    on_agent(agent.clone());
 
     // Without an identity the agent waits, devices attached, until this computer is
     // registered (by a local page or tool through `Agent::register`, or by `devicehub
