@@ -55,3 +55,7 @@ mod dymo_printing;
 /// point-of-sale scales (the emulator's model behind a test HID transport), through the real
 /// plugin libraries: exact weights in every unit, motion, over capacity, zeroing.
 mod scales;
+
+/// `devicehub sandbox` as a new user runs it: every process started, the demo labels printed
+/// and shown by the emulator page, and every process gone after SIGTERM.
+mod sandbox;
