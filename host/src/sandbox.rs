@@ -1140,6 +1140,7 @@ fn report_demo(jobs: &[DemoJob], json: bool) {
             println!("    {}", png.display());
         }
     }
+    println!("Demo finished.");
 }
 
 /// DeviceHub's status page for the sandbox: the running agent's status snapshot, as a page
