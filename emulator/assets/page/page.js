@@ -87,13 +87,13 @@ async function loadSamples() {
 }
 
 function describe(job) {
-  const document = job.jobDocument || {};
-  if (document.operation === "scale.read") return "scale reading";
-  const file = document.file || {};
+  const doc = job.jobDocument || {};
+  if (doc.operation === "scale.read") return "scale reading";
+  const file = doc.file || {};
   const parts = [`print ${file.format || ""}`.trim()];
-  if (document.kind) parts.push(document.kind);
-  if (document.copies) parts.push(`${document.copies} ${document.copies === 1 ? "copy" : "copies"}`);
-  if (document.device) parts.push(`on ${document.device}`);
+  if (doc.kind) parts.push(doc.kind);
+  if (doc.copies) parts.push(`${doc.copies} ${doc.copies === 1 ? "copy" : "copies"}`);
+  if (doc.device) parts.push(`on ${doc.device}`);
   return parts.join(", ");
 }
 

@@ -521,9 +521,9 @@ struct JobLabel {
     png: String,
 }
 
-/// The labels of a succeeded print job: those the job's device printed between the job being
-/// queued and its last update. Times are whole seconds, so two jobs on one printer within the
-/// same second can show each other's labels.
+/// The labels of a succeeded print job: those the job's device printed between the device
+/// taking the job and its last update. Times are whole seconds, so two jobs on one printer
+/// within the same second can show each other's labels.
 async fn job_labels(
     State(page): State<Arc<PageState>>,
     Path((thing, job_id)): Path<(String, String)>,
@@ -546,8 +546,11 @@ async fn job_labels(
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::Conflict(format!("job {job_id} names no device")))?
         .to_string();
+    // A device prints one job at a time, so nothing of this job was printed before the device
+    // took it; labels of an earlier job that ended in the second this one was queued stay out.
     let from = execution
-        .get("queuedAt")
+        .get("startedAt")
+        .or_else(|| execution.get("queuedAt"))
         .and_then(Value::as_u64)
         .unwrap_or(0);
     let until = execution

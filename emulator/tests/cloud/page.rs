@@ -255,6 +255,16 @@ async fn printers_are_registered_and_a_succeeded_job_shows_its_labels_as_png() {
     let early = emulator.http().get(&labels_url).send().await.expect("GET");
     assert_eq!(early.status(), 409, "no labels before the job succeeded");
 
+    // The device takes the job before it prints, as DeviceHub does.
+    let mut mqtt = emulator.connect("desk-1", &thing).await;
+    mqtt.subscribe_ok(&["$aws/things/desk-1/jobs/#"]).await;
+    mqtt.publish("$aws/things/desk-1/jobs/start-next", json!({}).to_string())
+        .await;
+    let started = mqtt
+        .expect_json("$aws/things/desk-1/jobs/start-next/accepted")
+        .await;
+    assert_eq!(started["execution"]["jobId"], job_id.as_str());
+
     let mut print = tokio::net::TcpStream::connect(printer.print_addr())
         .await
         .expect("the print port accepts");
@@ -276,8 +286,6 @@ async fn printers_are_registered_and_a_succeeded_job_shows_its_labels_as_png() {
         .expect("the simulator decodes the label");
     catch_up(&emulator);
 
-    let mut mqtt = emulator.connect("desk-1", &thing).await;
-    mqtt.subscribe_ok(&["$aws/things/desk-1/jobs/#"]).await;
     let update = format!("$aws/things/desk-1/jobs/{job_id}/update");
     mqtt.publish(
         &update,
