@@ -904,22 +904,19 @@ async fn serve(
                 }
             }
         }
-        let stopped_by_signal = tokio::select! {
-            signals = stopping => {
-                match signals {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(SandboxError::Signals(e)),
-                    Err(e) => return Err(SandboxError::Agent(format!("the signal task failed: {e}"))),
-                }
-                true
-            }
+        // Serves until a stop signal, or until the agent ends on its own (an error).
+        tokio::select! {
+            signals = stopping => match signals {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(SandboxError::Signals(e)),
+                Err(e) => return Err(SandboxError::Agent(format!("the signal task failed: {e}"))),
+            },
             ended = &mut agent_task => {
                 shutdown.cancel();
                 status.stop().await;
                 return Err(agent_ended(ended));
             }
-        };
-        debug_assert!(stopped_by_signal);
+        }
         if !options.json {
             println!("Stopping the sandbox...");
         }
@@ -1042,7 +1039,13 @@ async fn print_demo(
                 Some(&token),
             )
             .await?;
-        let job_id = created["jobId"].as_str().unwrap_or_default().to_string();
+        let job_id = created["jobId"]
+            .as_str()
+            .ok_or_else(|| SandboxError::Http {
+                url: format!("{}/page/things/{thing}/print-jobs", api.base),
+                detail: format!("the answer names no job: {created}"),
+            })?
+            .to_string();
         jobs.push((sample, job_id));
     }
     let mut done = Vec::new();
