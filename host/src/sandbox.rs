@@ -3,7 +3,7 @@
 //!
 //! It starts, as child processes of this one, the emulator's cloud and a simulator for each
 //! printer family (Zebra ZPL, TSPL, Brother QL, DYMO LabelWriter 450) and a serial scale, all on
-//! free loopback ports; writes a DeviceHub config naming those devices; runs the agent in this
+//! free loopback ports (and a text scanner when the emulator has one); writes a DeviceHub config naming those devices; runs the agent in this
 //! process, registers it with an activation code as a user would, waits until it is connected,
 //! and prints two addresses: DeviceHub's status page and the emulator's page, where a person
 //! sends print jobs and scale readings and sees the printed labels. It serves until SIGINT or
@@ -179,6 +179,8 @@ const PRINTERS: &[PrinterPlan] = &[
 
 /// The scale's device ID.
 const SCALE_ID: &str = "desk-scale";
+/// The scanner's device ID (when the emulator has a scanner simulator).
+const SCANNER_ID: &str = "desk-scanner";
 
 /// A running device simulator as the config and the emulator page need it.
 #[derive(Debug, Clone, Serialize)]
@@ -388,6 +390,9 @@ pub fn run(options: SandboxOptions) -> Result<(), SandboxError> {
         devices.push(start_printer(&emulator, &layout, plan, &mut children)?);
     }
     devices.push(start_scale(&emulator, &layout, &mut children)?);
+    if has_scanner_simulator(&emulator) {
+        devices.push(start_scanner(&emulator, &layout, &mut children)?);
+    }
 
     emulator_command(
         &emulator,
@@ -663,6 +668,33 @@ fn start_scale(
     })
 }
 
+/// Whether this emulator build has the scanner simulator (`scanner serial`).
+fn has_scanner_simulator(emulator: &Path) -> bool {
+    Command::new(emulator)
+        .args(["scanner", "serial", "--help"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|status| status.success())
+}
+
+fn start_scanner(
+    emulator: &Path,
+    layout: &Layout,
+    children: &mut Children,
+) -> Result<SandboxDevice, SandboxError> {
+    let args: Vec<String> = ["scanner", "serial"].map(String::from).to_vec();
+    let (stdout, log) = spawn(emulator, layout, SCANNER_ID, &args, children)?;
+    let announced = announcement(stdout, SCANNER_ID, &log)?;
+    Ok(SandboxDevice {
+        id: SCANNER_ID.to_string(),
+        kind: "scanner",
+        address: format!("serial://{}", field(&announced, "pty", SCANNER_ID, &log)?),
+        control: field(&announced, "control", SCANNER_ID, &log)?.to_string(),
+    })
+}
+
 /// Runs a short emulator CLI command against the sandbox's cloud and returns its output.
 fn emulator_command(
     emulator: &Path,
@@ -729,6 +761,13 @@ fn write_config(
             "\n[[devices]]\nid = {}\naddress = {}\nplugin = \"serial-scale\"\nprofile = \"mt-sics\"\n",
             toml_string(SCALE_ID),
             toml_string(&scale.address)
+        ));
+    }
+    if let Some(scanner) = devices.iter().find(|d| d.id == SCANNER_ID) {
+        text.push_str(&format!(
+            "\n[[devices]]\nid = {}\naddress = {}\nplugin = \"text-scanner\"\n",
+            toml_string(SCANNER_ID),
+            toml_string(&scanner.address)
         ));
     }
     let claim = layout.claim();
