@@ -145,6 +145,12 @@ async fn the_sandbox_prints_the_demo_serves_both_pages_and_leaves_no_process_beh
             assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{png}");
         }
     }
+    // Each job printed one label record on the Zebra, and each shows only its own.
+    for job in jobs {
+        assert_eq!(job["pngs"].as_array().map(Vec::len), Some(1), "{job}");
+    }
+    let indicia = image::open(jobs[1]["pngs"][0].as_str().expect("a path")).expect("a PNG");
+    assert_eq!((indicia.width(), indicia.height()), (600, 400));
     let label_job = jobs[0]["jobId"].as_str().expect("job id");
 
     let http = support::http_client();

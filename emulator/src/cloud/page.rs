@@ -521,42 +521,106 @@ struct JobLabel {
     png: String,
 }
 
-/// The labels of a succeeded print job: those the job's device printed between the device
-/// taking the job and its last update. Times are whole seconds, so two jobs on one printer
-/// within the same second can show each other's labels.
+/// When a job ran on its device, in whole seconds: from the device taking it (`startedAt`, or
+/// `queuedAt` when it went straight to an outcome) to its last update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Window {
+    from: u64,
+    until: u64,
+}
+
+impl Window {
+    fn of(execution: &Value) -> Self {
+        Window {
+            from: execution
+                .get("startedAt")
+                .or_else(|| execution.get("queuedAt"))
+                .and_then(Value::as_u64)
+                .unwrap_or(0),
+            until: execution
+                .get("lastUpdatedAt")
+                .and_then(Value::as_u64)
+                .unwrap_or(u64::MAX),
+        }
+    }
+
+    fn contains(&self, second: u64) -> bool {
+        (self.from..=self.until).contains(&second)
+    }
+
+    fn overlaps(&self, other: &Window) -> bool {
+        self.from <= other.until && other.from <= self.until
+    }
+}
+
+/// Picks the labels of job `job` among `jobs` (the succeeded print jobs on one device, in the
+/// order the device took them) from `labels` (index and time in seconds, in print order).
+///
+/// A device prints one job at a time, so the labels of jobs whose windows overlap come in job
+/// order. When those jobs and the labels in their windows are equally many (one label record
+/// per job, the common case), each job gets its own label even within one second. Otherwise
+/// the job gets every label in its window, which can include a neighbour's.
+fn labels_of_job(job: usize, jobs: &[Window], labels: &[(usize, u64)]) -> Vec<usize> {
+    let window = jobs[job];
+    let group: Vec<usize> = (0..jobs.len())
+        .filter(|&other| jobs[other].overlaps(&window))
+        .collect();
+    let from = group
+        .iter()
+        .map(|&j| jobs[j].from)
+        .min()
+        .unwrap_or(window.from);
+    let until = group
+        .iter()
+        .map(|&j| jobs[j].until)
+        .max()
+        .unwrap_or(window.until);
+    let candidates: Vec<usize> = labels
+        .iter()
+        .filter(|(_, second)| (from..=until).contains(second))
+        .map(|(index, _)| *index)
+        .collect();
+    if candidates.len() == group.len() {
+        if let Some(position) = group.iter().position(|&j| j == job) {
+            return vec![candidates[position]];
+        }
+    }
+    labels
+        .iter()
+        .filter(|(_, second)| window.contains(*second))
+        .map(|(index, _)| *index)
+        .collect()
+}
+
+/// The labels of a succeeded print job, found by the device its outcome names and by when it
+/// ran (see [`labels_of_job`]).
 async fn job_labels(
     State(page): State<Arc<PageState>>,
     Path((thing, job_id)): Path<(String, String)>,
 ) -> Result<Json<JobLabels>, ApiError> {
-    let execution = page
+    let executions = page
         .api
         .services
         .jobs
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .execution(&thing, &job_id)
+        .list(&thing);
+    let execution = executions
+        .iter()
+        .find(|e| e.get("jobId").and_then(Value::as_str) == Some(job_id.as_str()))
         .ok_or_else(|| ApiError::NotFound(format!("no job {job_id} for thing {thing}")))?;
     if execution.get("status").and_then(Value::as_str) != Some("SUCCEEDED") {
         return Err(ApiError::Conflict(format!(
             "job {job_id} has not succeeded (yet)"
         )));
     }
-    let device = execution
-        .pointer("/statusDetails/device")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::Conflict(format!("job {job_id} names no device")))?
-        .to_string();
-    // A device prints one job at a time, so nothing of this job was printed before the device
-    // took it; labels of an earlier job that ended in the second this one was queued stay out.
-    let from = execution
-        .get("startedAt")
-        .or_else(|| execution.get("queuedAt"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0);
-    let until = execution
-        .get("lastUpdatedAt")
-        .and_then(Value::as_u64)
-        .unwrap_or(u64::MAX);
+    let device_of = |e: &Value| {
+        e.pointer("/statusDetails/device")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+    };
+    let device = device_of(execution)
+        .ok_or_else(|| ApiError::Conflict(format!("job {job_id} names no device")))?;
     let Some(printer) = page.printers().get(&device).cloned() else {
         return Ok(Json(JobLabels {
             device,
@@ -564,21 +628,39 @@ async fn job_labels(
             labels: Vec::new(),
         }));
     };
-    let listed = control_json(&page, &printer.control, "/labels").await?;
-    let labels = listed
-        .as_array()
-        .map(Vec::as_slice)
-        .unwrap_or_default()
+    // The succeeded print jobs on the same device, in the order the device took them.
+    let mut on_device: Vec<&Value> = executions
         .iter()
-        .filter(|label| {
-            label
-                .get("time")
-                .and_then(Value::as_str)
-                .and_then(epoch_seconds)
-                .is_some_and(|t| (from..=until).contains(&t))
+        .filter(|e| {
+            e.get("status").and_then(Value::as_str) == Some("SUCCEEDED")
+                && e.pointer("/jobDocument/operation").and_then(Value::as_str) == Some("print")
+                && device_of(e).as_deref() == Some(device.as_str())
         })
+        .collect();
+    // A stable sort keeps creation order among jobs taken in the same second.
+    on_device.sort_by_key(|e| Window::of(e).from);
+    let position = on_device
+        .iter()
+        .position(|e| e.get("jobId").and_then(Value::as_str) == Some(job_id.as_str()))
+        .ok_or_else(|| internal("a succeeded print job is missing from its device's jobs"))?;
+    let windows: Vec<Window> = on_device.iter().map(|e| Window::of(e)).collect();
+
+    let listed = control_json(&page, &printer.control, "/labels").await?;
+    let listed = listed.as_array().map(Vec::as_slice).unwrap_or_default();
+    let printed: Vec<(usize, u64)> = listed
+        .iter()
         .filter_map(|label| {
             let index = usize::try_from(label.get("index")?.as_u64()?).ok()?;
+            let second = epoch_seconds(label.get("time")?.as_str()?)?;
+            Some((index, second))
+        })
+        .collect();
+    let labels = labels_of_job(position, &windows, &printed)
+        .into_iter()
+        .filter_map(|index| {
+            let label = listed
+                .iter()
+                .find(|l| l.get("index").and_then(Value::as_u64) == Some(index as u64))?;
             Some(JobLabel {
                 index,
                 width: label.get("width").and_then(Value::as_u64).unwrap_or(0),
@@ -653,6 +735,30 @@ mod tests {
         );
         assert_eq!(epoch_seconds("2026-13-01T00:00:00Z"), None);
         assert_eq!(epoch_seconds("yesterday"), None);
+    }
+
+    #[test]
+    fn jobs_within_one_second_get_a_label_each() {
+        let same = Window {
+            from: 20,
+            until: 21,
+        };
+        // Two jobs in the same seconds, one label each: paired in order.
+        let labels = [(0, 20), (1, 21)];
+        assert_eq!(labels_of_job(0, &[same, same], &labels), [0]);
+        assert_eq!(labels_of_job(1, &[same, same], &labels), [1]);
+        // A later job in its own window only gets what was printed then.
+        let later = Window {
+            from: 30,
+            until: 31,
+        };
+        let labels = [(0, 20), (1, 21), (2, 30), (3, 31)];
+        assert_eq!(labels_of_job(1, &[same, later], &labels), [2, 3]);
+        // Counts that do not pair up fall back to the time window.
+        let labels = [(0, 20), (1, 20), (2, 21)];
+        assert_eq!(labels_of_job(0, &[same, same], &labels), [0, 1, 2]);
+        // Nothing printed in the window: no labels.
+        assert!(labels_of_job(0, &[later], &[(0, 20)]).is_empty());
     }
 
     #[test]
