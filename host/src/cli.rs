@@ -92,6 +92,18 @@ pub enum Command {
         #[command(subcommand)]
         action: ServiceAction,
     },
+    /// Try DeviceHub on this computer alone: start the emulator cloud, simulated printers and
+    /// a scale, register and run DeviceHub against them, and print the status page's and the
+    /// emulator page's addresses; until SIGINT/SIGTERM.
+    Sandbox {
+        /// The sandbox directory (default: the platform's data directory, devicehub/sandbox).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print a shipping label and an indicia once ready, wait until both succeeded, and
+        /// list the printed labels' PNG files.
+        #[arg(long)]
+        print_demo: bool,
+    },
 }
 
 /// Arguments of `devicehub scale`.
@@ -213,6 +225,16 @@ const LOG_FILE_MAX_BYTES: u64 = 10 * 1024 * 1024;
 const LOG_FILES_KEPT: usize = 5;
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    // The sandbox writes its own config; the user's is not read.
+    if let Command::Sandbox { dir, print_demo } = &cli.command {
+        return crate::sandbox::run(crate::sandbox::SandboxOptions {
+            dir: dir.clone(),
+            plugins_dir: cli.global.plugins_dir.clone(),
+            print_demo: *print_demo,
+            json: cli.global.json,
+        })
+        .map_err(anyhow::Error::from);
+    }
     let config = load_config(&cli.global)?;
     match cli.command {
         Command::Plugins => cmd_plugins(&cli.global, &config),
@@ -224,6 +246,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Scale(args) => cmd_scale(&cli.global, &config, &args),
         Command::Logs { lines, follow } => cmd_logs(&cli.global, &config, lines, follow),
         Command::Service { action } => crate::install::run(action),
+        Command::Sandbox { .. } => unreachable!("the sandbox is run before the config is read"),
     }
 }
 

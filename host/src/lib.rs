@@ -21,6 +21,7 @@
 //! - [`sheets`]: office printers over IPP (configured URIs and CUPS queues), indicia on envelopes.
 //! - [`web`]: the registration and status pages on 127.0.0.1:8091.
 //! - [`scanning`]: polling text scanners and publishing their address blocks.
+//! - [`sandbox`]: `devicehub sandbox`: DeviceHub, the emulator cloud and simulated devices on one machine.
 
 pub mod agent;
 pub mod cli;
@@ -33,6 +34,7 @@ pub mod plugins;
 pub mod print;
 pub mod render;
 pub mod rpc;
+pub mod sandbox;
 pub mod scales;
 pub mod scanning;
 pub mod service;

@@ -64,6 +64,16 @@ pub fn load_plugins(config: &Config) -> PluginSet {
 
 /// Runs the agent until `shutdown` is cancelled (or the cloud link ends).
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    run_with_agent(config, shutdown, |_| {}).await
+}
+
+/// [`run`], handing the shared [`Agent`] to `on_agent` as soon as it exists (before the
+/// agent waits for registration), for a caller that serves or drives it locally.
+pub async fn run_with_agent(
+    config: Config,
+    shutdown: CancellationToken,
+    on_agent: impl FnOnce(Arc<Agent>) + Send,
+) -> anyhow::Result<()> {
     let data_dir = DataDir::new(config.data_dir());
     data_dir.create().with_context(|| {
         format!(
@@ -179,6 +189,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     // Scanners are polled from the start, so that local tools get scans before registration.
     let scan_poller = ScanPoller::start(agent.clone());
+    on_agent(agent.clone());
 
     // Without an identity the agent waits, devices attached, until this computer is
     // registered (by a local page or tool through `Agent::register`, or by `devicehub

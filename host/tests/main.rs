@@ -77,3 +77,6 @@ mod ws;
 /// Privacy: a scan-and-weigh flow through `devicehub run` at trace level leaves the address in
 /// no log and no file of the data directory.
 mod privacy;
+/// `devicehub sandbox` as a new user runs it: every process started, the demo labels printed
+/// and shown by the emulator page, and every process gone after SIGTERM.
+mod sandbox;

@@ -75,6 +75,10 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     UnsupportedMedia(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    BadGateway(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -89,6 +93,8 @@ impl IntoResponse for ApiError {
             Self::UnsupportedMedia(_) => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UnsupportedMediaType")
             }
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "Forbidden"),
+            Self::BadGateway(_) => (StatusCode::BAD_GATEWAY, "BadGateway"),
             Self::Internal(detail) => {
                 // Details stay in the log; the client learns only that it failed.
                 tracing::error!("API request failed: {detail}");
@@ -103,7 +109,7 @@ impl IntoResponse for ApiError {
     }
 }
 
-fn internal(e: impl std::fmt::Display) -> ApiError {
+pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(e.to_string())
 }
 
@@ -124,7 +130,9 @@ pub fn router(state: Arc<ApiState>) -> Router {
             get(get_job).delete(cancel_job),
         )
         .layer(DefaultBodyLimit::max(MAX_PRINT_FILE_BYTES))
-        .with_state(state)
+        .with_state(state.clone())
+        // The page for people, its own endpoints and the printer simulators it shows.
+        .merge(super::page::router(state))
 }
 
 /// Serves the API until shutdown.
@@ -321,7 +329,7 @@ async fn list_things(State(state): State<Arc<ApiState>>) -> Json<Vec<ThingView>>
     )
 }
 
-fn find_thing(state: &ApiState, name: &str) -> Result<Thing, ApiError> {
+pub(super) fn find_thing(state: &ApiState, name: &str) -> Result<Thing, ApiError> {
     state
         .registry()
         .thing(name)
@@ -539,7 +547,7 @@ fn new_job_id(kind: &str) -> String {
 }
 
 /// Creates the job in the engine and publishes its notifications.
-async fn create_job(
+pub(super) async fn create_job(
     state: &ApiState,
     thing: &str,
     kind: &str,
@@ -560,6 +568,57 @@ async fn create_job(
         StatusCode::CREATED,
         Json(json!({"jobId": job_id, "thingName": thing, "document": document})),
     ))
+}
+
+/// Stores an uploaded print file under its content hash and builds the print job document
+/// that points at it through a signed, short-lived URL. Shared by the signed API and the page.
+pub(super) fn uploaded_print_document(
+    state: &ApiState,
+    body: &[u8],
+    content_type: &str,
+    copies: u32,
+    device: Option<String>,
+    kind: Option<String>,
+    sheet: Option<Value>,
+) -> Result<Value, ApiError> {
+    if !(1..=1000).contains(&copies) {
+        return Err(ApiError::BadRequest("copies must be 1..1000".into()));
+    }
+    let Some(format) = detect_format(body) else {
+        return Err(ApiError::UnsupportedMedia(
+            "the print file is not a GIF, PNG or PDF".into(),
+        ));
+    };
+    let declared = content_type.split(';').next().unwrap_or("").trim();
+    if declared != "application/octet-stream" && declared != content_type_of(format) {
+        return Err(ApiError::UnsupportedMedia(format!(
+            "Content-Type {declared} does not match the file, which is {format}"
+        )));
+    }
+    let sha256 = hex::encode(Sha256::digest(body));
+    let name = format!("{sha256}.{format}");
+    let path = state.files_dir.join(&name);
+    if !path.exists() {
+        write_atomic(&path, body, Visibility::Public).map_err(internal)?;
+    }
+    let url_path = format!("/files/{name}");
+    let expires = state.clock.now_epoch_s() + state.print_url_ttl_s;
+    let signature = state.url_signer.sign(&url_path, expires);
+    let url = format!(
+        "{}{url_path}?expires={expires}&signature={signature}",
+        state.files_url
+    );
+    target(
+        json!({
+            "operation": "print",
+            "file": {"url": url, "sha256": sha256, "size": body.len(), "format": format},
+            "copies": copies,
+        }),
+        device,
+        kind,
+        None,
+        sheet,
+    )
 }
 
 async fn submit_print_job(
@@ -609,39 +668,13 @@ async fn submit_print_job(
             request.sheet,
         )?
     } else {
-        let Some(format) = detect_format(&body) else {
-            return Err(ApiError::UnsupportedMedia(
-                "the print file is not a GIF, PNG or PDF".into(),
-            ));
-        };
-        let declared = content_type.split(';').next().unwrap_or("").trim();
-        if declared != "application/octet-stream" && declared != content_type_of(format) {
-            return Err(ApiError::UnsupportedMedia(format!(
-                "Content-Type {declared} does not match the file, which is {format}"
-            )));
-        }
-        let sha256 = hex::encode(Sha256::digest(&body));
-        let name = format!("{sha256}.{format}");
-        let path = state.files_dir.join(&name);
-        if !path.exists() {
-            write_atomic(&path, &body, Visibility::Public).map_err(internal)?;
-        }
-        let url_path = format!("/files/{name}");
-        let expires = state.clock.now_epoch_s() + state.print_url_ttl_s;
-        let signature = state.url_signer.sign(&url_path, expires);
-        let url = format!(
-            "{}{url_path}?expires={expires}&signature={signature}",
-            state.files_url
-        );
-        target(
-            json!({
-                "operation": "print",
-                "file": {"url": url, "sha256": sha256, "size": body.len(), "format": format},
-                "copies": query.copies,
-            }),
+        uploaded_print_document(
+            &state,
+            &body,
+            content_type,
+            query.copies,
             query.device.clone(),
             query.kind.clone(),
-            None,
             query.sheet()?,
         )?
     };
@@ -673,10 +706,20 @@ async fn submit_scale_request(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let thing = find_thing(&state, &thing_name)?;
     verify_signature(&state, &thing, &method, &uri, &headers, &body)?;
+    create_scale_job(&state, &thing_name, &body).await
+}
+
+/// Creates a `scale.read` job from a request body (`{"unit": ..}` or empty). Shared by the
+/// signed API and the page.
+pub(super) async fn create_scale_job(
+    state: &ApiState,
+    thing_name: &str,
+    body: &[u8],
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     let request: ScaleRequest = if body.is_empty() {
         ScaleRequest::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?
+        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(e.to_string()))?
     };
     if let Some(unit) = &request.unit {
         if !["g", "kg", "oz", "lb"].contains(&unit.as_str()) {
@@ -690,8 +733,8 @@ async fn submit_scale_request(
         document["unit"] = Value::String(unit);
     }
     create_job(
-        &state,
-        &thing_name,
+        state,
+        thing_name,
         "scale",
         document,
         request.step_timeout_minutes,

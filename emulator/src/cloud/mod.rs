@@ -14,6 +14,8 @@
 //! - [`api`], [`signing`], [`activity`]: the shipping application's HTTP API, its request and
 //!   URL signatures, and what each thing has published.
 //! - [`files`]: atomic writes for everything in the data directory.
+//! - [`page`]: the page a person uses as the shipping application, and the printer simulators
+//!   it shows labels from.
 
 /// A message a cloud service wants published, in answer to a request or on its own (a timer).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +34,7 @@ pub mod files;
 pub mod jobs;
 pub mod listeners;
 pub mod mosquitto;
+pub mod page;
 pub mod pki;
 pub mod provisioning;
 pub mod registry;

@@ -17,6 +17,7 @@
 //! - `jobs`: Jobs rows over the wire, signed print and scale jobs, signed print-file URLs.
 //! - `durability`: things, shadows and jobs survive a restart on the same data directory.
 //! - `mqtt5`: MQTT 5 clients: CONNACK properties, reason codes, no-local subscriptions.
+//! - `page`: the emulator page, its token and origin checks, printers and their labels.
 //! - `mosquitto`: the generated Mosquitto configuration enforces per-thing ACLs.
 
 mod authorization;
@@ -25,6 +26,7 @@ mod durability;
 mod jobs;
 mod mosquitto;
 mod mqtt5;
+mod page;
 mod provisioning;
 mod shadow;
 mod support;
