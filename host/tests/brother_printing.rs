@@ -363,12 +363,25 @@ async fn a_network_printer_that_never_answers_is_printed_to_without_status() {
         .as_u64()
         .unwrap();
     let report = printer.print_async(job.job).await.unwrap();
-    let after = sim_status(&sim).await["counters"]["bytes_received"]
-        .as_u64()
-        .unwrap();
-    assert_eq!(after - before, report.bytes_sent);
+    // The job ends when its bytes are written; the simulator counts them as it reads them, so
+    // wait (bounded) until it has read them all.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let received = loop {
+        let after = sim_status(&sim).await["counters"]["bytes_received"]
+            .as_u64()
+            .unwrap();
+        if after - before >= report.bytes_sent || std::time::Instant::now() > deadline {
+            break after - before;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert_eq!(received, report.bytes_sent);
 
     let page = &support::render_for(&support::fixture("indicia.gif"), 300, 696, 11811)[0];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while sim.labels().await.len() < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert_eq!(sim.labels().await.len(), 2);
     support::assert_same_bitmap(
         &on_label(page, 696, 1109),
