@@ -17,3 +17,4 @@ pub mod cloud;
 pub mod printers;
 pub mod scales;
 pub mod scanners;
+pub mod stop;

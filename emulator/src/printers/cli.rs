@@ -5,7 +5,7 @@
 //! The announcement line is an interface other tests rely on:
 //! `{"family":"zebra","language":"zpl","print":"127.0.0.1:PORT","control":"http://127.0.0.1:PORT"}`
 
-use std::io::{BufRead, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -199,7 +199,9 @@ pub async fn run_async(command: PrinterCommand) -> Result<(), PrinterCliError> {
             })
             .await?;
             announce("zebra", language.name(), &printer)?;
-            wait_for_stop(args.ignore_stdin).await?;
+            crate::stop::wait_for_stop(args.ignore_stdin)
+                .await
+                .map_err(PrinterCliError::Signal)?;
             printer.shutdown().await;
             Ok(())
         }
@@ -213,7 +215,9 @@ pub async fn run_async(command: PrinterCommand) -> Result<(), PrinterCliError> {
             })
             .await?;
             announce("tspl", super::tspl::LANGUAGE, &printer)?;
-            wait_for_stop(args.ignore_stdin).await?;
+            crate::stop::wait_for_stop(args.ignore_stdin)
+                .await
+                .map_err(PrinterCliError::Signal)?;
             printer.shutdown().await;
             Ok(())
         }
@@ -228,7 +232,9 @@ pub async fn run_async(command: PrinterCommand) -> Result<(), PrinterCliError> {
             })
             .await?;
             announce("brother-ql", "brother-ql-raster", &printer)?;
-            wait_for_stop(args.ignore_stdin).await?;
+            crate::stop::wait_for_stop(args.ignore_stdin)
+                .await
+                .map_err(PrinterCliError::Signal)?;
             printer.shutdown().await;
             Ok(())
         }
@@ -241,7 +247,9 @@ pub async fn run_async(command: PrinterCommand) -> Result<(), PrinterCliError> {
             })
             .await?;
             announce("dymo", args.model.language(), &printer)?;
-            wait_for_stop(args.ignore_stdin).await?;
+            crate::stop::wait_for_stop(args.ignore_stdin)
+                .await
+                .map_err(PrinterCliError::Signal)?;
             printer.shutdown().await;
             Ok(())
         }
@@ -259,54 +267,4 @@ fn announce(family: &str, language: &str, printer: &RunningPrinter) -> Result<()
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}").map_err(PrinterCliError::Announce)?;
     stdout.flush().map_err(PrinterCliError::Announce)
-}
-
-/// Resolves on SIGINT, SIGTERM, or the end of standard input (unless ignored).
-async fn wait_for_stop(ignore_stdin: bool) -> Result<(), PrinterCliError> {
-    let (stdin_closed_tx, stdin_closed) = tokio::sync::oneshot::channel::<()>();
-    if !ignore_stdin {
-        // Reading stdin blocks, so it gets its own thread. The thread is not joined: it may be
-        // blocked in read() when a signal ends the process, and process exit ends it.
-        std::thread::Builder::new()
-            .name("stdin-watch".into())
-            .spawn(move || {
-                let mut sink = Vec::new();
-                let mut stdin = std::io::stdin().lock();
-                loop {
-                    sink.clear();
-                    match stdin.read_until(b'\n', &mut sink) {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {}
-                    }
-                }
-                let _ = stdin_closed_tx.send(());
-            })
-            .map_err(PrinterCliError::Signal)?;
-    }
-    let stdin_watch = async move {
-        if ignore_stdin {
-            std::future::pending::<()>().await;
-        } else {
-            let _ = stdin_closed.await;
-        }
-    };
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .map_err(PrinterCliError::Signal)?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, stopping"),
-            _ = terminate.recv() => tracing::info!("SIGTERM received, stopping"),
-            () = stdin_watch => tracing::info!("standard input closed, stopping"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received, stopping"),
-            () = stdin_watch => tracing::info!("standard input closed, stopping"),
-        }
-    }
-    Ok(())
 }

@@ -5,10 +5,7 @@
 //! The announcement line is an interface tests rely on:
 //! `{"kind":"scale","protocol":"nci","pty":"/dev/pts/5","control":"http://127.0.0.1:PORT"}`
 
-use std::{
-    io::{BufRead, Write},
-    net::SocketAddr,
-};
+use std::{io::Write, net::SocketAddr};
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -105,7 +102,9 @@ pub async fn run_async(command: ScaleCommand) -> Result<(), ScaleCliError> {
                 pty: scale.pty_path().display().to_string(),
                 control: scale.control_url(),
             })?;
-            wait_for_stop(args.ignore_stdin).await?;
+            crate::stop::wait_for_stop(args.ignore_stdin)
+                .await
+                .map_err(ScaleCliError::Signal)?;
             scale.shutdown().await;
             Ok(())
         }
@@ -118,51 +117,4 @@ fn announce(announcement: &Announcement<'_>) -> Result<(), ScaleCliError> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{line}").map_err(ScaleCliError::Announce)?;
     stdout.flush().map_err(ScaleCliError::Announce)
-}
-
-/// Resolves on SIGINT, SIGTERM, or the end of standard input (unless ignored).
-/// The scanner simulator stops the same way.
-pub(crate) async fn wait_for_stop(ignore_stdin: bool) -> Result<(), ScaleCliError> {
-    let (stdin_closed_tx, stdin_closed) = tokio::sync::oneshot::channel::<()>();
-    if !ignore_stdin {
-        // Reading stdin blocks, so it gets its own thread. The thread is not joined: it may be
-        // blocked in read() when a signal ends the process, and process exit ends it.
-        std::thread::Builder::new()
-            .name("stdin-watch".into())
-            .spawn(move || {
-                let mut sink = Vec::new();
-                let mut stdin = std::io::stdin().lock();
-                while matches!(stdin.read_until(b'\n', &mut sink), Ok(n) if n > 0) {
-                    sink.clear();
-                }
-                let _ = stdin_closed_tx.send(());
-            })
-            .map_err(ScaleCliError::Signal)?;
-    }
-    let stdin_watch = async move {
-        if ignore_stdin {
-            std::future::pending::<()>().await;
-        } else {
-            let _ = stdin_closed.await;
-        }
-    };
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .map_err(ScaleCliError::Signal)?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, stopping"),
-            _ = terminate.recv() => tracing::info!("SIGTERM received, stopping"),
-            () = stdin_watch => tracing::info!("standard input closed, stopping"),
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received, stopping"),
-            () = stdin_watch => tracing::info!("standard input closed, stopping"),
-        }
-    }
-    Ok(())
 }

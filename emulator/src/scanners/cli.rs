@@ -40,7 +40,7 @@ pub enum ScannerCliError {
     #[error("writing the announcement line to standard output failed")]
     Announce(#[source] std::io::Error),
     #[error("waiting for the stop signal failed")]
-    Stop(#[from] crate::scales::cli::ScaleCliError),
+    Stop(#[source] std::io::Error),
 }
 
 #[derive(Debug, Serialize)]
@@ -85,7 +85,9 @@ pub async fn run_async(command: ScannerCommand) -> Result<(), ScannerCliError> {
                 .and_then(|()| stdout.flush())
                 .map_err(ScannerCliError::Announce)?;
             drop(stdout);
-            crate::scales::cli::wait_for_stop(args.ignore_stdin).await?;
+            crate::stop::wait_for_stop(args.ignore_stdin)
+                .await
+                .map_err(ScannerCliError::Stop)?;
             scanner.shutdown().await;
             Ok(())
         }
