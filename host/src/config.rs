@@ -42,6 +42,9 @@ pub struct Config {
     /// The local servers on 127.0.0.1 (`[local]`).
     #[serde(default)]
     pub local: LocalConfig,
+    /// Which plugin files may load: keys trusted to sign bundles, the development flag (`[plugins]`).
+    #[serde(default)]
+    pub plugins: PluginsConfig,
     /// The file this config was read from, for `config.reload` over the local RPC; not a key.
     #[serde(skip)]
     pub loaded_from: Option<PathBuf>,
@@ -62,6 +65,7 @@ impl Default for Config {
             cloud: CloudConfig::default(),
             system_printers: crate::sheets::SheetsConfig::default(),
             local: LocalConfig::default(),
+            plugins: PluginsConfig::default(),
             loaded_from: None,
         }
     }
@@ -120,6 +124,22 @@ impl Default for LocalConfig {
             rpc_publish_port: default_rpc_publish_port(),
         }
     }
+}
+
+/// The `[plugins]` section: which plugin files DeviceHub trusts (docs/plugin-bundles.md). The
+/// plugins folder itself stays the top-level `plugins_dir`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// The development flag: plugin files no trusted signature covers load anyway, loudly.
+    /// Tampered files (listed in a signed manifest with other bytes) are refused even so.
+    #[serde(default)]
+    pub allow_unsigned: bool,
+    /// Public keys (base64 of the 32-byte Ed25519 key) trusted to sign plugin bundles, besides
+    /// the built-in release keys: a company's own drivers, or the throwaway key a test package
+    /// was signed with.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
 }
 
 /// The `[cloud]` section: where AWS IoT Core (or the emulator) is and how to register with it.
@@ -603,6 +623,23 @@ mod tests {
         assert!(err.to_string().contains("cloud.endpoint"), "{err}");
         let err = Config::parse("[cloud]\ntransport = \"udp\"\n", Path::new("x.toml")).unwrap_err();
         assert!(err.to_string().contains("udp"), "{err}");
+    }
+
+    #[test]
+    fn plugins_section_defaults_to_signed_only_and_takes_keys() {
+        let none = Config::parse("", Path::new("x.toml")).expect("empty config");
+        assert_eq!(none.plugins, PluginsConfig::default());
+        assert!(!none.plugins.allow_unsigned);
+        let config = Config::parse(
+            "[plugins]\nallow_unsigned = true\ntrusted_keys = [\"a2V5\"]\n",
+            Path::new("x.toml"),
+        )
+        .expect("plugins section");
+        assert!(config.plugins.allow_unsigned);
+        assert_eq!(config.plugins.trusted_keys, vec!["a2V5".to_string()]);
+        let err = Config::parse("[plugins]\ntrusted_key = []\n", Path::new("x.toml"))
+            .expect_err("misspelled key");
+        assert!(err.to_string().contains("trusted_key"), "{err}");
     }
 
     #[test]

@@ -711,6 +711,7 @@ fn restart_only_changes(running: &Config, file: &Config) -> Vec<String> {
     check("usb", running.usb == file.usb);
     check("cloud", running.cloud == file.cloud);
     check("local", running.local == file.local);
+    check("plugins", running.plugins == file.plugins);
     changed
 }
 
