@@ -5,7 +5,10 @@
 //! devicehub-bundle keygen --out release.key          # prints the public key to trust
 //! devicehub-bundle build --from target/release --key release.key --version 1.0.0 --out dist/plugins
 //! devicehub-bundle verify dist/plugins --trust <public key>
+//! devicehub-bundle udev-rules --from dist/plugins --out 60-devicehub.rules
 //! ```
+
+mod udev_rules;
 
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -70,6 +73,16 @@ enum Command {
         #[arg(long = "trust")]
         trust: Vec<String>,
     },
+    /// Writes udev rules giving the devicehub group access to every USB ID the plugins in
+    /// FROM claim (printers: the USB device; scales and scanners: hidraw).
+    UdevRules {
+        /// A plugins folder (e.g. a built bundle).
+        #[arg(long)]
+        from: PathBuf,
+        /// The rules file to write; standard output when absent.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,6 +101,7 @@ fn main() -> anyhow::Result<()> {
             plugins,
         } => build(&from, &read_key(&key)?, &version, &out, &manifest, &plugins),
         Command::Verify { dir, trust } => verify(&dir, &trust),
+        Command::UdevRules { from, out } => udev_rules(&from, out.as_deref()),
     }
 }
 
@@ -249,6 +263,42 @@ fn verify(dir: &Path, trust: &[String]) -> anyhow::Result<()> {
     }
     if refused > 0 || !check.manifest_problems.is_empty() {
         bail!("{refused} file(s) would be refused");
+    }
+    Ok(())
+}
+
+fn udev_rules(from: &Path, out: Option<&Path>) -> anyhow::Result<()> {
+    // The same loader and checks as the agent: a library it would refuse gets no rules, and
+    // a refusal is an error here, since a package with a broken plugin must not be built.
+    let set = PluginSet::load_dir(from, Selection::AllLibraries);
+    if let Some(refused) = set.refused.first() {
+        bail!(
+            "{} was refused: {} (rules are only written for a folder whose every plugin loads)",
+            refused.path.display(),
+            refused.reason
+        );
+    }
+    if set.plugins.is_empty() {
+        bail!("no plugins in {}", from.display());
+    }
+    let plugins: Vec<_> = set.plugins.iter().map(|p| p.as_ref()).collect();
+    let ids = udev_rules::claimed_ids(&plugins);
+    let source = from.file_name().map_or_else(
+        || from.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let text = udev_rules::rules_text(&ids, &source);
+    match out {
+        Some(path) => {
+            write_atomic(path, text.as_bytes())?;
+            eprintln!(
+                "{}: rules for {} USB IDs of {} plugins",
+                path.display(),
+                ids.len(),
+                plugins.len()
+            );
+        }
+        None => print!("{text}"),
     }
     Ok(())
 }
