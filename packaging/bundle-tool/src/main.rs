@@ -283,11 +283,12 @@ fn udev_rules(from: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     }
     let plugins: Vec<_> = set.plugins.iter().map(|p| p.as_ref()).collect();
     let ids = udev_rules::claimed_ids(&plugins);
-    let source = from.file_name().map_or_else(
-        || from.display().to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let text = udev_rules::rules_text(&ids, &source);
+    let mut names: Vec<String> = plugins
+        .iter()
+        .map(|p| format!("{} {}", p.name(), p.version))
+        .collect();
+    names.sort();
+    let text = udev_rules::rules_text(&ids, &names);
     match out {
         Some(path) => {
             write_atomic(path, text.as_bytes())?;

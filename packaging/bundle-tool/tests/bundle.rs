@@ -287,3 +287,25 @@ fn udev_rules_refuse_a_folder_with_a_broken_plugin() {
         text(&made)
     );
 }
+
+#[test]
+fn the_packaged_service_configs_parse() {
+    let packaging = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let linux = packaging.join("linux/devicehub.toml");
+    let config = devicehub::config::Config::load(&linux).expect("the Debian package's config");
+    assert_eq!(config.data_dir(), Path::new("/var/lib/devicehub"));
+    assert_eq!(
+        config.plugins_dir.as_deref(),
+        Some(Path::new("/usr/lib/devicehub/plugins"))
+    );
+    // packaging/build-deb --trust-signing-key appends this section for a test package.
+    let mut text = std::fs::read_to_string(&linux).expect("config text");
+    text.push_str(
+        "\n[plugins]\ntrusted_keys = [\"uLhIUJGyhdllNfnV05BezfjQ7HjDXJ3uxG8G4To12NA=\"]\n",
+    );
+    let trusting = devicehub::config::Config::parse(&text, &linux).expect("with the test key");
+    assert_eq!(trusting.plugins.trusted_keys.len(), 1);
+
+    let windows = packaging.join("windows/devicehub.toml");
+    devicehub::config::Config::load(&windows).expect("the Windows installer's config");
+}
