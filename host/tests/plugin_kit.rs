@@ -1,15 +1,20 @@
 //! The plugin author's kit end to end: the template plugin and the ESC/POS plugin grown from
 //! it load from disk through the host's loader, match their printers by USB and IEEE-1284 ID,
-//! and the labels the host renders come back dot for dot from the `GS v 0` bands they encode.
+//! and the labels the host renders come back dot for dot from the `GS v 0` bands they encode,
+//! both decoded here and printed over TCP into the ESC/POS simulator, which also reports
+//! faults through the real-time status.
 
 use devicehub::{
-    devices::{self, DeviceSpec},
+    devices::{self, Connection, DeviceSpec, DeviceTable},
     plugins::{PluginSet, Selection},
     print::{self, PrintOptions},
     render::MonoBitmap,
 };
 
-use crate::support;
+use devicehub_plugin_api::{ErrorKind, PrinterState};
+use serde_json::json;
+
+use crate::support::{self, Simulator};
 
 /// The template plugin's library (crate name with underscores).
 const TEMPLATE: &str = "devicehub_plugin_template";
@@ -155,4 +160,102 @@ fn escpos_and_template_labels_decode_to_what_the_host_rendered() {
             }
         }
     }
+}
+
+/// Prints through the ESC/POS plugin over TCP into the ESC/POS simulator: every label comes out
+/// as the host rendered it, a fault refuses the job with the condition named and nothing
+/// printed, and the job goes through once the fault clears.
+#[tokio::test]
+async fn escpos_prints_into_the_simulator_and_stops_on_faults() {
+    let sim = Simulator::start("escpos", &[]);
+    let (_dir, set) = load();
+    let table = DeviceTable::default();
+    let chosen = devices::choose_plugin(&set, Some((0x04B8, 0x0E31)), None).expect("TM-L100");
+    let spec = DeviceSpec {
+        id: "tm-l100".to_string(),
+        kind: chosen.plugin.manifest.kind,
+        plugin: chosen.plugin,
+        profile: chosen.profile.expect("the model's profile"),
+        model: chosen.model,
+        usb_id: Some((0x04B8, 0x0E31)),
+        connection: Some(Connection::Tcp(sim.print_addr.clone())),
+        settings: vec![devicehub_plugin_api::Setting::new("band_rows", "100")],
+    };
+    let transport = devices::open_transport(spec.connection.as_ref().expect("tcp"), None)
+        .expect("a TCP transport");
+    let printer = table.attach(spec, transport).expect("attached");
+    let profile = printer.spec().printer_profile().expect("profile").clone();
+    assert_eq!(
+        printer.printer_status_async().await.expect("status").state,
+        PrinterState::Ready
+    );
+
+    let mut printed = 0;
+    for fixture in ["label.png", "two-page.pdf"] {
+        let file = std::fs::read(support::fixture(fixture)).expect("fixture");
+        let options = PrintOptions {
+            copies: 2,
+            ..PrintOptions::default()
+        };
+        let prepared = print::prepare_job(&file, &profile, &options).expect("prepared");
+        let report = printer.print_async(prepared.job).await.expect("printed");
+        let expected = support::render_for(
+            &support::fixture(fixture),
+            profile.dpi,
+            profile.width_dots,
+            profile.max_length_dots,
+        );
+        assert_eq!(report.labels as usize, expected.len() * 2, "{fixture}");
+        let labels = sim.labels().await;
+        assert_eq!(labels.len(), printed + expected.len() * 2, "{fixture}");
+        // Copies are sent as labels of their own, all copies of a page before the next page.
+        for (page, want) in expected.iter().enumerate() {
+            for copy in 0..2 {
+                let index = printed + page * 2 + copy;
+                assert_eq!(labels[index]["encoding"], json!("GS v 0"));
+                assert_eq!(labels[index]["settings"]["cut"], json!("full"));
+                assert_eq!(labels[index]["clipped"], json!(false));
+                let got = sim.label_bitmap(index).await;
+                support::assert_same_bitmap(
+                    &padded(want),
+                    &got,
+                    &format!("{fixture} page {page} copy {copy}"),
+                );
+            }
+        }
+        printed = labels.len();
+    }
+
+    let label = std::fs::read(support::fixture("indicia.gif")).expect("fixture");
+    let job = print::prepare_job(&label, &profile, &PrintOptions::default()).expect("prepared");
+    for (fault, state, words) in [
+        ("paper_out", PrinterState::PaperOut, "paper out"),
+        ("head_open", PrinterState::HeadOpen, "cover open"),
+        ("paused", PrinterState::Paused, "offline"),
+    ] {
+        sim.set_faults(json!({ fault: true })).await;
+        let status = printer.printer_status_async().await.expect("status");
+        assert_eq!(status.state, state, "{fault}");
+        let err = printer
+            .print_async(job.job.clone())
+            .await
+            .expect_err("refused");
+        let plugin_error = err.plugin_error().expect("a plugin error");
+        assert_eq!(plugin_error.kind, ErrorKind::NotReady, "{fault}");
+        assert_eq!(plugin_error.printer_state.into_option(), Some(state));
+        assert!(plugin_error.message.contains(words), "{fault}: {err}");
+        assert_eq!(
+            sim.labels().await.len(),
+            printed,
+            "{fault}: nothing printed"
+        );
+    }
+    sim.set_faults(json!({})).await;
+    printer
+        .print_async(job.job)
+        .await
+        .expect("printed after the fault cleared");
+    assert_eq!(sim.labels().await.len(), printed + 1);
+    assert!(sim.errors().await.is_empty());
+    table.shutdown();
 }
