@@ -82,5 +82,6 @@ mod privacy;
 mod sandbox;
 
 /// The plugin author's kit: the template and ESC/POS plugins loaded from disk, matched by USB
-/// and IEEE-1284 ID, their labels decoded back to the host's rendering dot for dot.
+/// and IEEE-1284 ID, their labels decoded back to the host's rendering dot for dot, and the
+/// ESC/POS plugin printing into the ESC/POS simulator over TCP, faults included.
 mod plugin_kit;
