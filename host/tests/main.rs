@@ -80,3 +80,8 @@ mod privacy;
 /// `devicehub sandbox` as a new user runs it: every process started, the demo labels printed
 /// and shown by the emulator page, and every process gone after SIGTERM.
 mod sandbox;
+
+/// The plugin author's kit: the template and ESC/POS plugins loaded from disk, matched by USB
+/// and IEEE-1284 ID, their labels decoded back to the host's rendering dot for dot, and the
+/// ESC/POS plugin printing into the ESC/POS simulator over TCP, faults included.
+mod plugin_kit;

@@ -8,6 +8,12 @@
 //! printer.print(&job)?;
 //! assert!(script.written().starts_with(b"^XA"));
 //! ```
+//!
+//! The plugin author's kit adds, for a plugin's own tests:
+//! - [`check_manifest`] (and [`manifest_problems`]): the manifest conformance check.
+//! - [`render_sample_label`], [`page_from_rows`], [`raster_job`], [`open_request`]: inputs.
+//! - [`exercise_printer`]: open, encode, status, print, status over a scripted transport,
+//!   returning what was written at each step.
 
 use std::{
     collections::VecDeque,
@@ -22,6 +28,14 @@ use abi_stable::{
 
 use crate::transport::{
     Transport, TransportBox, TransportError, TransportErrorKind, TransportInfo, TransportKind,
+};
+
+mod manifest_check;
+mod printer_run;
+
+pub use manifest_check::{check_manifest, manifest_problems, ManifestProblem};
+pub use printer_run::{
+    exercise_printer, open_request, page_from_rows, raster_job, render_sample_label, PrinterRun,
 };
 
 #[derive(Debug, Default)]

@@ -29,6 +29,28 @@ pub enum PrinterCommand {
     BrotherQl(BrotherArgs),
     /// A DYMO LabelWriter (450 series raster or 550 series) on a raw TCP print port.
     Dymo(DymoArgs),
+    /// An ESC/POS raster printer (an Epson TM-L100) on a raw TCP print port.
+    Escpos(EscPosArgs),
+}
+
+/// Options of `printer escpos`.
+#[derive(Debug, Args)]
+pub struct EscPosArgs {
+    /// Print head width in dots (default: 576, 72 mm at 203 dpi).
+    #[arg(long)]
+    pub width_dots: Option<u32>,
+    /// The print port's address (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:9100")]
+    pub listen: SocketAddr,
+    /// The control API's address (loopback only; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub control: SocketAddr,
+    /// Also write every printed label to this directory as label-NNNN.png.
+    #[arg(long)]
+    pub out_dir: Option<PathBuf>,
+    /// Keep serving when standard input ends (for running detached, with stdin closed).
+    #[arg(long)]
+    pub ignore_stdin: bool,
 }
 
 /// Options of `printer dymo`.
@@ -199,6 +221,21 @@ pub async fn run_async(command: PrinterCommand) -> Result<(), PrinterCliError> {
             })
             .await?;
             announce("zebra", language.name(), &printer)?;
+            crate::stop::wait_for_stop(args.ignore_stdin)
+                .await
+                .map_err(PrinterCliError::Signal)?;
+            printer.shutdown().await;
+            Ok(())
+        }
+        PrinterCommand::Escpos(args) => {
+            let printer = super::escpos::EscPosSimulator::start(super::escpos::EscPosConfig {
+                width_dots: args.width_dots,
+                listen: args.listen,
+                control: args.control,
+                out_dir: args.out_dir,
+            })
+            .await?;
+            announce("escpos", super::escpos::LANGUAGE, &printer)?;
             crate::stop::wait_for_stop(args.ignore_stdin)
                 .await
                 .map_err(PrinterCliError::Signal)?;

@@ -9,6 +9,7 @@
 //! - [`tspl`]: the TSPL/TSPL2 simulator (TSC and compatible 4x6 printers).
 //! - [`brother`]: the Brother QL raster simulator.
 //! - [`dymo`]: the DYMO LabelWriter simulator (450 series raster and 550 series).
+//! - [`escpos`]: the ESC/POS raster simulator (an Epson TM-L100).
 //! - [`cli`]: the `devicehub-emulator printer ...` subcommand.
 //!
 //! This file holds what every family shares: the print-port server that feeds a
@@ -22,6 +23,7 @@ pub mod brother;
 pub mod cli;
 pub mod control;
 pub mod dymo;
+pub mod escpos;
 pub mod store;
 pub mod tspl;
 pub mod zebra;

@@ -531,6 +531,39 @@ mod tests {
     }
 
     #[test]
+    fn the_manifest_conforms() {
+        devicehub_plugin_api::testing::check_manifest(&manifest());
+    }
+
+    /// The author kit's run (encode, status, print, status) on its sample label: what `print`
+    /// sends is what `encode` gives, framed by the two status requests.
+    #[test]
+    fn the_sample_label_prints_as_encoded_between_status_requests() {
+        use devicehub_plugin_api::testing::{
+            exercise_printer, open_request, raster_job, render_sample_label,
+        };
+        let m = manifest();
+        let profile = m.printer_profile("tspl-203").expect("profile");
+        let job = raster_job(vec![render_sample_label(profile)], 1);
+        let run = exercise_printer(
+            open,
+            &open_request("tspl-203", &[]),
+            |script| script.reply_when(STATUS_REQUEST, &[0x00]),
+            &job,
+        );
+        assert_eq!(run.expect_printed().labels, 1);
+        assert!(run.print_sent_the_encoded_bytes());
+        let encoded = run.encoded.as_ref().expect("encodes");
+        assert!(encoded.starts_with(b"SIZE 50.8 mm,25.4 mm\r\n"));
+        assert_eq!(
+            run.written_for_print,
+            [STATUS_REQUEST, encoded.as_slice(), STATUS_REQUEST].concat()
+        );
+        assert_eq!(run.written_for_status, STATUS_REQUEST);
+        assert_eq!(run.status_after.expect("status").state, PrinterState::Ready);
+    }
+
+    #[test]
     fn print_checks_status_sends_every_page_and_checks_again() {
         let (mut printer, script) = printer(&[("density", "10"), ("speed", "3")]);
         script.reply_when(STATUS_REQUEST, &[0x00]);
