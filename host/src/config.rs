@@ -42,6 +42,9 @@ pub struct Config {
     /// The local servers on 127.0.0.1 (`[local]`).
     #[serde(default)]
     pub local: LocalConfig,
+    /// Which plugin files DeviceHub trusts (`[plugins]`); see docs/plugin-bundles.md.
+    #[serde(default)]
+    pub plugins: PluginsConfig,
     /// The file this config was read from, for `config.reload` over the local RPC; not a key.
     #[serde(skip)]
     pub loaded_from: Option<PathBuf>,
@@ -62,6 +65,7 @@ impl Default for Config {
             cloud: CloudConfig::default(),
             system_printers: crate::sheets::SheetsConfig::default(),
             local: LocalConfig::default(),
+            plugins: PluginsConfig::default(),
             loaded_from: None,
         }
     }
@@ -213,6 +217,20 @@ impl CloudConfig {
             .clone()
             .unwrap_or_else(|| data_dir.join("claim").join("private.pem.key"))
     }
+}
+
+/// The `[plugins]` section: what plugin libraries are trusted besides DeviceHub's release keys.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// The development flag: unsigned plugin files load too, loudly. Never applies to plugin
+    /// bundles downloaded by an update.
+    #[serde(default)]
+    pub allow_unsigned: bool,
+    /// Ed25519 public keys (base64 of 32 bytes) trusted to sign plugin bundles, besides the
+    /// built-in release keys.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
 }
 
 /// USB discovery settings.
