@@ -486,3 +486,105 @@ async fn a_bundle_update_downloads_only_changed_plugins_refuses_tampering_and_su
     let status = agent.terminate().await;
     assert!(status.success(), "{status}");
 }
+
+#[test]
+fn a_set_whose_plugins_do_not_load_is_rolled_back_and_an_older_set_ignored() {
+    use devicehub::plugins::update::{self, BundleState, OutcomeState};
+    use devicehub::plugins::Selection;
+
+    let work = tempfile::tempdir().expect("work folder");
+    let zebra_path = support::library(ZEBRA);
+    let zebra_file = zebra_path
+        .file_name()
+        .expect("file name")
+        .to_string_lossy()
+        .into_owned();
+    let zebra = read(&zebra_path);
+    let plugins = work.path().join("plugins");
+    bundle_folder(
+        &plugins,
+        "1.0.0",
+        &[
+            (&zebra_file, zebra.clone(), "zebra", "0.1.0"),
+            (
+                VERSIONED_FILE,
+                read(&support::library("devicehub_testplugin_versioned_v1")),
+                "versioned",
+                "1.0.0",
+            ),
+        ],
+    );
+    let data_dir = work.path().join("data");
+    let bundles = update::bundles_dir(&data_dir);
+    bundle_folder(
+        &bundles.join("2.0.0"),
+        "2.0.0",
+        &[(
+            VERSIONED_FILE,
+            read(&support::library("devicehub_testplugin_versioned_v2")),
+            "versioned",
+            "2.0.0",
+        )],
+    );
+    // 3.0.0 is signed, but its `versioned` library is not a plugin at all.
+    bundle_folder(
+        &bundles.join("3.0.0"),
+        "3.0.0",
+        &[(
+            VERSIONED_FILE,
+            read(&support::library(support::NOT_A_PLUGIN)),
+            "versioned",
+            "3.0.0",
+        )],
+    );
+    let state = update::state_file(&data_dir);
+    state
+        .save(&BundleState {
+            active: Some("2.0.0".into()),
+            trying: Some("3.0.0".into()),
+            trying_manifest_url: Some("https://cloud/3.0.0/default.bundle.json".into()),
+            ..BundleState::default()
+        })
+        .expect("save state");
+    let keys = [bundle::public_key_text(&signing_key())];
+
+    let set = update::load_at_start(&plugins, Selection::AllLibraries, &data_dir, &keys);
+    let versioned = set.plugin("versioned").expect("versioned loaded");
+    assert_eq!(versioned.version.to_string(), "2.0.0", "{set:?}");
+    assert!(set.plugin("zebra").is_some(), "{set:?}");
+    let after = update::read_state(&data_dir);
+    assert_eq!(after.active.as_deref(), Some("2.0.0"));
+    assert_eq!(after.trying, None);
+    let last = after.last.expect("an outcome");
+    assert_eq!(last.state, OutcomeState::RolledBack);
+    assert_eq!(last.version, "3.0.0");
+    assert!(
+        last.error
+            .as_deref()
+            .unwrap_or_default()
+            .contains(VERSIONED_FILE),
+        "{last:?}"
+    );
+
+    // The platform installer shipped bundle 2.0.0 in the plugins folder since: the updated
+    // set of the same version is ignored and the plugins folder's own files load. (A new
+    // folder: rewriting a library this process has mapped would crash it.)
+    let plugins = work.path().join("plugins-2");
+    bundle_folder(
+        &plugins,
+        "2.0.0",
+        &[
+            (&zebra_file, zebra, "zebra", "0.1.0"),
+            (
+                VERSIONED_FILE,
+                read(&support::library("devicehub_testplugin_versioned_v1")),
+                "versioned",
+                "1.0.0",
+            ),
+        ],
+    );
+    let set = update::load_installed(&plugins, Selection::AllLibraries, &data_dir, &keys);
+    let versioned = set.plugin("versioned").expect("versioned loaded");
+    assert_eq!(versioned.version.to_string(), "1.0.0");
+    assert_eq!(versioned.path, plugins.join(VERSIONED_FILE));
+}
