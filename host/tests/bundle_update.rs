@@ -27,8 +27,14 @@ use crate::support_desk::{self, Agent};
 
 /// The longest a test waits for DeviceHub to do something; a passing test never waits this long.
 const WAIT: Duration = Duration::from_secs(90);
-/// The name the `versioned` fixture library has in every bundle.
-const VERSIONED_FILE: &str = "libdevicehub_testplugin_versioned.so";
+/// The name the `versioned` fixture library has in every bundle, whichever version it is.
+fn versioned_file() -> String {
+    format!(
+        "{}devicehub_testplugin_versioned{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
+}
 
 /// The key the bundles are signed with, trusted by the desk's config only.
 fn signing_key() -> SigningKey {
@@ -304,7 +310,7 @@ async fn a_bundle_update_downloads_only_changed_plugins_refuses_tampering_and_su
         "1.0.0",
         &[
             (&zebra_file, zebra.clone(), "zebra", "0.1.0"),
-            (VERSIONED_FILE, v1.clone(), "versioned", "1.0.0"),
+            (&versioned_file(), v1.clone(), "versioned", "1.0.0"),
         ],
     );
     let registration = support_desk::register(&cloud, &plugins, "");
@@ -332,7 +338,7 @@ async fn a_bundle_update_downloads_only_changed_plugins_refuses_tampering_and_su
         "2.0.0",
         &[
             (&zebra_file, zebra.clone(), "zebra", "0.1.0"),
-            (VERSIONED_FILE, v2.clone(), "versioned", "2.0.0"),
+            (&versioned_file(), v2.clone(), "versioned", "2.0.0"),
         ],
     );
     let url = publish(&cloud, &v2_dir).await;
@@ -346,7 +352,7 @@ async fn a_bundle_update_downloads_only_changed_plugins_refuses_tampering_and_su
     assert_eq!(plugin_version(&reported, "zebra").as_deref(), Some("0.1.0"));
     let served = downloads(&cloud).await;
     assert_eq!(
-        served[format!("2.0.0/{VERSIONED_FILE}")]["bytes"],
+        served[format!("2.0.0/{}", versioned_file())]["bytes"],
         json!(v2.len()),
         "the changed plugin is downloaded once, whole: {served}"
     );
@@ -372,13 +378,13 @@ async fn a_bundle_update_downloads_only_changed_plugins_refuses_tampering_and_su
         "3.0.0",
         &[
             (&zebra_file, zebra.clone(), "zebra", "0.1.0"),
-            (VERSIONED_FILE, v3_bytes, "versioned", "1.0.0"),
+            (&versioned_file(), v3_bytes, "versioned", "1.0.0"),
         ],
     );
-    let mut tampered = read(&v3_dir.join(VERSIONED_FILE));
+    let mut tampered = read(&v3_dir.join(versioned_file()));
     let last = tampered.len() - 1;
     tampered[last] ^= 0xff;
-    std::fs::write(v3_dir.join(VERSIONED_FILE), tampered).expect("tamper");
+    std::fs::write(v3_dir.join(versioned_file()), tampered).expect("tamper");
     let url = publish(&cloud, &v3_dir).await;
     console.announce("3.0.0", &url).await;
     let reported = console
@@ -407,7 +413,7 @@ async fn a_bundle_update_downloads_only_changed_plugins_refuses_tampering_and_su
         "4.0.0",
         &[
             (&zebra_file, zebra.clone(), "zebra", "0.1.0"),
-            (VERSIONED_FILE, v4_bytes.clone(), "versioned", "1.0.0"),
+            (&versioned_file(), v4_bytes.clone(), "versioned", "1.0.0"),
         ],
     );
     let half = v4_bytes.len() as u64 / 2;
@@ -415,7 +421,9 @@ async fn a_bundle_update_downloads_only_changed_plugins_refuses_tampering_and_su
         &cloud,
         reqwest::Method::POST,
         "/bundles/faults",
-        Some(json!({"version": "4.0.0", "file": VERSIONED_FILE, "cutAtByte": half, "times": 100})),
+        Some(
+            json!({"version": "4.0.0", "file": versioned_file(), "cutAtByte": half, "times": 100}),
+        ),
     )
     .await;
     let url = publish(&cloud, &v4_dir).await;
@@ -438,7 +446,7 @@ async fn a_bundle_update_downloads_only_changed_plugins_refuses_tampering_and_su
     let part = data_dir
         .join("bundles")
         .join("staging-4.0.0")
-        .join(format!("{VERSIONED_FILE}.part"));
+        .join(format!("{}.part", versioned_file()));
     // What arrived before the cut is kept for resuming (bytes in flight when the connection
     // dropped are lost, so it may be less than the cut offset).
     let kept = std::fs::metadata(&part).map_or(0, |m| m.len());
@@ -446,7 +454,7 @@ async fn a_bundle_update_downloads_only_changed_plugins_refuses_tampering_and_su
         kept > 0 && kept <= half,
         "{kept} bytes kept of a cut at {half}"
     );
-    let key = format!("4.0.0/{VERSIONED_FILE}");
+    let key = format!("4.0.0/{}", versioned_file());
     let served = downloads(&cloud).await;
     let served_before = served[&key]["bytes"].as_u64().expect("bytes served");
     let requests_before = served[&key]["requests"].as_u64().expect("requests");
@@ -467,6 +475,10 @@ async fn a_bundle_update_downloads_only_changed_plugins_refuses_tampering_and_su
         })
         .await;
     assert!(reported["bundle"]["error"].is_null(), "{reported}");
+    // 2.0.0 is kept as the set to go back to; the staging folder became 4.0.0.
+    assert_eq!(folder_digests(&installed_v2), v2_digests);
+    assert!(data_dir.join("bundles").join("4.0.0").is_dir());
+    assert!(!data_dir.join("bundles").join("staging-4.0.0").exists());
     let served = downloads(&cloud).await;
     assert_eq!(
         served[&key]["bytes"].as_u64().expect("bytes served") - served_before,
@@ -507,7 +519,7 @@ fn a_set_whose_plugins_do_not_load_is_rolled_back_and_an_older_set_ignored() {
         &[
             (&zebra_file, zebra.clone(), "zebra", "0.1.0"),
             (
-                VERSIONED_FILE,
+                &versioned_file(),
                 read(&support::library("devicehub_testplugin_versioned_v1")),
                 "versioned",
                 "1.0.0",
@@ -520,7 +532,7 @@ fn a_set_whose_plugins_do_not_load_is_rolled_back_and_an_older_set_ignored() {
         &bundles.join("2.0.0"),
         "2.0.0",
         &[(
-            VERSIONED_FILE,
+            &versioned_file(),
             read(&support::library("devicehub_testplugin_versioned_v2")),
             "versioned",
             "2.0.0",
@@ -531,7 +543,7 @@ fn a_set_whose_plugins_do_not_load_is_rolled_back_and_an_older_set_ignored() {
         &bundles.join("3.0.0"),
         "3.0.0",
         &[(
-            VERSIONED_FILE,
+            &versioned_file(),
             read(&support::library(support::NOT_A_PLUGIN)),
             "versioned",
             "3.0.0",
@@ -562,7 +574,7 @@ fn a_set_whose_plugins_do_not_load_is_rolled_back_and_an_older_set_ignored() {
         last.error
             .as_deref()
             .unwrap_or_default()
-            .contains(VERSIONED_FILE),
+            .contains(&versioned_file()),
         "{last:?}"
     );
 
@@ -576,7 +588,7 @@ fn a_set_whose_plugins_do_not_load_is_rolled_back_and_an_older_set_ignored() {
         &[
             (&zebra_file, zebra, "zebra", "0.1.0"),
             (
-                VERSIONED_FILE,
+                &versioned_file(),
                 read(&support::library("devicehub_testplugin_versioned_v1")),
                 "versioned",
                 "1.0.0",
@@ -586,5 +598,5 @@ fn a_set_whose_plugins_do_not_load_is_rolled_back_and_an_older_set_ignored() {
     let set = update::load_installed(&plugins, Selection::AllLibraries, &data_dir, &keys);
     let versioned = set.plugin("versioned").expect("versioned loaded");
     assert_eq!(versioned.version.to_string(), "1.0.0");
-    assert_eq!(versioned.path, plugins.join(VERSIONED_FILE));
+    assert_eq!(versioned.path, plugins.join(versioned_file()));
 }

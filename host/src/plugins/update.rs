@@ -23,7 +23,8 @@
 //! `active` (the old one `previous`) and the outcome is `installed`. Otherwise the outcome is
 //! `rolledBack` with the reason, the previous set stays active and the plugins are loaded again
 //! without the refused set (its libraries stay mapped, unused, until the next restart: a loaded
-//! library cannot be unloaded safely).
+//! library cannot be unloaded safely). Once a set is confirmed, sets other than the active and
+//! previous ones are removed.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -323,6 +324,31 @@ fn usable_overlay(
     }
 }
 
+/// Removes installed sets other than the active and previous ones, so that updates do not fill
+/// the disk; staging folders stay, to be resumed. A set that cannot be removed (a library the
+/// platform keeps open) is left for the next time.
+fn prune_sets(bundles: &Path, state: &BundleState) {
+    let Ok(entries) = std::fs::read_dir(bundles) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let kept = [&state.active, &state.previous]
+            .iter()
+            .any(|v| v.as_deref() == Some(name.as_str()));
+        let is_set =
+            entry.file_type().is_ok_and(|t| t.is_dir()) && semver::Version::parse(&name).is_ok();
+        if is_set && !kept {
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => tracing::info!(version = %name, "an old plugin bundle set was removed"),
+                Err(e) => {
+                    tracing::warn!(version = %name, "cannot remove an old plugin bundle set: {e}")
+                }
+            }
+        }
+    }
+}
+
 /// Loads the plugins when the agent starts: a set being tried is confirmed or rolled back
 /// (see the module docs) and the state file updated.
 pub fn load_at_start(
@@ -358,6 +384,7 @@ pub fn load_at_start(
                 state.previous = state.active.take();
             }
             state.active = Some(trying.clone());
+            prune_sets(&bundles_dir(data_dir), &state);
             state.last = Some(UpdateOutcome {
                 version: trying,
                 manifest_url,
