@@ -495,6 +495,33 @@ async fn a_bundle_update_downloads_only_changed_plugins_refuses_tampering_and_su
         1,
         "only the very first request was whole: {served}"
     );
+
+    // Each step was told as an event of type `bundle` on the upgrade topic.
+    let topic = format!("devicehub/{}/events/upgrade", registration.thing);
+    let events: Vec<(String, String)> = cloud
+        .messages(&registration.thing)
+        .await
+        .into_iter()
+        .filter(|m| m["topic"] == topic && m["payload"]["type"] == "bundle")
+        .map(|m| {
+            let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+            (text(&m["payload"]["version"]), text(&m["payload"]["state"]))
+        })
+        .collect();
+    for wanted in [
+        ("2.0.0", "downloading"),
+        ("2.0.0", "installed"),
+        ("3.0.0", "failed"),
+        ("4.0.0", "failed"),
+        ("4.0.0", "installed"),
+    ] {
+        assert!(
+            events
+                .iter()
+                .any(|(v, s)| (v.as_str(), s.as_str()) == wanted),
+            "no {wanted:?} event in {events:?}"
+        );
+    }
     let status = agent.terminate().await;
     assert!(status.success(), "{status}");
 }

@@ -50,6 +50,9 @@ const RETRY_DELAYS: [Duration; 3] = [
     Duration::from_secs(3),
 ];
 
+/// How long a restart waits for the update's events to be taken by the events task.
+const EVENTS_GRACE: Duration = Duration::from_secs(3);
+
 /// What the cloud announced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Announcement {
@@ -464,8 +467,21 @@ impl BundleUpdater {
         report.state = "restarting";
         self.publish(&report, true);
         tracing::info!(%version, "the plugin bundle is staged; restarting to load it");
+        self.wait_for_events_taken().await;
         self.restart.request();
         Ok(())
+    }
+
+    /// Gives the events task a moment to take the update's events off the board before the
+    /// restart stops it (its outbox is in memory); bounded, so a stopped link never holds the
+    /// restart back.
+    async fn wait_for_events_taken(&self) {
+        let deadline = tokio::time::Instant::now() + EVENTS_GRACE;
+        while !board(&self.health).bundle_events.is_empty()
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Checks the staged manifest: signature, version, target.
