@@ -404,6 +404,7 @@ async fn a_bundle_update_downloads_only_changed_plugins_refuses_tampering_and_su
     assert_eq!(starts(&agent), 2, "no restart for a refused bundle");
     assert_eq!(folder_digests(&installed_v2), v2_digests);
     assert!(!data_dir.join("bundles").join("3.0.0").exists());
+    assert!(!data_dir.join("bundles").join("staging-3.0.0").exists());
 
     // 4.0.0: every download of its changed plugin is cut halfway.
     let v4_dir = work.path().join("bundle-4");

@@ -352,6 +352,17 @@ impl BundleUpdater {
         if let Err(e) = state_file(&self.settings.data_dir).save(&state) {
             tracing::error!("cannot record the plugin bundle state: {e}");
         }
+        if !error.retryable() {
+            // Nothing of a refused bundle is worth keeping; a network failure keeps its
+            // partial files to resume from.
+            let staging =
+                update::bundles_dir(&self.settings.data_dir).join(format!("staging-{version}"));
+            if let Err(e) = std::fs::remove_dir_all(&staging) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!("cannot remove {}: {e}", staging.display());
+                }
+            }
+        }
         self.publish(
             &BundleReport {
                 version,
