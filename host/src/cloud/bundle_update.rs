@@ -780,6 +780,88 @@ fn copy_file(from: &Path, to: &Path, entry: &BundleEntry) -> std::io::Result<()>
 mod tests {
     use super::*;
 
+    fn updater(data_dir: &Path) -> BundleUpdater {
+        let (report, _) = watch::channel(Value::Null);
+        BundleUpdater::new(
+            UpdaterSettings {
+                data_dir: data_dir.to_path_buf(),
+                plugins_dir: data_dir.join("no-plugins"),
+                trusted_keys: Vec::new(),
+                download: DownloadSettings::default(),
+            },
+            report,
+            SharedHealth::default(),
+            RestartRequest::new(CancellationToken::new()),
+        )
+        .expect("updater")
+    }
+
+    fn announcement(version: &str) -> Announcement {
+        Announcement {
+            version: semver::Version::parse(version).expect("version"),
+            manifest_url: format!("https://cloud/bundles/{version}/default.bundle.json"),
+        }
+    }
+
+    fn failed(version: &str, retryable: bool) -> Option<UpdateOutcome> {
+        Some(UpdateOutcome {
+            version: version.into(),
+            manifest_url: announcement(version).manifest_url,
+            state: OutcomeState::Failed,
+            error: Some("no".into()),
+            retryable,
+            announced: true,
+        })
+    }
+
+    #[test]
+    fn only_newer_announcements_that_did_not_fail_for_good_are_tried() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut updater = updater(dir.path());
+        let save = |state: &BundleState| state_file(dir.path()).save(state).expect("save");
+        std::fs::create_dir_all(update::bundles_dir(dir.path())).expect("bundles dir");
+
+        // Nothing installed: anything is newer.
+        assert!(updater.should_try(&announcement("1.0.0")));
+        save(&BundleState {
+            active: Some("2.0.0".into()),
+            ..BundleState::default()
+        });
+        assert!(!updater.should_try(&announcement("2.0.0")));
+        assert!(!updater.should_try(&announcement("1.5.0")));
+        assert!(updater.should_try(&announcement("3.0.0")));
+
+        // A refusal holds until the cloud announces something else; a network failure is
+        // tried again by a new run.
+        save(&BundleState {
+            active: Some("2.0.0".into()),
+            last: failed("3.0.0", false),
+            ..BundleState::default()
+        });
+        assert!(!updater.should_try(&announcement("3.0.0")));
+        let mut moved = announcement("3.0.0");
+        moved.manifest_url.push_str("?fixed");
+        assert!(updater.should_try(&moved));
+        save(&BundleState {
+            active: Some("2.0.0".into()),
+            last: failed("3.0.0", true),
+            ..BundleState::default()
+        });
+        assert!(updater.should_try(&announcement("3.0.0")));
+        updater
+            .failed_here
+            .insert(("3.0.0".into(), announcement("3.0.0").manifest_url));
+        assert!(!updater.should_try(&announcement("3.0.0")));
+
+        // A set waiting for the restart holds every other update back.
+        save(&BundleState {
+            active: Some("2.0.0".into()),
+            trying: Some("4.0.0".into()),
+            ..BundleState::default()
+        });
+        assert!(!updater.should_try(&announcement("5.0.0")));
+    }
+
     #[test]
     fn announcements_are_read_and_checked() {
         let parsed = Announcement::parse(&json!({
