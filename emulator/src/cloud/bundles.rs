@@ -129,7 +129,11 @@ pub async fn publish(
         .ok_or_else(|| ApiError::BadRequest(format!("{MANIFEST} has no usable bundleVersion")))?
         .to_string();
     let target = state.bundles.dir.join(&version);
-    copy_folder(&request.dir, &target).map_err(internal)?;
+    let from = request.dir.clone();
+    tokio::task::spawn_blocking(move || copy_folder(&from, &target))
+        .await
+        .map_err(internal)?
+        .map_err(internal)?;
     // A new publication of a version starts its counters afresh.
     state
         .bundles

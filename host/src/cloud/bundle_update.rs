@@ -427,14 +427,19 @@ impl BundleUpdater {
         });
         self.publish(&report, false);
         for entry in &manifest.plugins {
-            let dest = staging.join(&entry.file);
-            if matches_entry(&dest, entry) {
-                done += entry.size;
-                continue;
-            }
-            if let Some(local) = self.installed_copy(entry) {
-                copy_file(&local, &dest, entry).map_err(|e| storage("copy a plugin", &e))?;
-                tracing::info!(file = %entry.file, "plugin unchanged: copied from the installed set");
+            // Hashing and copying libraries blocks: off the async workers.
+            let (data_dir, plugins_dir) = (
+                self.settings.data_dir.clone(),
+                self.settings.plugins_dir.clone(),
+            );
+            let (wanted, dest) = (entry.clone(), staging.join(&entry.file));
+            let placed = tokio::task::spawn_blocking(move || {
+                place_locally(&data_dir, &plugins_dir, &wanted, &dest)
+            })
+            .await
+            .map_err(|e| storage("check the installed plugins", &e))?
+            .map_err(|e| storage("copy a plugin", &e))?;
+            if placed {
                 done += entry.size;
                 continue;
             }
@@ -516,31 +521,6 @@ impl BundleUpdater {
         Ok(manifest)
     }
 
-    /// An installed library with the entry's size and SHA-256: the plugins folder's and the
-    /// active set's files.
-    fn installed_copy(&self, entry: &BundleEntry) -> Option<PathBuf> {
-        let state = read_state(&self.settings.data_dir);
-        let mut folders = vec![self.settings.plugins_dir.clone()];
-        if let Some(active) = state.active {
-            folders.push(update::bundles_dir(&self.settings.data_dir).join(active));
-        }
-        for folder in folders {
-            let Ok(files) = std::fs::read_dir(&folder) else {
-                continue;
-            };
-            for file in files.flatten() {
-                let path = file.path();
-                let same_size = file
-                    .metadata()
-                    .is_ok_and(|m| m.is_file() && m.len() == entry.size);
-                if same_size && matches_entry(&path, entry) {
-                    return Some(path);
-                }
-            }
-        }
-        None
-    }
-
     /// A small file (the manifest, its signature) into memory, within `max` bytes.
     async fn fetch_small(&self, url: &str, max: u64) -> Result<Vec<u8>, UpdateError> {
         let mut delays = RETRY_DELAYS.iter();
@@ -604,7 +584,11 @@ impl BundleUpdater {
                 Err(Attempt::Final(e)) => return Err(e),
             }
         }
-        if !matches_entry(&part, entry) {
+        let (checked, wanted) = (part.clone(), entry.clone());
+        let intact = tokio::task::spawn_blocking(move || matches_entry(&checked, &wanted))
+            .await
+            .unwrap_or(false);
+        if !intact {
             let _ = std::fs::remove_file(&part);
             return Err(UpdateError::Refused(format!(
                 "{} does not match the signed manifest (size or SHA-256 differ): refused",
@@ -754,6 +738,40 @@ fn status_failure(status: reqwest::StatusCode, url: &str) -> Attempt {
 /// The URL without its query (which may hold a signature).
 fn url_path(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
+}
+
+/// Puts the entry's library into `dest` without downloading it, when possible: `dest` is
+/// there already (an interrupted update), or an installed file has the same size and SHA-256.
+fn place_locally(
+    data_dir: &Path,
+    plugins_dir: &Path,
+    entry: &BundleEntry,
+    dest: &Path,
+) -> std::io::Result<bool> {
+    if matches_entry(dest, entry) {
+        return Ok(true);
+    }
+    let mut folders = vec![plugins_dir.to_path_buf()];
+    if let Some(active) = read_state(data_dir).active {
+        folders.push(update::bundles_dir(data_dir).join(active));
+    }
+    for folder in folders {
+        let Ok(files) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let path = file.path();
+            let same_size = file
+                .metadata()
+                .is_ok_and(|m| m.is_file() && m.len() == entry.size);
+            if same_size && matches_entry(&path, entry) {
+                copy_file(&path, dest, entry)?;
+                tracing::info!(file = %entry.file, "plugin unchanged: copied from the installed set");
+                return Ok(true);
+            }
+        }
+    }
+    Ok(false)
 }
 
 /// Whether `path` has the entry's size and SHA-256.
