@@ -262,7 +262,7 @@ fn cmd_run(global: &GlobalArgs, mut config: Config) -> anyhow::Result<()> {
     let shutdown = tokio_util::sync::CancellationToken::new();
     let result = runtime.block_on(async {
         let signals = tokio::spawn(crate::service::cancel_on_signals(shutdown.clone()));
-        let result = crate::service::run(config, shutdown.clone()).await;
+        let result = crate::service::run_until_restart(config, shutdown.clone()).await;
         // Ends the signal task when the service stopped on its own.
         shutdown.cancel();
         match signals.await {
@@ -274,7 +274,37 @@ fn cmd_run(global: &GlobalArgs, mut config: Config) -> anyhow::Result<()> {
     });
     // A render still running on a blocking thread must not hold the process forever.
     runtime.shutdown_timeout(std::time::Duration::from_secs(5));
-    result
+    if result? {
+        restart_for_update()?;
+    }
+    Ok(())
+}
+
+/// The exit status `devicehub run` ends with to be started again where it cannot replace
+/// itself (not Unix): the service definitions restart on it (75, `EX_TEMPFAIL`).
+pub const RESTART_EXIT_CODE: i32 = 75;
+
+/// Starts DeviceHub again after a plugin bundle update: on Unix the process replaces itself
+/// with its own binary and arguments (same process ID, so a service manager sees no stop);
+/// elsewhere it exits with [`RESTART_EXIT_CODE`] for the service manager to start it again.
+fn restart_for_update() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt as _;
+        let exe = std::env::current_exe().context("cannot find DeviceHub's own binary")?;
+        tracing::info!("restarting DeviceHub with the updated plugins");
+        let error = std::process::Command::new(&exe)
+            .args(std::env::args_os().skip(1))
+            .exec();
+        Err(anyhow::anyhow!(error).context(format!("cannot restart {}", exe.display())))
+    }
+    #[cfg(not(unix))]
+    {
+        tracing::info!(
+            "exiting for the service manager to start DeviceHub with the updated plugins"
+        );
+        std::process::exit(RESTART_EXIT_CODE);
+    }
 }
 
 /// `devicehub register`: through the running service when there is one; prints each step as it

@@ -31,6 +31,7 @@ use anyhow::{anyhow, Context};
 use tokio_util::sync::CancellationToken;
 
 use crate::agent::Agent;
+use crate::cloud::bundle_update::{BundleUpdater, RestartRequest, UpdaterSettings};
 use crate::cloud::dispatch;
 use crate::cloud::events::{EventsTask, HealthInputs, SharedHealth};
 use crate::cloud::jobs::{DownloadSettings, JobsSettings, JobsTask, DEFAULT_SHUTDOWN_GRACE};
@@ -53,13 +54,36 @@ const LINK_STOP_GRACE: Duration = Duration::from_secs(5);
 const TASK_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Loads the plugins from the config's folder (which `--plugins-dir` overrides), else the
-/// default one; every command and the service use this one rule.
+/// default one, with the active updated bundle on top (see [`crate::plugins::update`]); every
+/// command and the service use this one rule.
 pub fn load_plugins(config: &Config) -> PluginSet {
-    let (dir, selection) = match &config.plugins_dir {
+    let (dir, selection) = plugins_dir(config);
+    crate::plugins::update::load_installed(
+        &dir,
+        selection,
+        &config.data_dir(),
+        &config.plugins.trusted_keys,
+    )
+}
+
+/// [`load_plugins`] for the agent's start: an updated bundle being tried is confirmed or
+/// rolled back.
+fn load_plugins_at_start(config: &Config) -> PluginSet {
+    let (dir, selection) = plugins_dir(config);
+    crate::plugins::update::load_at_start(
+        &dir,
+        selection,
+        &config.data_dir(),
+        &config.plugins.trusted_keys,
+    )
+}
+
+/// The plugins folder: the config's (which `--plugins-dir` overrides), else the default one.
+pub fn plugins_dir(config: &Config) -> (std::path::PathBuf, Selection) {
+    match &config.plugins_dir {
         Some(dir) => (dir.clone(), Selection::AllLibraries),
         None => config::default_plugins_dir(),
-    };
-    PluginSet::load_dir(&dir, selection)
+    }
 }
 
 /// Runs the agent until `shutdown` is cancelled (or the cloud link ends).
@@ -74,6 +98,31 @@ pub async fn run_with_agent(
     shutdown: CancellationToken,
     on_agent: impl FnOnce(Arc<Agent>) + Send,
 ) -> anyhow::Result<()> {
+    run_inner(config, shutdown, on_agent, false)
+        .await
+        .map(|_| ())
+}
+
+/// [`run`] with plugin bundle updates: `Ok(true)` when the agent stopped to restart on an
+/// updated plugin set, which the caller does (the `devicehub run` command re-executes itself).
+pub async fn run_until_restart(
+    config: Config,
+    shutdown: CancellationToken,
+) -> anyhow::Result<bool> {
+    run_inner(config, shutdown, |_| {}, true).await
+}
+
+/// The agent; with `updates`, plugin bundle updates are followed and may end the run with a
+/// restart request (`Ok(true)`).
+async fn run_inner(
+    config: Config,
+    shutdown: CancellationToken,
+    on_agent: impl FnOnce(Arc<Agent>) + Send,
+    updates: bool,
+) -> anyhow::Result<bool> {
+    // A restart stops this run as a stop signal would, without stopping the caller.
+    let shutdown = shutdown.child_token();
+    let restart = RestartRequest::new(shutdown.clone());
     let data_dir = DataDir::new(config.data_dir());
     data_dir.create().with_context(|| {
         format!(
@@ -102,7 +151,7 @@ pub async fn run_with_agent(
     // async workers.
     let devices_config = config.clone();
     let (plugins, devices) = tokio::task::spawn_blocking(move || {
-        let plugins = Arc::new(load_plugins(&devices_config));
+        let plugins = Arc::new(load_plugins_at_start(&devices_config));
         for refused in &plugins.refused {
             tracing::warn!(path = %refused.path.display(), "plugin refused: {}", refused.reason);
         }
@@ -208,7 +257,7 @@ pub async fn run_with_agent(
                 scan_poller.stop().await;
                 stop_devices(usb, hid, devices).await;
                 tracing::info!("DeviceHub stopped");
-                return Ok(());
+                return Ok(false);
             }
         },
     };
@@ -240,7 +289,7 @@ pub async fn run_with_agent(
         JobsSettings {
             thing_name: thing_name.clone(),
             download: DownloadSettings {
-                ca_bundle_pem,
+                ca_bundle_pem: ca_bundle_pem.clone(),
                 ..DownloadSettings::default()
             },
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
@@ -266,7 +315,7 @@ pub async fn run_with_agent(
         config.log_level.clone(),
         tasks_shutdown.clone(),
     ));
-    let shadow = ShadowTask::new(
+    let mut shadow = ShadowTask::new(
         link.handle.clone(),
         ShadowSettings {
             thing_name: thing_name.clone(),
@@ -285,6 +334,35 @@ pub async fn run_with_agent(
         },
         AgentSettings::defaults(&config.log_level),
     );
+    let updater = if updates {
+        let (desired_tx, desired_rx) = tokio::sync::watch::channel(serde_json::Value::Null);
+        let (report_tx, report_rx) = tokio::sync::watch::channel(serde_json::Value::Null);
+        shadow = shadow.follow_bundle(desired_tx, report_rx);
+        match BundleUpdater::new(
+            UpdaterSettings {
+                data_dir: data_dir.root().to_path_buf(),
+                plugins_dir: plugins_dir(&config).0,
+                trusted_keys: config.plugins.trusted_keys.clone(),
+                download: DownloadSettings {
+                    ca_bundle_pem: ca_bundle_pem.clone(),
+                    ..DownloadSettings::default()
+                },
+            },
+            report_tx,
+            health.clone(),
+            restart.clone(),
+        ) {
+            Ok(updater) => Some(tokio::spawn(
+                updater.run(desired_rx, tasks_shutdown.clone()),
+            )),
+            Err(e) => {
+                tracing::error!("plugin bundle updates are off: {e}");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let shadow_task = tokio::spawn(shadow.run(routes.shadow, tasks_shutdown.clone()));
     let events = EventsTask::new(
         &thing_name,
@@ -327,6 +405,12 @@ pub async fn run_with_agent(
             let _ = shadow_task.await;
         }
     }
+    if let Some(updater) = updater {
+        // A download stops at once; its partial files are resumed at the next start.
+        if let Err(e) = updater.await {
+            tracing::error!("the plugin bundle updater failed: {e}");
+        }
+    }
     if let Err(e) = log_level_task.await {
         tracing::error!("the log level task failed: {e}");
     }
@@ -363,8 +447,13 @@ pub async fn run_with_agent(
     stop_pages(pages).await;
     scan_poller.stop().await;
     stop_devices(usb, hid, devices).await;
-    tracing::info!("DeviceHub stopped");
-    outcome
+    let restarting = restart.requested();
+    if restarting {
+        tracing::info!("DeviceHub stopped to restart with the updated plugins");
+    } else {
+        tracing::info!("DeviceHub stopped");
+    }
+    outcome.map(|()| restarting)
 }
 
 /// Stops the local pages, when they run.

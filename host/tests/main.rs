@@ -74,6 +74,9 @@ mod web;
 /// simulator: subscriptions, requests, refused origins, bad messages, a client that never reads.
 mod ws;
 
+/// Plugin bundle updates with `devicehub run`: only changed plugins downloaded, the restart on
+/// the new set, a tampered bundle refused, a cut download resumed without touching what runs.
+mod bundle_update;
 /// Privacy: a scan-and-weigh flow through `devicehub run` at trace level leaves the address in
 /// no log and no file of the data directory.
 mod privacy;

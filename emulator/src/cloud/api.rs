@@ -54,6 +54,8 @@ pub struct ApiState {
     /// Base URL of the print-file server, e.g. `https://localhost:8081`.
     pub files_url: String,
     pub print_url_ttl_s: u64,
+    /// Published plugin bundles, served beside the print files.
+    pub bundles: super::bundles::BundleShelf,
 }
 
 impl ApiState {
@@ -125,6 +127,12 @@ pub fn router(state: Arc<ApiState>) -> Router {
         .route("/things/{thing}/print-jobs", post(submit_print_job))
         .route("/things/{thing}/scale-requests", post(submit_scale_request))
         .route("/things/{thing}/jobs", get(list_jobs))
+        .route("/bundles", post(super::bundles::publish))
+        .route("/bundles/downloads", get(super::bundles::downloads))
+        .route(
+            "/bundles/faults",
+            post(super::bundles::set_fault).delete(super::bundles::clear_faults),
+        )
         .route(
             "/things/{thing}/jobs/{job_id}",
             get(get_job).delete(cancel_job),
@@ -146,7 +154,7 @@ pub async fn serve_api(listener: TcpListener, state: Arc<ApiState>, mut shutdown
     }
 }
 
-/// Serves print files over HTTPS until shutdown.
+/// Serves print files and published plugin bundles over HTTPS until shutdown.
 pub async fn serve_files(
     listener: TcpListener,
     tls: Arc<ServerConfig>,
@@ -155,6 +163,7 @@ pub async fn serve_files(
 ) {
     let app = Router::new()
         .route("/files/{name}", get(get_file))
+        .route("/bundles/{version}/{file}", get(super::bundles::serve))
         .with_state(state);
     let acceptor = TlsAcceptor::from(tls);
     let mut connections = JoinSet::new();

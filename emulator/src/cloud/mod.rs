@@ -14,6 +14,7 @@
 //! - [`api`], [`signing`], [`activity`]: the shipping application's HTTP API, its request and
 //!   URL signatures, and what each thing has published.
 //! - [`files`]: atomic writes for everything in the data directory.
+//! - [`bundles`]: plugin bundles published for updates, served with ranges, counters and cuts.
 //! - [`page`]: the page a person uses as the shipping application, and the printer simulators
 //!   it shows labels from.
 
@@ -29,6 +30,7 @@ pub struct Outgoing {
 pub mod activity;
 pub mod api;
 pub mod broker;
+pub mod bundles;
 pub mod cli;
 pub mod files;
 pub mod jobs;

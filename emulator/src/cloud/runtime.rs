@@ -503,6 +503,7 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
         files_dir: data_dir.join("files"),
         files_url: files_url.clone(),
         print_url_ttl_s: config.print_url_ttl_s,
+        bundles: super::bundles::BundleShelf::new(data_dir.join("bundles")),
     });
     let files_tls = listeners::server_config(&ca, false, &[b"http/1.1"])?;
     tasks.spawn(api::serve_files(

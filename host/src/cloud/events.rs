@@ -13,6 +13,8 @@
 //!   link is up: a weight from while it was down is stale.
 //! - `devicehub/{thing}/events/upgrade`, QoS 1: the cloud announced a newer agent or plugin
 //!   version for DeviceHub's update channel (see [`super::upgrades`]); sent once per notice.
+//!   Plugin bundle updates are told on the same topic with `type: "bundle"` (see
+//!   [`super::bundle_update`]).
 //! - `devicehub/{thing}/scanner`, QoS 1: a scanner delivered an address block
 //!   (`{"timestamp","event":"scan","device","lines":[...]}`), taken from the agent's live
 //!   events ([`EventsTask::forward_scans`]). The lines are personal data: they are sent, never
@@ -77,6 +79,9 @@ pub struct HealthBoard {
     /// The newest changed reading of each scale not yet in the outbox, by device ID: keeping
     /// only the newest limits the scale topic to one reading per scale per device poll.
     pub scale_readings: BTreeMap<String, Value>,
+    /// Plugin bundle update events (`type: "bundle"`) not yet in the outbox; they go out on
+    /// the upgrade topic.
+    pub bundle_events: Vec<Value>,
 }
 
 /// How many ended jobs the board keeps for local status pages.
@@ -325,14 +330,18 @@ impl EventsTask {
     /// Queues the job events, scale readings (while `connected`) and a new upgrade notice left
     /// on the board.
     fn poll_board(&mut self, connected: bool) {
-        let (jobs, upgrade, readings) = {
+        let (jobs, upgrade, readings, bundle_events) = {
             let mut board = board(&self.health.board);
             (
                 std::mem::take(&mut board.job_events),
                 board.upgrade.clone(),
                 std::mem::take(&mut board.scale_readings),
+                std::mem::take(&mut board.bundle_events),
             )
         };
+        for event in bundle_events {
+            self.outbox.push(&self.upgrade_topic, event);
+        }
         for event in jobs {
             self.outbox.push(&self.job_topic, event);
         }

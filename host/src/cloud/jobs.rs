@@ -1011,7 +1011,7 @@ fn print_failure(device: &str, error: DeviceError) -> JobFailure {
 
 /// The HTTPS client for print files: TLS 1.2+, the cloud's CA bundle plus the public roots,
 /// no redirects (a presigned URL names the file itself), HTTPS only.
-fn download_client(settings: &DownloadSettings) -> Result<reqwest::Client, JobsError> {
+pub(crate) fn download_client(settings: &DownloadSettings) -> Result<reqwest::Client, JobsError> {
     let mut roots = match &settings.ca_bundle_pem {
         Some(pem) => tls::root_store(pem.as_bytes()).map_err(JobsError::Tls)?,
         None => rustls::RootCertStore::empty(),
@@ -1167,7 +1167,7 @@ async fn download_checked(
 }
 
 /// Whether a connect error is the TLS handshake refusing the server (which no retry fixes).
-fn tls_refusal(error: &reqwest::Error) -> bool {
+pub(crate) fn tls_refusal(error: &reqwest::Error) -> bool {
     let mut source: Option<&dyn std::error::Error> = Some(error);
     while let Some(e) = source {
         if e.downcast_ref::<rustls::Error>().is_some() {

@@ -9,7 +9,9 @@
 //! - [`shadow`]: the Device Shadow: what DeviceHub reports, the settings the cloud wants.
 //! - [`events`]: heartbeats and device, job and upgrade events on `devicehub/{thing}/...`.
 //! - [`upgrades`]: newer agent and plugin versions announced by the cloud, per channel.
+//! - [`bundle_update`]: plugin bundle updates announced in `desired.bundle`.
 
+pub mod bundle_update;
 pub mod dispatch;
 pub mod events;
 pub mod jobs;

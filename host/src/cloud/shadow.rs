@@ -32,6 +32,11 @@
 //! DeviceHub's channel, also left on the health board for the heartbeat and the upgrade
 //! event.
 //!
+//! # Plugin bundles (`desired.bundle`)
+//! `{"version", "manifestUrl"}`: the plugin bundle the cloud wants installed, handed to the
+//! bundle updater (see [`super::bundle_update`]), whose progress and outcome are reported as
+//! `reported.bundle`.
+//!
 //! # Clock
 //! Every answer carries the cloud's `timestamp`: the difference from the local clock is left
 //! on the health board (the heartbeat's clock skew check).
@@ -250,6 +255,9 @@ pub struct ShadowRecord {
     /// `desired.releases` as last seen.
     #[serde(default)]
     pub desired_releases: Value,
+    /// `desired.bundle` as last seen: the plugin bundle the cloud wants installed.
+    #[serde(default)]
+    pub desired_bundle: Value,
 }
 
 /// Why the shadow task stopped.
@@ -377,6 +385,10 @@ pub struct ShadowTask {
     /// Set once a `get` was answered on this connection: only then is `record.reported` known
     /// well enough to send differences against.
     synced: bool,
+    /// Where `desired.bundle` goes (the bundle updater), when one follows it.
+    bundle_desired: Option<watch::Sender<Value>>,
+    /// The updater's `reported.bundle`.
+    bundle_report: Option<watch::Receiver<Value>>,
 }
 
 impl ShadowTask {
@@ -412,9 +424,37 @@ impl ShadowTask {
             pending_get: None,
             pending_update: None,
             synced: false,
+            bundle_desired: None,
+            bundle_report: None,
         };
         task.update_upgrade();
         task
+    }
+
+    /// Hands `desired.bundle` to `desired` (the bundle updater) and reports what `report`
+    /// holds as `reported.bundle`.
+    pub fn follow_bundle(
+        mut self,
+        desired: watch::Sender<Value>,
+        report: watch::Receiver<Value>,
+    ) -> ShadowTask {
+        desired.send_replace(self.record.desired_bundle.clone());
+        self.bundle_desired = Some(desired);
+        self.bundle_report = Some(report);
+        self
+    }
+
+    /// Passes the desired bundle on to the updater.
+    fn update_bundle(&self) {
+        if let Some(desired) = &self.bundle_desired {
+            desired.send_if_modified(|current| {
+                let changed = *current != self.record.desired_bundle;
+                if changed {
+                    *current = self.record.desired_bundle.clone();
+                }
+                changed
+            });
+        }
     }
 
     /// Recomputes the upgrade notice for the channel in effect and leaves it on the board.
@@ -573,8 +613,14 @@ impl ShadowTask {
                     .and_then(|d| d.get("releases"))
                     .cloned()
                     .unwrap_or(Value::Null);
+                self.record.desired_bundle = state
+                    .get("desired")
+                    .and_then(|d| d.get("bundle"))
+                    .cloned()
+                    .unwrap_or(Value::Null);
                 self.apply(&desired, true);
                 self.update_upgrade();
+                self.update_bundle();
                 self.synced = true;
                 self.save().await;
                 self.report_changes().await;
@@ -624,8 +670,17 @@ impl ShadowTask {
                     .cloned()
                     .unwrap_or_default();
                 let releases = parsed.state.as_ref().and_then(|s| s.get("releases"));
-                if delta.is_empty() && releases.is_none() {
+                let bundle = parsed.state.as_ref().and_then(|s| s.get("bundle"));
+                if delta.is_empty() && releases.is_none() && bundle.is_none() {
                     return;
+                }
+                if let Some(bundle) = bundle {
+                    // As for releases, the delta holds only the changed parts of the object.
+                    match (&mut self.record.desired_bundle, bundle) {
+                        (Value::Object(current), Value::Object(patch)) => merge(current, patch),
+                        (current, patch) => *current = patch.clone(),
+                    }
+                    self.update_bundle();
                 }
                 if let Some(releases) = releases {
                     // A delta names the desired value whole for a key whose reported value
@@ -706,6 +761,12 @@ impl ShadowTask {
         if let Some(notice) = &board(&self.health).upgrade {
             reported["upgradeAvailable"] = json!(notice);
         }
+        if let Some(bundle) = &self.bundle_report {
+            let bundle = bundle.borrow().clone();
+            if !bundle.is_null() {
+                reported["bundle"] = bundle;
+            }
+        }
         reported
     }
 
@@ -756,6 +817,7 @@ fn fresh_record(defaults: AgentSettings) -> ShadowRecord {
         reported: json!({}),
         settings: defaults,
         desired_releases: Value::Null,
+        desired_bundle: Value::Null,
     }
 }
 

@@ -16,6 +16,7 @@
 
 pub mod bundle;
 mod library_check;
+pub mod update;
 
 use std::{
     collections::BTreeMap,
@@ -107,6 +108,18 @@ pub enum Selection {
 impl PluginSet {
     /// Loads every plugin in `dir`. A missing folder gives an empty set and one refusal naming it.
     pub fn load_dir(dir: &Path, selection: Selection) -> PluginSet {
+        PluginSet::load_paths(dir, selection, &[], |_| false)
+    }
+
+    /// Loads the plugins in `dir` except the files `skip` names, and the libraries `extra`
+    /// (an updated set, see [`update`]): on equal plugin names a library of `extra` wins over
+    /// one of `dir` whatever the versions.
+    pub fn load_paths(
+        dir: &Path,
+        selection: Selection,
+        extra: &[PathBuf],
+        skip: impl Fn(&Path) -> bool,
+    ) -> PluginSet {
         let mut set = PluginSet {
             dir: dir.to_path_buf(),
             ..PluginSet::default()
@@ -124,10 +137,23 @@ impl PluginSet {
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.path())
-            .filter(|p| is_candidate(p, selection))
+            .filter(|p| is_candidate(p, selection) && !skip(p))
             .collect();
         files.sort();
         let mut loaded = Vec::new();
+        let mut preferred = Vec::new();
+        for path in extra {
+            match load_plugin(path) {
+                Ok(plugin) => preferred.push(plugin),
+                Err(reason) => {
+                    tracing::warn!(path = %path.display(), "plugin refused: {reason}");
+                    set.refused.push(RefusedPlugin {
+                        path: path.clone(),
+                        reason,
+                    });
+                }
+            }
+        }
         for path in files {
             match load_plugin(&path) {
                 Ok(plugin) => loaded.push(plugin),
@@ -137,6 +163,15 @@ impl PluginSet {
                 }
             }
         }
+        // A plugin of `extra` replaces the same-named plugin of the folder.
+        loaded.retain(|plugin| {
+            let replaced = preferred.iter().any(|p| p.name() == plugin.name());
+            if replaced {
+                tracing::info!(path = %plugin.path.display(), "plugin replaced by an updated bundle");
+            }
+            !replaced
+        });
+        loaded.extend(preferred);
         set.add_deduplicated(loaded);
         set.build_registry();
         for plugin in &set.plugins {
