@@ -42,6 +42,19 @@ pub struct Agent {
     registering: tokio::sync::Mutex<()>,
     /// Live events for local tools (WebSocket, RPC publish socket).
     local: broadcast::Sender<LocalEvent>,
+    /// Where the local servers listen once bound, for a caller that shows or opens them (the
+    /// sandbox prints the status page's address; with port 0 only the bound socket knows it).
+    local_servers: watch::Sender<LocalServers>,
+}
+
+/// The loopback addresses the local servers listen on; `None` while a server is not running
+/// (not started yet, its port taken, or stopped).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LocalServers {
+    /// The registration and status pages (`http://ADDR/`, the status page at `/status`).
+    pub pages: Option<std::net::SocketAddr>,
+    /// The local WebSocket server.
+    pub websocket: Option<std::net::SocketAddr>,
 }
 
 /// How many live events a slow local subscriber may fall behind before it misses some.
@@ -183,7 +196,25 @@ impl Agent {
             link: watch::Sender::new(None),
             registering: tokio::sync::Mutex::new(()),
             local: broadcast::Sender::new(LOCAL_EVENTS_BACKLOG),
+            local_servers: watch::Sender::new(LocalServers::default()),
         }
+    }
+
+    /// Where the local servers listen now, followed as they start and stop.
+    pub fn local_servers(&self) -> watch::Receiver<LocalServers> {
+        self.local_servers.subscribe()
+    }
+
+    /// Records where the local pages listen (`None` once they stop).
+    pub fn set_pages_address(&self, addr: Option<std::net::SocketAddr>) {
+        self.local_servers
+            .send_modify(|servers| servers.pages = addr);
+    }
+
+    /// Records where the local WebSocket server listens (`None` once it stops).
+    pub fn set_websocket_address(&self, addr: Option<std::net::SocketAddr>) {
+        self.local_servers
+            .send_modify(|servers| servers.websocket = addr);
     }
 
     /// Sends a live event to local subscribers (none listening is fine).

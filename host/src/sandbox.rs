@@ -5,7 +5,8 @@
 //! printer family (Zebra ZPL, TSPL, Brother QL, DYMO LabelWriter 450) and a serial scale, all on
 //! free loopback ports (and a text scanner when the emulator has one); writes a DeviceHub config naming those devices; runs the agent in this
 //! process, registers it with an activation code as a user would, waits until it is connected,
-//! and prints two addresses: DeviceHub's status page and the emulator's page, where a person
+//! and prints two addresses: DeviceHub's status page (the running agent's own local pages, on
+//! a free port, with its WebSocket address beside it) and the emulator's page, where a person
 //! sends print jobs and scale readings and sees the printed labels. It serves until SIGINT or
 //! SIGTERM, then stops the agent and every child.
 //!
@@ -22,17 +23,11 @@
 //! start is a fresh desk.
 
 use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
-use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -110,8 +105,8 @@ pub enum SandboxError {
     Config(#[from] crate::config::ConfigError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] std::io::Error),
-    #[error("cannot serve the status page")]
-    StatusPage(#[source] std::io::Error),
+    #[error("DeviceHub's local pages are not running (see the log in the sandbox's logs/ folder)")]
+    NoStatusPage,
     #[error("registering with the emulator failed")]
     Register(#[from] crate::agent::RegisterError),
     #[error("DeviceHub did not connect to the emulator within {0:?}")]
@@ -741,7 +736,9 @@ fn write_config(
     if let Some(dir) = plugins_dir {
         text.push_str(&format!("plugins_dir = {}\n", toml_string(&path_text(dir))));
     }
-    text.push_str("\n[usb]\nenabled = false\n");
+    // The local servers take free ports, so that the sandbox runs beside an installed
+    // DeviceHub; the sandbox prints where they are.
+    text.push_str("\n[usb]\nenabled = false\n\n[local]\nhttp_port = 0\nws_port = 0\n");
     for plan in PRINTERS {
         let Some(device) = devices.iter().find(|d| d.id == plan.id) else {
             continue;
@@ -925,8 +922,23 @@ async fn serve(
             registered = register_and_connect(&agent, code) => registered?,
             ended = &mut agent_task => return Err(agent_ended(ended)),
         };
-        let status = StatusServer::start(agent.clone(), shutdown.clone()).await?;
-        announce_ready(&status.url, &cloud.api_url, &thing, layout, devices, children, options.json);
+        // The agent's own pages: they bound before the agent was handed over, so their
+        // address is known by now (or they could not start).
+        let servers = *agent.local_servers().borrow();
+        let pages = servers.pages.ok_or(SandboxError::NoStatusPage)?;
+        let status_url = format!("http://{pages}/status");
+        announce_ready(
+            &Addresses {
+                status_page: &status_url,
+                websocket: servers.websocket.map(|addr| format!("ws://{addr}")),
+                api_url: &cloud.api_url,
+            },
+            &thing,
+            layout,
+            devices,
+            children,
+            options.json,
+        );
         let stopping = tokio::spawn(crate::service::cancel_on_signals(shutdown.clone()));
         if options.print_demo {
             let demo = tokio::select! {
@@ -938,7 +950,6 @@ async fn serve(
                 Err(e) => {
                     shutdown.cancel();
                     let _ = stopping.await;
-                    status.stop().await;
                     return Err(e);
                 }
             }
@@ -952,14 +963,12 @@ async fn serve(
             },
             ended = &mut agent_task => {
                 shutdown.cancel();
-                status.stop().await;
                 return Err(agent_ended(ended));
             }
         }
         if !options.json {
             println!("Stopping the sandbox...");
         }
-        status.stop().await;
         Ok(())
     }
     .await;
@@ -1006,15 +1015,29 @@ async fn register_and_connect(agent: &Agent, code: &str) -> Result<String, Sandb
     }
 }
 
+/// What the sandbox tells the person about where things are.
+struct Addresses<'a> {
+    /// DeviceHub's own status page, served by the running agent.
+    status_page: &'a str,
+    /// DeviceHub's local WebSocket server, when it runs.
+    websocket: Option<String>,
+    /// The emulator's HTTP API; its page is at `/`.
+    api_url: &'a str,
+}
+
 fn announce_ready(
-    status_url: &str,
-    api_url: &str,
+    addresses: &Addresses<'_>,
     thing: &str,
     layout: &Layout,
     devices: &[SandboxDevice],
     children: &Children,
     json: bool,
 ) {
+    let Addresses {
+        status_page: status_url,
+        websocket,
+        api_url,
+    } = addresses;
     let emulator_page = format!("{api_url}/");
     if json {
         println!(
@@ -1022,6 +1045,7 @@ fn announce_ready(
             json!({
                 "event": "ready",
                 "statusPage": status_url,
+                "webSocket": websocket,
                 "emulatorPage": emulator_page,
                 "emulatorApi": api_url,
                 "thing": thing,
@@ -1042,6 +1066,9 @@ fn announce_ready(
         );
         println!();
         println!("DeviceHub status page: {status_url}");
+        if let Some(websocket) = websocket {
+            println!("DeviceHub WebSocket: {websocket}");
+        }
         println!("Emulator page: {emulator_page}");
         println!();
         println!("Press Ctrl+C to stop.");
@@ -1185,81 +1212,6 @@ fn report_demo(jobs: &[DemoJob], json: bool) {
     println!("Demo finished.");
 }
 
-/// DeviceHub's status page for the sandbox: the running agent's status snapshot, as a page
-/// that refreshes itself and as JSON, on a free loopback port.
-struct StatusServer {
-    url: String,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl StatusServer {
-    async fn start(agent: Arc<Agent>, shutdown: CancellationToken) -> Result<Self, SandboxError> {
-        let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-            .await
-            .map_err(SandboxError::StatusPage)?;
-        let addr = listener.local_addr().map_err(SandboxError::StatusPage)?;
-        let app = Router::new()
-            .route("/status", get(status_page))
-            .route("/status.json", get(status_json))
-            .with_state(agent);
-        let stop = shutdown.child_token();
-        let until = stop.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app)
-                .with_graceful_shutdown(async move { until.cancelled().await })
-                .await
-            {
-                tracing::error!("the status page stopped: {e}");
-            }
-        });
-        Ok(Self {
-            url: format!("http://{addr}/status"),
-            stop,
-            task,
-        })
-    }
-
-    async fn stop(self) {
-        self.stop.cancel();
-        if let Err(e) = self.task.await {
-            tracing::error!("the status page failed: {e}");
-        }
-    }
-}
-
-async fn status_json(State(agent): State<Arc<Agent>>) -> Json<crate::agent::StatusSnapshot> {
-    Json(agent.snapshot())
-}
-
-/// Escapes text for HTML element content.
-fn escape_html(text: &str) -> String {
-    text.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
-async fn status_page(State(agent): State<Arc<Agent>>) -> Response {
-    let snapshot = serde_json::to_string_pretty(&agent.snapshot())
-        .unwrap_or_else(|e| format!("the status could not be written: {e}"));
-    let body = format!(
-        "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta http-equiv=\"refresh\" content=\"2\">\n<title>DeviceHub status</title>\n</head>\n\
-         <body>\n<h1>DeviceHub status</h1>\n<p>Refreshed every 2 seconds; also as \
-         <a href=\"/status.json\">JSON</a>.</p>\n<pre>{}</pre>\n</body>\n</html>\n",
-        escape_html(&snapshot)
-    );
-    (
-        [
-            (header::CONTENT_SECURITY_POLICY, "default-src 'none'"),
-            (header::CACHE_CONTROL, "no-store"),
-        ],
-        Html(body),
-    )
-        .into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1325,13 +1277,5 @@ mod tests {
         assert!(!layout.cloud().exists());
         assert!(dir.path().join("keep.txt").exists());
         assert!(layout.demo().is_dir());
-    }
-
-    #[test]
-    fn status_text_is_escaped() {
-        assert_eq!(
-            escape_html("<a href=\"x\">&</a>"),
-            "&lt;a href=&quot;x&quot;&gt;&amp;&lt;/a&gt;"
-        );
     }
 }

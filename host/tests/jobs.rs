@@ -962,3 +962,46 @@ async fn a_scale_job_returns_the_stable_weight_or_the_reason_it_has_none() {
     );
     assert!(desk.sim.labels().await.is_empty());
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn sigterm_during_a_cloud_print_finishes_it_reports_it_and_prints_it_once() {
+    let held_sim = Simulator::zebra(&["--language", "zpl"]);
+    let relay = crate::rpc::HeldPrinter::start(&held_sim.print_addr);
+    let desk = Desk::with_devices(&zebra_row("held-1", &relay.addr, ""));
+    let agent = desk.run();
+    let job = desk.print_job_on("indicia.gif", "held-1");
+    relay.wait_held(&agent).await;
+    // The cloud hears that the job started before the agent is stopped.
+    let deadline = Instant::now() + JOB_WAIT;
+    loop {
+        let status = desk.execution(&job).await["status"].clone();
+        if status == "IN_PROGRESS" {
+            break;
+        }
+        assert_eq!(status, "QUEUED", "the held job ended early");
+        assert!(
+            Instant::now() < deadline,
+            "job {job} never reported IN_PROGRESS"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let log = desk.data_dir.join("..").join("run.log");
+    let (exit, agent_log) = crate::rpc::terminate_releasing(agent, &log, &relay).await;
+    assert!(exit.success(), "exit {exit} after SIGTERM:\n{agent_log}");
+    // The outcome left before the link closed, and the journal holds it.
+    let execution = desk.execution(&job).await;
+    assert_eq!(execution["status"], "SUCCEEDED", "{execution}\n{agent_log}");
+    assert_eq!(detail(&execution, "device"), "held-1");
+    assert!(
+        matches!(desk.journal_state(&job), Some(JobState::Succeeded { .. })),
+        "journal: {:?}",
+        desk.journal_state(&job)
+    );
+    assert_eq!(held_sim.labels().await.len(), 1, "printed exactly once");
+    assert!(
+        desk.sim.labels().await.is_empty(),
+        "not sent to the other printer"
+    );
+}

@@ -1,6 +1,7 @@
 //! The local RPC over ZeroMQ with `devicehub run`: requests and answers over the real wire,
 //! printing a file on a simulated Zebra printer, refusals (token, garbage, size), the publish
-//! socket, the command line on top of it, libzmq interoperability and loopback-only listening.
+//! socket, the command line on top of it, libzmq interoperability and loopback-only listening,
+//! and a print in flight when the service is told to stop.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -703,4 +704,151 @@ fn cli_logs_shows_the_last_lines_across_rotated_files_oldest_first() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "four\nfive\nsix\n");
+}
+
+/// Sends SIGTERM to `agent`, releases `relay` once the agent logged that it is stopping (so
+/// that the held print finishes during the shutdown), and waits for the agent to exit.
+pub(crate) async fn terminate_releasing(
+    mut agent: Agent,
+    log: &Path,
+    relay: &HeldPrinter,
+) -> (std::process::ExitStatus, String) {
+    let stopping = tokio::spawn(async move {
+        let exit = agent.terminate().await;
+        (exit, agent.log())
+    });
+    let deadline = Instant::now() + ANSWER_WAIT;
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains("SIGTERM: stopping")
+    {
+        assert!(Instant::now() < deadline, "the agent never saw SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    relay.release();
+    stopping.await.expect("the stopping task")
+}
+
+/// A TCP relay between the agent and a printer simulator that holds the first chunk carrying a
+/// label (`^XA`) until released, so that a print is in flight for as long as the test wants.
+/// Status queries before it pass, so the plugin has checked the printer and is writing.
+pub(crate) struct HeldPrinter {
+    pub(crate) addr: String,
+    /// (label held, released).
+    gate: std::sync::Arc<(std::sync::Mutex<(bool, bool)>, std::sync::Condvar)>,
+}
+
+impl HeldPrinter {
+    pub(crate) fn start(printer: &str) -> HeldPrinter {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the relay");
+        let addr = listener.local_addr().expect("relay address").to_string();
+        let gate = std::sync::Arc::new((
+            std::sync::Mutex::new((false, false)),
+            std::sync::Condvar::new(),
+        ));
+        let printer = printer.to_string();
+        let relay_gate = gate.clone();
+        // The threads end when either side closes its connection.
+        std::thread::spawn(move || {
+            for agent_side in listener.incoming() {
+                let Ok(mut agent_side) = agent_side else {
+                    return;
+                };
+                let mut printer_side =
+                    std::net::TcpStream::connect(&printer).expect("connect to the simulator");
+                let mut answers_in = printer_side.try_clone().expect("clone");
+                let mut answers_out = agent_side.try_clone().expect("clone");
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut answers_in, &mut answers_out);
+                });
+                let gate = relay_gate.clone();
+                std::thread::spawn(move || {
+                    let mut buffer = [0u8; 64 * 1024];
+                    loop {
+                        let n = match agent_side.read(&mut buffer) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        let chunk = &buffer[..n];
+                        if chunk.windows(3).any(|w| w == b"^XA") {
+                            let (state, changed) = &*gate;
+                            let mut state = state.lock().unwrap();
+                            state.0 = true;
+                            changed.notify_all();
+                            while !state.1 {
+                                state = changed.wait(state).unwrap();
+                            }
+                        }
+                        if printer_side.write_all(chunk).is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        HeldPrinter { addr, gate }
+    }
+
+    /// Waits until a label is being held.
+    pub(crate) async fn wait_held(&self, agent: &Agent) {
+        let deadline = Instant::now() + ANSWER_WAIT;
+        while !self.gate.0.lock().unwrap().0 {
+            assert!(
+                Instant::now() < deadline,
+                "no label reached the relay:\n{}",
+                agent.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub(crate) fn release(&self) {
+        let (state, changed) = &*self.gate;
+        state.lock().unwrap().1 = true;
+        changed.notify_all();
+    }
+}
+
+#[tokio::test]
+async fn sigterm_during_a_print_lets_it_finish_once_and_exits_cleanly() {
+    let held_sim = Simulator::zebra(&["--language", "zpl"]);
+    let relay = HeldPrinter::start(&held_sim.print_addr);
+    let desk = Desk::start_with(&[ZEBRA], &zebra_row("held-1", &relay.addr, "")).await;
+
+    // `devicehub print` through the running service, in flight while the label is held.
+    let file = support::fixture("indicia.gif");
+    let print = Command::new(env!("CARGO_BIN_EXE_devicehub"))
+        .arg("--config")
+        .arg(&desk.config)
+        .args([
+            "print",
+            file.to_str().expect("UTF-8 path"),
+            "--device",
+            "held-1",
+            "--json",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run devicehub print");
+    relay.wait_held(&desk.agent).await;
+
+    let agent = desk.agent;
+    let log = desk._dir.path().join("run.log");
+    let (exit, agent_log) = terminate_releasing(agent, &log, &relay).await;
+    assert!(exit.success(), "exit {exit} after SIGTERM:\n{agent_log}");
+    let out = tokio::task::spawn_blocking(move || print.wait_with_output())
+        .await
+        .expect("join")
+        .expect("devicehub print ends");
+    assert!(
+        out.status.success(),
+        "the in-flight print failed: {}\n{agent_log}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&out.stdout).expect("print JSON");
+    assert_eq!(printed["source"], "service", "{printed}");
+    assert_eq!(printed["labels"], 1, "{printed}");
+    assert_eq!(held_sim.labels().await.len(), 1, "printed exactly once");
 }

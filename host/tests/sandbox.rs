@@ -190,8 +190,20 @@ async fn the_sandbox_prints_the_demo_serves_both_pages_and_leaves_no_process_beh
     // The 4 x 6 in label at 203 dpi.
     assert_eq!((label.width(), label.height()), (812, 1218));
 
+    // The printed address is the agent's own status page, with its status API beside it.
+    let page = http
+        .get(status_page)
+        .send()
+        .await
+        .expect("GET the status page");
+    assert_eq!(page.status(), 200);
+    let page = page.text().await.expect("page text");
+    assert!(page.contains("<title>Status - DeviceHub</title>"), "{page}");
+    assert!(ready["webSocket"]
+        .as_str()
+        .is_some_and(|ws| ws.starts_with("ws://127.0.0.1:")));
     let status: Value = http
-        .get(status_page.replace("/status", "/status.json"))
+        .get(status_page.replace("/status", "/api/status"))
         .send()
         .await
         .expect("GET status")

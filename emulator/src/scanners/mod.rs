@@ -1,15 +1,18 @@
 //! Scanner simulators: a text scanner on a pseudo-terminal that sends an address block when
-//! told to, as a pen scanner or an OCR desk application sends one over a serial port.
+//! told to, as a pen scanner or an OCR desk application sends one over a serial port, and a
+//! model of a keyboard-wedge scanner's HID reports.
 //!
 //! # Layout
 //! - this file: how a block goes on the wire ([`ScanRequest`], [`encode`]).
 //! - [`serial`]: the pseudo-terminal writer and the control HTTP API (loopback only).
 //! - [`cli`]: the `devicehub-emulator scanner ...` subcommand.
+//! - [`keyboard`]: the HID boot keyboard reports a keyboard-wedge scanner types a block with.
 //!
 //! The wire form comes from what such devices send (lines separated by CR LF, a block ended
 //! by an empty line or a terminator byte), never from DeviceHub's code.
 
 pub mod cli;
+pub mod keyboard;
 #[cfg(unix)]
 pub mod serial;
 

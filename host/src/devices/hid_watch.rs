@@ -1,10 +1,22 @@
-//! Watching HID devices: point-of-sale scales a plugin drives are attached when they appear
-//! and detached when they go, the way `usb_watch` attaches USB printers.
+//! Watching HID devices: point-of-sale scales and keyboard-wedge address scanners a plugin
+//! drives are attached when they appear and detached when they go, the way `usb_watch`
+//! attaches USB printers.
 //!
-//! Scales are HID devices; on macOS and Windows the operating system's HID driver owns them, so
-//! they are found and opened through a [`HidSource`] (hidapi in production) rather than libusb.
-//! The source is rescanned on an interval. Where HID cannot be used (hidapi fails to start),
-//! the watcher logs that once and does nothing; DeviceHub carries on without HID scales.
+//! Scales and keyboard-wedge scanners are HID devices; on macOS and Windows the operating
+//! system's HID driver owns them, so they are found and opened through a [`HidSource`] (hidapi
+//! in production) rather than libusb. The source is rescanned on an interval. Where HID cannot
+//! be used (hidapi fails to start), the watcher logs that once and does nothing; DeviceHub
+//! carries on without HID devices.
+//!
+//! # Which devices
+//! A HID device is attached when a loaded plugin claims it: its USB ID is in a scale or scanner
+//! plugin's USB table, or a `[[devices]]` row binds its USB ID (`address = "usb://VID:PID"`)
+//! and names the plugin (keyboard-wedge scanners are generic keyboards, found only this way).
+//! Of a device's collections, a scale's is the one on the point-of-sale usage page and a
+//! scanner's the one on the generic desktop page (where keyboards are); 0, from platforms that
+//! cannot tell, matches both. Printers are USB printer-class devices: `usb_watch` attaches them.
+//! An attached scanner is polled by [`crate::scanning::ScanPoller`] like a serial one, so its
+//! blocks reach the same local subscribers and the cloud's scanner topic.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -15,11 +27,13 @@ use std::{
 
 use devicehub_plugin_api::{DeviceKind, Setting};
 
-use super::{DeviceSpec, DeviceTable};
+use super::{choose_plugin, ChosenDriver, DeviceSpec, DeviceTable};
 use crate::{
     config::{Config, DeviceAddress, DeviceEntry},
     plugins::{format_usb_id, PluginSet},
-    transport::hid::{HidBus, HidDeviceInfo, HidError, HidSource, POS_USAGE_PAGE},
+    transport::hid::{
+        HidBus, HidDeviceInfo, HidError, HidSource, GENERIC_DESKTOP_USAGE_PAGE, POS_USAGE_PAGE,
+    },
 };
 
 /// The background thread that watches HID devices.
@@ -68,7 +82,7 @@ impl HidWatcher {
         match open() {
             Ok(source) => HidWatcher::start(source, plugins, devices, bindings, interval),
             Err(err) => {
-                tracing::warn!("{err}; continuing without HID scales");
+                tracing::warn!("{err}; continuing without HID scales and scanners");
                 HidWatcher::idle()
             }
         }
@@ -158,7 +172,7 @@ pub struct HidScanner {
 }
 
 impl HidScanner {
-    /// One pass: detaches scales that went away and attaches new ones a plugin drives.
+    /// One pass: detaches devices that went away and attaches new ones a plugin drives.
     pub fn scan(
         &mut self,
         source: &mut dyn HidSource,
@@ -190,11 +204,6 @@ impl HidScanner {
             still_there
         });
         for info in present {
-            // A device may list several collections; a scale's is on the point-of-sale page
-            // (0 where the platform cannot tell).
-            if info.usage_page != POS_USAGE_PAGE && info.usage_page != 0 {
-                continue;
-            }
             let key = info.stable_key();
             if self.attached.contains_key(&key) || self.failed.contains(&key) {
                 continue;
@@ -225,7 +234,18 @@ fn device_suffix(info: &HidDeviceInfo) -> String {
         .to_ascii_lowercase()
 }
 
-/// Attaches `info` when a plugin drives it as a scale; returns the device ID.
+/// Whether `info` is the collection through which a device of `kind` delivers its reports. A
+/// device may list several collections; the others are left alone.
+fn collection_fits(kind: DeviceKind, info: &HidDeviceInfo) -> bool {
+    let page = match kind {
+        DeviceKind::Scale => POS_USAGE_PAGE,
+        DeviceKind::Scanner => GENERIC_DESKTOP_USAGE_PAGE,
+        DeviceKind::Printer => return false,
+    };
+    info.usage_page == page || info.usage_page == 0
+}
+
+/// Attaches `info` when a plugin drives it as a scale or scanner; returns the device ID.
 fn attach(
     source: &mut dyn HidSource,
     plugins: &PluginSet,
@@ -241,15 +261,47 @@ fn attach(
                 product_id: info.product_id,
             })
     });
-    let chosen = plugins.lookup_usb(
-        info.vendor_id,
-        info.product_id,
-        binding.and_then(|b| b.plugin.as_deref()),
-    )?;
-    if chosen.plugin.manifest.kind != DeviceKind::Scale {
-        // Printers are USB printer-class devices: `usb_watch` attaches them.
+    // A row naming a plugin binds the device even when no USB table lists it (keyboard-wedge
+    // scanners); without a row, only the plugins' USB tables claim devices.
+    let chosen = match binding {
+        Some(row) => {
+            match choose_plugin(
+                plugins,
+                Some((info.vendor_id, info.product_id)),
+                row.plugin.as_deref(),
+            ) {
+                Ok(chosen) => chosen,
+                Err(err) => {
+                    if scanner.failed.insert(info.stable_key()) {
+                        tracing::warn!(device = %row.id, "HID device not attached: {err}");
+                    }
+                    return None;
+                }
+            }
+        }
+        None => {
+            let found = plugins.lookup_usb(info.vendor_id, info.product_id, None)?;
+            ChosenDriver {
+                plugin: found.plugin.clone(),
+                model: Some(found.model.clone()),
+                profile: Some(found.profile.clone()),
+            }
+        }
+    };
+    let kind = chosen.plugin.manifest.kind;
+    if !collection_fits(kind, info) {
         return None;
     }
+    let Some(profile) = chosen.profile_or(binding.and_then(|b| b.profile.as_deref())) else {
+        if scanner.failed.insert(info.stable_key()) {
+            tracing::warn!(
+                plugin = chosen.plugin.name(),
+                "HID device not attached: the plugin has no default profile; bind it in \
+                 [[devices]] with a profile"
+            );
+        }
+        return None;
+    };
     let id = binding.map(|b| b.id.clone()).unwrap_or_else(|| {
         let sanitized: String = device_suffix(info)
             .chars()
@@ -263,18 +315,16 @@ fn attach(
         .to_ascii_lowercase()
     });
     if scanner.attached.values().any(|attached| *attached == id) {
-        // Another collection of the same scale (or a second scale bound to the same config
-        // row) already holds this ID.
+        // Another collection of the same device (or a second device bound to the same
+        // config row) already holds this ID.
         return None;
     }
     let spec = DeviceSpec {
         id: id.clone(),
-        kind: DeviceKind::Scale,
+        kind,
         plugin: chosen.plugin.clone(),
-        profile: binding
-            .and_then(|b| b.profile.clone())
-            .unwrap_or_else(|| chosen.profile.clone()),
-        model: Some(chosen.model.clone()),
+        profile,
+        model: chosen.model.clone(),
         usb_id: Some((info.vendor_id, info.product_id)),
         connection: None,
         settings: binding
@@ -285,7 +335,7 @@ fn attach(
     let transport = match source.open(info) {
         Ok(transport) => transport,
         Err(err) => {
-            tracing::warn!(device = %id, "cannot open HID scale: {err}");
+            tracing::warn!(device = %id, kind = kind.as_str(), "cannot open HID device: {err}");
             scanner.failed.insert(key);
             return None;
         }
@@ -293,7 +343,7 @@ fn attach(
     match devices.attach(spec, transport) {
         Ok(_) => Some(id),
         Err(err) => {
-            tracing::warn!(device = %id, "HID scale not attached: {err}");
+            tracing::warn!(device = %id, kind = kind.as_str(), "HID device not attached: {err}");
             scanner.failed.insert(key);
             None
         }

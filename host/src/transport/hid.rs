@@ -1,4 +1,4 @@
-//! HID devices (point-of-sale scales) through the `hidapi` crate.
+//! HID devices (point-of-sale scales, keyboard-wedge scanners) through the `hidapi` crate.
 //!
 //! On macOS and Windows the operating system's HID driver owns these devices, so they are
 //! opened through its HID API rather than by claiming the USB interface; on Linux hidapi uses
@@ -15,6 +15,10 @@ use devicehub_plugin_api::{
 
 /// The HID usage page of point-of-sale devices (scales among them).
 pub const POS_USAGE_PAGE: u16 = 0x8D;
+
+/// The HID usage page of keyboards, mice and other generic desktop controls: a keyboard-wedge
+/// scanner's keyboard collection is on it.
+pub const GENERIC_DESKTOP_USAGE_PAGE: u16 = 0x01;
 
 /// The longest input report read; HID POS scale reports are 6 bytes, full-speed USB interrupt
 /// reports at most 64.

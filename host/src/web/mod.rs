@@ -80,6 +80,7 @@ impl LocalPages {
         let addr = listener
             .local_addr()
             .map_err(|source| WebError::Bind { port, source })?;
+        agent.set_pages_address(Some(addr));
         let shared = Arc::new(Shared {
             agent,
             port: addr.port(),
@@ -122,6 +123,7 @@ impl LocalPages {
                 let _ = task.await;
             }
         }
+        self.shared.agent.set_pages_address(None);
     }
 }
 

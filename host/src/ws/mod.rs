@@ -65,6 +65,8 @@ pub enum WsError {
 #[derive(Debug)]
 pub struct WsServer {
     addr: SocketAddr,
+    /// Told where the server listens, and that it stopped.
+    agent: Arc<Agent>,
     task: tokio::task::JoinHandle<()>,
     shutdown: CancellationToken,
 }
@@ -85,9 +87,16 @@ impl WsServer {
         tracing::info!("local WebSocket server listening on ws://{addr}");
         let shutdown = CancellationToken::new();
         let origins = Arc::new(config.ws_allowed_origins.clone());
-        let task = tokio::spawn(accept_loop(listener, agent, origins, shutdown.clone()));
+        agent.set_websocket_address(Some(addr));
+        let task = tokio::spawn(accept_loop(
+            listener,
+            agent.clone(),
+            origins,
+            shutdown.clone(),
+        ));
         Ok(WsServer {
             addr,
+            agent,
             task,
             shutdown,
         })
@@ -104,6 +113,7 @@ impl WsServer {
         if let Err(e) = self.task.await {
             tracing::error!("the WebSocket server failed: {e}");
         }
+        self.agent.set_websocket_address(None);
     }
 }
 

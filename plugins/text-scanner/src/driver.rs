@@ -9,7 +9,11 @@
 //!
 //! No scanner model is in a USB table: text scanners either sit behind a USB serial adapter
 //! (whose IDs say nothing about what is attached) or are generic keyboards, so each is
-//! configured in the device table.
+//! configured in the device table. A keyboard-wedge scanner is bound by its USB ID
+//! (`address = "usb://VID:PID"`, `profile = "hid-keyboard"`); the host attaches it when it
+//! appears among the HID devices. A profile that cannot read the transport the host opened
+//! (`serial` on a HID device, `hid-keyboard` on a byte stream) is refused when the device is
+//! opened, naming the profile to use, rather than failing on every poll.
 //!
 //! # Blocks
 //! A block ends with an empty line, with the `terminator` byte when one is set, or when
@@ -34,7 +38,7 @@ use std::{
 
 use devicehub_plugin_api::{
     setting, DeviceKind, ErrorKind, GrayImage, OpenRequest, PluginError, PluginManifest,
-    ScannedText, Scanner, TransportBox, TransportErrorKind, API_VERSION,
+    ScannedText, Scanner, TransportBox, TransportErrorKind, TransportKind, API_VERSION,
 };
 
 use crate::{
@@ -140,6 +144,7 @@ pub fn open(request: &OpenRequest, transport: TransportBox) -> Result<TextScanne
             )))
         }
     };
+    check_transport(delivery, transport.info().kind)?;
     let terminator = match setting(&request.settings, "terminator") {
         Some(text) => parse_terminator(text).map_err(invalid)?,
         None => None,
@@ -160,6 +165,23 @@ pub fn open(request: &OpenRequest, transport: TransportBox) -> Result<TextScanne
         last_byte: None,
         ready: VecDeque::new(),
     })
+}
+
+/// Refuses a profile that cannot read `kind`: HID devices deliver reports, serial ports and
+/// sockets deliver bytes. Capture transports (encoding, tests) take either.
+fn check_transport(delivery: Delivery, kind: TransportKind) -> Result<(), PluginError> {
+    match (delivery, kind) {
+        (Delivery::Serial, TransportKind::Hid) => Err(invalid(format!(
+            "profile '{SERIAL}' reads a byte stream, but this is a HID device: set profile = \"{HID_KEYBOARD}\""
+        ))),
+        (Delivery::Keyboard, TransportKind::Serial | TransportKind::Tcp | TransportKind::Usb) => {
+            Err(invalid(format!(
+                "profile '{HID_KEYBOARD}' reads HID keyboard reports, but this device delivers a \
+                 byte stream: set profile = \"{SERIAL}\""
+            )))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn scanned(block: Block) -> ScannedText {

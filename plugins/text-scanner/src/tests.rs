@@ -4,8 +4,13 @@
 use std::time::{Duration, Instant};
 
 use devicehub_plugin_api::{
+    abi_stable::{
+        sabi_trait::TD_Opaque,
+        std_types::{RResult, RSlice, RVec},
+    },
     testing::{ScriptHandle, ScriptedTransport},
-    ErrorKind, GrayImage, OpenRequest, ScannedText, Scanner, Setting,
+    ErrorKind, GrayImage, OpenRequest, ScannedText, Scanner, Setting, Transport, TransportBox,
+    TransportError, TransportInfo, TransportKind,
 };
 
 use crate::{
@@ -161,4 +166,56 @@ fn images_are_refused_as_unsupported() {
     };
     let err = scanner.recognize(&image).expect_err("unsupported");
     assert_eq!(err.kind, ErrorKind::Unsupported);
+}
+
+/// A transport that only says what it is attached to, for checking which profiles open on it.
+struct KindOnly(TransportKind);
+
+impl Transport for KindOnly {
+    fn info(&self) -> TransportInfo {
+        TransportInfo {
+            kind: self.0,
+            description: "kind only".into(),
+            ieee1284_id: None.into(),
+        }
+    }
+    fn write(&mut self, _data: RSlice<'_, u8>) -> RResult<(), TransportError> {
+        RResult::ROk(())
+    }
+    fn read(&mut self, _max_len: u32, _timeout_ms: u32) -> RResult<RVec<u8>, TransportError> {
+        RResult::ROk(RVec::new())
+    }
+    fn write_report(&mut self, _report: RSlice<'_, u8>) -> RResult<(), TransportError> {
+        RResult::ROk(())
+    }
+    fn read_report(&mut self, _timeout_ms: u32) -> RResult<RVec<u8>, TransportError> {
+        RResult::ROk(RVec::new())
+    }
+}
+
+#[test]
+fn a_profile_that_cannot_read_the_transport_is_refused_naming_the_right_one() {
+    for (profile, kind, opens, named) in [
+        (SERIAL, TransportKind::Hid, false, HID_KEYBOARD),
+        (HID_KEYBOARD, TransportKind::Serial, false, SERIAL),
+        (HID_KEYBOARD, TransportKind::Tcp, false, SERIAL),
+        (HID_KEYBOARD, TransportKind::Hid, true, ""),
+        (SERIAL, TransportKind::Serial, true, ""),
+    ] {
+        let request = OpenRequest {
+            device_id: "desk".into(),
+            profile: profile.into(),
+            model: None.into(),
+            settings: RVec::new(),
+        };
+        let transport = TransportBox::from_value(KindOnly(kind), TD_Opaque);
+        match driver::open(&request, transport) {
+            Ok(_) => assert!(opens, "{profile} opened on {kind:?}"),
+            Err(err) => {
+                assert!(!opens, "{profile} refused on {kind:?}: {}", err.message);
+                assert_eq!(err.kind, ErrorKind::InvalidJob);
+                assert!(err.message.contains(named), "{}", err.message);
+            }
+        }
+    }
 }
