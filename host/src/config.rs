@@ -42,6 +42,9 @@ pub struct Config {
     /// The local servers on 127.0.0.1 (`[local]`).
     #[serde(default)]
     pub local: LocalConfig,
+    /// Which plugin files may load (`[plugins]`): extra signing keys and the development flag.
+    #[serde(default)]
+    pub plugins: PluginsConfig,
     /// The file this config was read from, for `config.reload` over the local RPC; not a key.
     #[serde(skip)]
     pub loaded_from: Option<PathBuf>,
@@ -62,6 +65,7 @@ impl Default for Config {
             cloud: CloudConfig::default(),
             system_printers: crate::sheets::SheetsConfig::default(),
             local: LocalConfig::default(),
+            plugins: PluginsConfig::default(),
             loaded_from: None,
         }
     }
@@ -120,6 +124,22 @@ impl Default for LocalConfig {
             rpc_publish_port: default_rpc_publish_port(),
         }
     }
+}
+
+/// The `[plugins]` section: what DeviceHub trusts besides its built-in release keys (see
+/// `docs/plugin-bundles.md`). The folder itself stays the top-level `plugins_dir`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginsConfig {
+    /// The development flag: plugin files that are neither signed by a trusted key nor trusted
+    /// by their hash load anyway. DeviceHub says so at start-up, in `devicehub status` and in
+    /// every heartbeat. Tampered files (changed after a trusted key signed them) never load.
+    #[serde(default)]
+    pub allow_unsigned: bool,
+    /// Ed25519 public keys (base64 of 32 bytes) whose signed bundle manifests are trusted
+    /// besides the built-in release keys: a company's own drivers, or a development key.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
 }
 
 /// The `[cloud]` section: where AWS IoT Core (or the emulator) is and how to register with it.
@@ -340,6 +360,10 @@ impl Config {
         if self.cloud.port == Some(0) {
             return Err(invalid("cloud.port must not be 0".into()));
         }
+        for key in &self.plugins.trusted_keys {
+            crate::plugins::bundle::TrustedKey::parse(key)
+                .map_err(|e| invalid(format!("plugins.trusted_keys: {e}")))?;
+        }
         let mut seen = std::collections::BTreeSet::new();
         for device in &self.devices {
             if device.id.is_empty()
@@ -514,6 +538,27 @@ mod tests {
         let text = toml::to_string(&config).unwrap();
         let again = Config::parse(&text, Path::new("round-trip")).unwrap();
         assert_eq!(config, again);
+    }
+
+    #[test]
+    fn plugins_section_defaults_to_strict_and_checks_keys() {
+        let none = Config::parse("", Path::new("empty.toml")).unwrap();
+        assert!(!none.plugins.allow_unsigned);
+        assert!(none.plugins.trusted_keys.is_empty());
+        let key = crate::plugins::bundle::RELEASE_KEYS[0];
+        let set = Config::parse(
+            &format!("[plugins]\nallow_unsigned = true\ntrusted_keys = [\"{key}\"]\n"),
+            Path::new("set.toml"),
+        )
+        .unwrap();
+        assert!(set.plugins.allow_unsigned);
+        assert_eq!(set.plugins.trusted_keys, vec![key.to_string()]);
+        let bad = Config::parse(
+            "[plugins]\ntrusted_keys = [\"not a key\"]\n",
+            Path::new("bad.toml"),
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("plugins.trusted_keys"), "{bad}");
     }
 
     #[test]

@@ -33,8 +33,10 @@ fn bad_files_are_refused_one_line_each_and_the_rest_load() {
     std::fs::write(dir.path().join("truncated.so"), &zebra[..zebra.len() / 2]).unwrap();
     // Files with other extensions are not candidates at all.
     std::fs::write(dir.path().join("README.txt"), b"plugins go here").unwrap();
+    // Signed, so that each refusal is about what the file is, not about trust.
+    support::sign_folder(dir.path());
 
-    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries);
+    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries, &support::test_trust());
 
     let mut names: Vec<&str> = set.plugins.iter().map(|p| p.name()).collect();
     names.sort();
@@ -51,7 +53,8 @@ fn bad_files_are_refused_one_line_each_and_the_rest_load() {
 fn a_duplicate_plugin_is_refused() {
     let dir = support::plugins_folder(&[ZEBRA]);
     std::fs::copy(support::library(ZEBRA), dir.path().join("zebra-copy.so")).unwrap();
-    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries);
+    support::sign_folder(dir.path());
+    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries, &support::test_trust());
     assert_eq!(set.plugins.len(), 1);
     assert!(refusal(&set, "zebra").contains("duplicate of plugin 'zebra'"));
 }
@@ -59,7 +62,11 @@ fn a_duplicate_plugin_is_refused() {
 #[test]
 fn a_missing_folder_is_reported_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
-    let set = PluginSet::load_dir(&dir.path().join("nope"), Selection::AllLibraries);
+    let set = PluginSet::load_dir(
+        &dir.path().join("nope"),
+        Selection::AllLibraries,
+        &support::test_trust(),
+    );
     assert!(set.plugins.is_empty());
     assert!(set.refused[0]
         .reason
@@ -89,7 +96,7 @@ fn spec_for(set: &PluginSet, plugin: &str, id: &str) -> DeviceSpec {
 #[test]
 fn a_panicking_plugin_fails_its_job_and_the_host_and_other_plugins_carry_on() {
     let dir = support::plugins_folder(&[ZEBRA, PANICKING]);
-    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries);
+    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries, &support::test_trust());
     let table = DeviceTable::default();
 
     let bad = table

@@ -107,7 +107,7 @@ struct Plugins {
 
 fn plugins(libraries: &[&str]) -> Plugins {
     let dir = support::plugins_folder(libraries);
-    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries);
+    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries, &support::test_trust());
     assert!(set.refused.is_empty(), "{:?}", set.refused);
     Plugins {
         _dir: dir,
@@ -211,7 +211,7 @@ fn agent(plugins: &Plugins, table: DeviceTable, data: &tempfile::TempDir) -> Arc
     Arc::new(Agent::new(
         Config::default(),
         DataDir::new(data.path().to_path_buf()),
-        plugins.set.clone(),
+        Arc::new(devicehub::plugins::SharedPlugins::from(plugins.set.clone())),
         Arc::new(table),
         SharedHealth::default(),
         None,

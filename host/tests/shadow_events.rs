@@ -454,7 +454,11 @@ async fn devices_attached_and_detached_are_announced_and_held_while_offline() {
     let sim = Simulator::zebra(&["--language", "zpl"]);
     let identity = cloud.thing("desk-events");
     let plugins_dir = support::plugins_folder(&[ZEBRA]);
-    let plugins = PluginSet::load_dir(plugins_dir.path(), Selection::AllLibraries);
+    let plugins = Arc::new(PluginSet::load_dir(
+        plugins_dir.path(),
+        Selection::AllLibraries,
+        &support::test_trust(),
+    ));
     let table = Arc::new(DeviceTable::default());
     let data = tempfile::tempdir().expect("data dir");
     let now = std::time::SystemTime::now()
@@ -468,8 +472,7 @@ async fn devices_attached_and_detached_are_announced_and_held_while_offline() {
         link.handle.clone(),
         table.clone(),
         HealthInputs {
-            plugins_loaded: plugins.plugins.len(),
-            plugins_refused: plugins.refused.len(),
+            plugins: Arc::new(devicehub::plugins::SharedPlugins::from(plugins.clone())),
             data_dir: data.path().to_path_buf(),
             certificate: CertificateInfo {
                 subject: "CN=desk-events".into(),

@@ -52,8 +52,9 @@ pub const DEVICE_POLL: Duration = Duration::from_secs(1);
 /// other tasks write to.
 #[derive(Debug, Clone)]
 pub struct HealthInputs {
-    pub plugins_loaded: usize,
-    pub plugins_refused: usize,
+    /// The running agent's plugins: counts, and whether the development flag let unsigned ones
+    /// load (a `warn` health check in every heartbeat).
+    pub plugins: Arc<crate::plugins::SharedPlugins>,
     /// The data directory, whose free space is reported.
     pub data_dir: PathBuf,
     /// The device certificate, whose days left are reported.
@@ -384,6 +385,7 @@ impl EventsTask {
                 board.upgrade.clone(),
             )
         };
+        let plugins = self.health.plugins.current();
         let mut payload = json!({
             "timestamp": epoch_seconds(),
             "sequence": self.sequence,
@@ -392,8 +394,9 @@ impl EventsTask {
             "heartbeatIntervalS": self.settings.borrow().heartbeat_interval_s,
             "link": { "connected": true, "connections": self.connections },
             "plugins": {
-                "loaded": self.health.plugins_loaded,
-                "refused": self.health.plugins_refused,
+                "loaded": plugins.plugins.len(),
+                "refused": plugins.refused.len(),
+                "unsigned": plugins.unsigned_count(),
             },
             "devices": { "attached": self.known.len() },
             "disk": { "freeBytes": free_bytes(&self.health.data_dir) },
@@ -410,6 +413,7 @@ impl EventsTask {
         if let Some(upgrade) = upgrade {
             payload["upgradeAvailable"] = json!(upgrade);
         }
+        payload["checks"] = json!(health_checks(&plugins));
         if let Err(e) = self
             .link
             .publish(&self.heartbeat_topic, payload.to_string(), Qos::AtMostOnce)
@@ -418,6 +422,23 @@ impl EventsTask {
             tracing::warn!("cannot send a heartbeat: {e}");
         }
     }
+}
+
+/// The heartbeat's health checks that are not `ok`: each a name, `warn` or `error`, and a
+/// message for the person who reads the fleet's health.
+pub fn health_checks(plugins: &crate::plugins::PluginSet) -> Vec<Value> {
+    let mut checks = Vec::new();
+    if plugins.allow_unsigned {
+        checks.push(json!({
+            "name": "plugins.unsigned",
+            "status": "warn",
+            "message": format!(
+                "unsigned plugins allowed: {} loaded unsigned",
+                plugins.unsigned_count()
+            ),
+        }));
+    }
+    checks
 }
 
 /// The next live event, for a `select!` branch guarded by `events.is_some()`.

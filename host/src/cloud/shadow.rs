@@ -266,6 +266,17 @@ pub struct PluginReport {
     pub version: String,
 }
 
+/// The reports of every plugin in `set`.
+pub fn plugin_reports(set: &crate::plugins::PluginSet) -> Vec<PluginReport> {
+    set.plugins
+        .iter()
+        .map(|p| PluginReport {
+            name: p.manifest.name.to_string(),
+            version: p.version.to_string(),
+        })
+        .collect()
+}
+
 /// The topics of one thing's classic shadow.
 #[derive(Debug, Clone)]
 struct Topics {
@@ -363,6 +374,9 @@ pub struct ShadowTask {
     link: LinkHandle,
     topics: Topics,
     plugins: Vec<PluginReport>,
+    /// The running agent's plugins, re-read before each report so that plugins a rescan added
+    /// are reported; `None` keeps `plugins` as given.
+    following: Option<Arc<crate::plugins::SharedPlugins>>,
     devices: Arc<DeviceTable>,
     file: StateFile<ShadowRecord>,
     settings: watch::Sender<AgentSettings>,
@@ -403,6 +417,7 @@ impl ShadowTask {
             link,
             topics: Topics::new(&options.thing_name),
             plugins: options.plugins,
+            following: None,
             devices: options.devices,
             file: options.file,
             settings: options.settings,
@@ -415,6 +430,25 @@ impl ShadowTask {
         };
         task.update_upgrade();
         task
+    }
+
+    /// Reports the plugins `plugins` holds at each report instead of the fixed list.
+    pub fn follow_plugins(mut self, plugins: Arc<crate::plugins::SharedPlugins>) -> Self {
+        self.plugins = plugin_reports(&plugins.current());
+        self.following = Some(plugins);
+        self
+    }
+
+    /// Takes the followed plugin list again; a change also changes the upgrade notice.
+    fn refresh_plugins(&mut self) {
+        let Some(shared) = &self.following else {
+            return;
+        };
+        let now = plugin_reports(&shared.current());
+        if now != self.plugins {
+            self.plugins = now;
+            self.update_upgrade();
+        }
     }
 
     /// Recomputes the upgrade notice for the channel in effect and leaves it on the board.
@@ -489,6 +523,7 @@ impl ShadowTask {
                     } else if !self.synced && (self.pending_get.is_none() || expired(&self.pending_get)) {
                         self.request_get().await;
                     } else {
+                        self.refresh_plugins();
                         self.report_changes().await;
                     }
                 }
