@@ -80,3 +80,8 @@ mod privacy;
 /// `devicehub sandbox` as a new user runs it: every process started, the demo labels printed
 /// and shown by the emulator page, and every process gone after SIGTERM.
 mod sandbox;
+
+/// Drop-in drivers with `devicehub run`: a signed plugin copied into the running agent's folder
+/// drives its device without a restart; unsigned, untrusted and tampered copies are refused;
+/// trust by hash; the development flag in the status.
+mod drop_in;

@@ -149,6 +149,11 @@ impl Agent {
         }
     }
 
+    /// The agent's process ID: a test that must show no restart happened compares it.
+    pub fn id(&self) -> u32 {
+        self.child.id()
+    }
+
     /// What the agent logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
