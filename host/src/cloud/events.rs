@@ -511,6 +511,26 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_development_flag_is_a_warn_check_with_the_unsigned_count() {
+        use crate::plugins::{bundle::TrustStore, PluginSet, Selection};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let load = |allow_unsigned| {
+            let trust = TrustStore::new(&[], Vec::new(), allow_unsigned).expect("trust store");
+            PluginSet::load_dir(dir.path(), Selection::AllLibraries, &trust)
+        };
+        assert!(health_checks(&load(false)).is_empty());
+        let development = load(true);
+        assert_eq!(
+            health_checks(&development),
+            vec![json!({
+                "name": "plugins.unsigned",
+                "status": "warn",
+                "message": "unsigned plugins allowed: 0 loaded unsigned",
+            })]
+        );
+    }
+
+    #[test]
     fn a_full_outbox_drops_the_oldest_and_counts_it() {
         let mut outbox = Outbox::new(3);
         for n in 0..5 {
