@@ -298,6 +298,8 @@ async fn the_shadow_reports_plugins_and_printer_and_applies_desired_settings_whi
     let beat = &beats[0];
     assert_eq!(beat["link"]["connected"], true);
     assert_eq!(beat["plugins"]["loaded"], 1);
+    assert_eq!(beat["plugins"]["unsigned"], 0);
+    assert_eq!(beat["checks"], json!([]), "a strict desk has no warnings");
     assert_eq!(beat["devices"]["attached"], 1);
     assert!(
         beat["disk"]["freeBytes"].as_u64().is_some_and(|b| b > 0),
@@ -800,4 +802,72 @@ async fn cloud_settings_pick_printers_per_kind_set_the_log_level_and_announce_up
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+async fn the_development_flag_is_a_warning_in_every_heartbeat() {
+    let desk = Desk::new();
+    let folder = desk
+        .config
+        .parent()
+        .expect("config folder")
+        .join("plugins-unsigned");
+    std::fs::create_dir_all(&folder).expect("plugins folder");
+    // The Zebra plugin without any manifest: it loads only because of the flag.
+    let library = support::library(ZEBRA);
+    std::fs::copy(
+        &library,
+        folder.join(library.file_name().expect("file name")),
+    )
+    .expect("copy plugin");
+    // The config ends with the [plugins] table that trusts the test key: the flag joins it,
+    // and the plugins folder becomes the unsigned one.
+    let config = std::fs::read_to_string(&desk.config).expect("read config");
+    let mut lines: Vec<String> = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("plugins_dir = ") {
+                format!(
+                    "plugins_dir = \"{}\"",
+                    folder.to_str().expect("UTF-8").replace('\\', "/")
+                )
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with("trusted_keys")),
+        "{config}"
+    );
+    lines.push("allow_unsigned = true".to_string());
+    std::fs::write(&desk.config, lines.join("\n") + "\n").expect("write config");
+
+    let mut agent = desk.run();
+    let deadline = Instant::now() + WAIT;
+    let beat = loop {
+        if let Some(beat) = desk.heartbeats().await.into_iter().next() {
+            break beat;
+        }
+        if let Some(exit) = agent.exited() {
+            panic!("devicehub run ended ({exit}):\n{}", agent.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat within {WAIT:?}:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(beat["plugins"]["unsigned"], 1, "{beat}");
+    assert_eq!(
+        beat["checks"],
+        json!([{
+            "name": "plugins.unsigned",
+            "status": "warn",
+            "message": "unsigned plugins allowed: 1 loaded unsigned",
+        }]),
+        "{beat}"
+    );
+    assert!(agent.log().contains("DEVELOPMENT FLAG"), "{}", agent.log());
 }
