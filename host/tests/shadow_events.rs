@@ -279,7 +279,7 @@ async fn the_shadow_reports_plugins_and_printer_and_applies_desired_settings_whi
     assert!(
         plugins
             .iter()
-            .any(|p| p["name"] == "zebra" && p["version"].is_string()),
+            .any(|p| p["name"] == "zebra" && p["version"].is_string() && p["approval"] == "signed"),
         "plugins: {plugins:?}"
     );
     let printer = reported["devices"]
@@ -550,6 +550,7 @@ async fn a_version_conflict_is_answered_by_reading_the_shadow_again() {
             plugins: vec![PluginReport {
                 name: "zebra".into(),
                 version: "1.0.0".into(),
+                approval: "signed".into(),
             }],
             devices: Arc::new(DeviceTable::default()),
             file: data_dir.shadow_file(),

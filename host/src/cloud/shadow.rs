@@ -259,11 +259,15 @@ pub enum ShadowError {
     Subscribe(#[source] LinkError),
 }
 
-/// The plugins as reported: name and version.
+/// The plugins as reported: name, version and how the file was approved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PluginReport {
     pub name: String,
     pub version: String,
+    /// `signed`, `trustedHash`, `unsigned` (the development flag) or `builtIn`; empty when
+    /// not known.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub approval: String,
 }
 
 /// The reports of every plugin in `set`.
@@ -273,6 +277,7 @@ pub fn plugin_reports(set: &crate::plugins::PluginSet) -> Vec<PluginReport> {
         .map(|p| PluginReport {
             name: p.manifest.name.to_string(),
             version: p.version.to_string(),
+            approval: p.approval.kind().to_string(),
         })
         .collect()
 }
