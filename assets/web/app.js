@@ -220,8 +220,9 @@
     const plugins = el("plugins");
     plugins.replaceChildren();
     for (const plugin of status.plugins) {
-      plugins.append(make("li", plugin.name + " " + plugin.version + " (" + plugin.kind + ")"));
+      plugins.append(make("li", plugin.name + " " + plugin.version + " (" + plugin.kind + "), " + plugin.approvalDetail));
     }
+    el("unsigned-allowed").hidden = !status.unsignedPluginsAllowed;
     const refused = el("refused");
     refused.replaceChildren();
     for (const r of status.refusedPlugins) refused.append(make("li", r.file + " was not loaded: " + r.reason));

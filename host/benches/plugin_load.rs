@@ -1,6 +1,7 @@
 //! Plugin loading benchmark: the time `PluginSet::load_dir` takes for the default plugin
-//! bundle (every `devicehub_driver_*` library built beside this benchmark), from header checks
-//! through `dlopen`, the layout check and reading every manifest.
+//! bundle (every `devicehub_driver_*` library built beside this benchmark, signed with a
+//! throwaway key the loader trusts), from verifying the bundle's signature and every file's
+//! SHA-256 through header checks, `dlopen`, the layout check and reading every manifest.
 //!
 //! Each round loads fresh copies under new names, because the dynamic loader hands back an
 //! already-loaded library without reading it again. Prints min, median and max.
@@ -10,6 +11,10 @@
 use std::time::{Duration, Instant};
 
 use devicehub::plugins::{PluginSet, Selection};
+
+#[allow(dead_code)]
+#[path = "../tests/support.rs"]
+mod support;
 
 const ROUNDS: usize = 25;
 
@@ -42,12 +47,22 @@ fn main() {
     let mut times: Vec<Duration> = Vec::with_capacity(ROUNDS);
     for round in 0..ROUNDS {
         let dir = tempfile::tempdir().expect("temp dir");
+        let mut copies = Vec::new();
         for path in &drivers {
             let name = path.file_name().expect("file name").to_string_lossy();
-            std::fs::copy(path, dir.path().join(format!("r{round}-{name}"))).expect("copy");
+            let copy = dir.path().join(format!("r{round}-{name}"));
+            std::fs::copy(path, &copy).expect("copy");
+            copies.push(copy);
         }
+        support::sign_files(
+            dir.path(),
+            &copies,
+            &support::test_key(),
+            "default.bundle.json",
+        );
+        let trust = support::test_trust();
         let start = Instant::now();
-        let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries);
+        let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries, &trust);
         times.push(start.elapsed());
         assert_eq!(
             set.plugins.len(),

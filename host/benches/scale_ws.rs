@@ -31,7 +31,7 @@ use devicehub::agent::{Agent, LocalEvent, ReadingView};
 use devicehub::cloud::events::SharedHealth;
 use devicehub::config::{Config, LocalConfig};
 use devicehub::devices::DeviceTable;
-use devicehub::plugins::PluginSet;
+use devicehub::plugins::SharedPlugins;
 use devicehub::storage::DataDir;
 use devicehub::ws::WsServer;
 use futures_util::{SinkExt, StreamExt};
@@ -127,7 +127,7 @@ async fn report_to_client() {
     let agent = Arc::new(Agent::new(
         Config::default(),
         DataDir::new(dir.path().to_path_buf()),
-        Arc::new(PluginSet::default()),
+        Arc::new(SharedPlugins::default()),
         Arc::new(DeviceTable::default()),
         SharedHealth::default(),
         None,
@@ -239,9 +239,10 @@ fn start_rig() -> (Rig, String) {
              [cloud]\nendpoint = \"localhost\"\n[local]\nws_port = 0\n\
              [[devices]]\nid = \"bench-scale\"\naddress = \"serial://{pty}\"\n\
              plugin = \"serial-scale\"\nprofile = \"mt-sics\"\n\
-             [devices.settings]\npoll_interval_ms = \"20\"\n",
+             [devices.settings]\npoll_interval_ms = \"20\"\n{}",
             dir.path().join("data"),
             plugins.path(),
+            support::trust_toml(),
         ),
     )
     .expect("config");

@@ -20,9 +20,9 @@ use crate::cloud::registration::{
     self, Registration, RegistrationError, RegistrationSettings, RegistrationStep,
 };
 use crate::cloud::upgrades::UpgradeNotice;
-use crate::config::Config;
-use crate::devices::{DeviceProblem, DeviceSummary, DeviceTable};
-use crate::plugins::PluginSet;
+use crate::config::{Config, DeviceAddress, DeviceEntry};
+use crate::devices::{self, DeviceProblem, DeviceSummary, DeviceTable};
+use crate::plugins::{PluginSet, SharedPlugins};
 use crate::storage::DataDir;
 
 /// The running agent, shared by the local servers.
@@ -30,8 +30,12 @@ use crate::storage::DataDir;
 pub struct Agent {
     config: Config,
     data_dir: DataDir,
-    plugins: Arc<PluginSet>,
+    plugins: Arc<SharedPlugins>,
     devices: Arc<DeviceTable>,
+    /// The device table rows in effect: the config's at start, replaced by `config.reload`;
+    /// a plugin rescan attaches the rows whose plugin it loaded. Held across both so that they
+    /// never interleave.
+    device_rows: tokio::sync::Mutex<Vec<DeviceEntry>>,
     health: SharedHealth,
     started: Instant,
     /// The registered thing's name; `None` until registered.
@@ -147,6 +151,43 @@ pub struct PluginView {
     pub version: String,
     pub kind: &'static str,
     pub file: String,
+    /// How the file was allowed to load: `signed`, `trustedHash` or `unsigned`.
+    pub approval: &'static str,
+    /// The same in words (the signing key's ID and bundle version, for a signed file).
+    pub approval_detail: String,
+}
+
+impl PluginView {
+    pub fn of(plugin: &crate::plugins::LoadedPlugin) -> PluginView {
+        PluginView {
+            name: plugin.manifest.name.to_string(),
+            version: plugin.version.to_string(),
+            kind: plugin.manifest.kind.as_str(),
+            file: file_name(&plugin.path),
+            approval: plugin.approval.kind(),
+            approval_detail: plugin.approval.to_string(),
+        }
+    }
+}
+
+/// What a plugin rescan did.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RescanOutcome {
+    /// The plugins it loaded.
+    pub loaded: Vec<PluginView>,
+    /// The config's devices it attached because their plugin is now loaded.
+    pub attached: Vec<String>,
+    /// Devices whose plugin is now loaded but which could not be opened, and why.
+    pub failed: Vec<DeviceProblem>,
+    /// Every file of the folder that is not loaded, and why.
+    pub refused: Vec<RefusedView>,
+}
+
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// A plugin file that was refused, and why.
@@ -166,6 +207,8 @@ pub struct StatusSnapshot {
     pub link: LinkView,
     pub plugins: Vec<PluginView>,
     pub refused_plugins: Vec<RefusedView>,
+    /// The development flag is on: unsigned plugins may load.
+    pub unsigned_plugins_allowed: bool,
     pub devices: Vec<DeviceSummary>,
     pub device_problems: Vec<DeviceProblem>,
     /// The last jobs that ended, newest first.
@@ -180,16 +223,18 @@ impl Agent {
     pub fn new(
         config: Config,
         data_dir: DataDir,
-        plugins: Arc<PluginSet>,
+        plugins: Arc<SharedPlugins>,
         devices: Arc<DeviceTable>,
         health: SharedHealth,
         thing: Option<String>,
     ) -> Agent {
+        let device_rows = tokio::sync::Mutex::new(config.devices.clone());
         Agent {
             config,
             data_dir,
             plugins,
             devices,
+            device_rows,
             health,
             started: Instant::now(),
             thing: watch::Sender::new(thing),
@@ -242,8 +287,99 @@ impl Agent {
         &self.data_dir
     }
 
-    pub fn plugins(&self) -> &Arc<PluginSet> {
+    /// The plugin set in effect now (a snapshot: a rescan makes a new one).
+    pub fn plugins(&self) -> Arc<PluginSet> {
+        self.plugins.current()
+    }
+
+    /// The plugins as everything running follows them.
+    pub fn shared_plugins(&self) -> &Arc<SharedPlugins> {
         &self.plugins
+    }
+
+    /// The device table rows in effect (see the field's documentation).
+    pub fn device_rows(&self) -> &tokio::sync::Mutex<Vec<DeviceEntry>> {
+        &self.device_rows
+    }
+
+    /// Rescans the plugins folder: loads the new files the trust store approves (signed by a
+    /// trusted key or trusted by hash, read again now), attaches the device rows whose plugin
+    /// was missing, and tells local subscribers about each attached device. Refusals that are
+    /// new since the last scan are logged once. The cloud hears of the devices through the
+    /// events task and of the plugins through the shadow task, which both follow the tables.
+    pub async fn rescan_plugins(self: &Arc<Self>) -> RescanOutcome {
+        let rows = self.device_rows.lock().await;
+        let entries = rows.clone();
+        let agent = self.clone();
+        let outcome = tokio::task::spawn_blocking(move || agent.rescan_blocking(&entries)).await;
+        drop(rows);
+        outcome.unwrap_or_else(|e| {
+            tracing::error!("the plugin rescan failed: {e}");
+            RescanOutcome {
+                loaded: Vec::new(),
+                attached: Vec::new(),
+                failed: Vec::new(),
+                refused: Vec::new(),
+            }
+        })
+    }
+
+    fn rescan_blocking(&self, rows: &[DeviceEntry]) -> RescanOutcome {
+        let trust = crate::service::trust_store(&self.config);
+        let before = self.plugins.current();
+        let (now, added) = self.plugins.rescan(&trust);
+        for refused in now.refused.iter().filter(|r| !before.refused.contains(r)) {
+            tracing::warn!(path = %refused.path.display(), "plugin refused: {}", refused.reason);
+        }
+        let mut attached = Vec::new();
+        let mut failed = Vec::new();
+        if !added.is_empty() {
+            for entry in rows {
+                // USB rows are the USB watcher's, which uses the new set at its next pass.
+                let usb_bound = matches!(
+                    DeviceAddress::parse(&entry.address),
+                    Ok(DeviceAddress::Usb { .. })
+                );
+                let missing_plugin = devices::resolve_entry(entry, &before).is_err();
+                if usb_bound || !missing_plugin || self.devices.get(&entry.id).is_ok() {
+                    continue;
+                }
+                let outcome = devices::resolve_entry(entry, &now).and_then(|spec| {
+                    let device =
+                        devices::open_connected(&spec, None, &self.config.system_printers)?;
+                    self.devices.attach_opened(spec, device)
+                });
+                match outcome {
+                    Ok(worker) => {
+                        attached.push(entry.id.clone());
+                        self.publish_local(LocalEvent::Device {
+                            device: devices::summarize(worker.spec()),
+                            attached: true,
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!(device = %entry.id, "device not attached: {e}");
+                        self.devices.problem(&entry.id, e.to_string());
+                        failed.push(DeviceProblem {
+                            id: entry.id.clone(),
+                            reason: e.to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        tracing::info!(
+            loaded = added.len(),
+            attached = attached.len(),
+            refused = now.refused.len(),
+            "plugins rescanned"
+        );
+        RescanOutcome {
+            loaded: added.iter().map(|p| PluginView::of(p)).collect(),
+            attached,
+            failed,
+            refused: refused_views(&now),
+        }
     }
 
     pub fn devices(&self) -> &Arc<DeviceTable> {
@@ -348,36 +484,15 @@ impl Agent {
                 detail: None,
             },
         };
-        let file_name = |path: &std::path::Path| {
-            path.file_name()
-                .map(|f| f.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        };
+        let plugins = self.plugins.current();
         StatusSnapshot {
             agent_version: env!("CARGO_PKG_VERSION"),
             uptime_s: self.started.elapsed().as_secs(),
             thing_name,
             link,
-            plugins: self
-                .plugins
-                .plugins
-                .iter()
-                .map(|p| PluginView {
-                    name: p.manifest.name.to_string(),
-                    version: p.version.to_string(),
-                    kind: p.manifest.kind.as_str(),
-                    file: file_name(&p.path),
-                })
-                .collect(),
-            refused_plugins: self
-                .plugins
-                .refused
-                .iter()
-                .map(|r| RefusedView {
-                    file: file_name(&r.path),
-                    reason: r.reason.clone(),
-                })
-                .collect(),
+            plugins: plugins.plugins.iter().map(|p| PluginView::of(p)).collect(),
+            refused_plugins: refused_views(&plugins),
+            unsigned_plugins_allowed: plugins.allow_unsigned,
             devices: self.devices.list(),
             device_problems: self.devices.problems(),
             recent_jobs,
@@ -385,6 +500,16 @@ impl Agent {
             clock_skew_s,
         }
     }
+}
+
+fn refused_views(set: &PluginSet) -> Vec<RefusedView> {
+    set.refused
+        .iter()
+        .map(|r| RefusedView {
+            file: file_name(&r.path),
+            reason: r.reason.clone(),
+        })
+        .collect()
 }
 
 /// Seconds since the epoch, for records made here.

@@ -58,8 +58,12 @@ pub struct GlobalArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// List loaded plugins with their versions and USB IDs, and files that were refused.
-    Plugins,
+    /// List loaded plugins with their versions, USB IDs and how each was approved, and files
+    /// that were refused; or trust, untrust and rescan plugin files.
+    Plugins {
+        #[command(subcommand)]
+        action: Option<PluginsAction>,
+    },
     /// List devices: configured ones and USB devices a plugin drives.
     Devices,
     /// Print a file (GIF, PNG, JPEG, PDF, or raw printer language) on a device, or write the
@@ -104,6 +108,19 @@ pub enum Command {
         #[arg(long)]
         print_demo: bool,
     },
+}
+
+/// `devicehub plugins` actions.
+#[derive(Debug, Clone, Subcommand)]
+pub enum PluginsAction {
+    /// Trust one plugin library by its SHA-256 (kept owner-only in the data directory), then
+    /// ask the running service to rescan its plugins folder.
+    Trust { file: PathBuf },
+    /// Stop trusting a file trusted by hash (give the file or its SHA-256). A plugin already
+    /// loaded stays loaded until DeviceHub restarts.
+    Untrust { file_or_hash: String },
+    /// Ask the running service to load new plugins from its folder and attach their devices.
+    Rescan,
 }
 
 /// Arguments of `devicehub scale`.
@@ -237,7 +254,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     }
     let config = load_config(&cli.global)?;
     match cli.command {
-        Command::Plugins => cmd_plugins(&cli.global, &config),
+        Command::Plugins { action: None } => cmd_plugins(&cli.global, &config),
+        Command::Plugins {
+            action: Some(action),
+        } => cmd_plugins_action(&cli.global, &config, action),
         Command::Devices => cmd_devices(&cli.global, &config),
         Command::Print(args) => cmd_print(&cli.global, &config, *args),
         Command::Register { code } => cmd_register(&cli.global, &config, &code),
@@ -383,6 +403,9 @@ pub struct PluginListing {
     pub plugins: Vec<PluginRow>,
     pub refused: Vec<RefusedRow>,
     pub conflicts: Vec<ConflictRow>,
+    /// The development flag: unsigned plugins may load.
+    #[serde(default)]
+    pub unsigned_allowed: bool,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -393,6 +416,12 @@ pub struct PluginRow {
     pub kind: String,
     pub description: String,
     pub path: String,
+    /// How the file was allowed to load: `signed`, `trustedHash`, `unsigned` or `builtIn`.
+    #[serde(default)]
+    pub approval: String,
+    /// The same in words: for a signed file, the key's ID and the bundle's name and version.
+    #[serde(default)]
+    pub approval_detail: String,
     pub usb_ids: Vec<UsbRow>,
     /// The plugin's IEEE-1284 rules for printers whose USB ID no table lists.
     pub ieee1284_rules: Vec<Ieee1284Row>,
@@ -442,6 +471,8 @@ pub fn plugin_listing(set: &PluginSet) -> PluginListing {
                 kind: p.manifest.kind.as_str().to_string(),
                 description: p.manifest.description.to_string(),
                 path: p.path.display().to_string(),
+                approval: p.approval.kind().to_string(),
+                approval_detail: p.approval.to_string(),
                 usb_ids: p
                     .manifest
                     .usb_models
@@ -483,6 +514,7 @@ pub fn plugin_listing(set: &PluginSet) -> PluginListing {
                 also_claimed_by: c.losers.clone(),
             })
             .collect(),
+        unsigned_allowed: set.allow_unsigned,
     }
 }
 
@@ -508,14 +540,20 @@ fn cmd_plugins(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
         return Ok(());
     }
     writeln!(out, "Plugins folder: {}", listing.dir)?;
+    if listing.unsigned_allowed {
+        writeln!(
+            out,
+            "DEVELOPMENT FLAG: unsigned plugins are allowed ([plugins] allow_unsigned)"
+        )?;
+    }
     if listing.plugins.is_empty() {
         writeln!(out, "No plugins loaded.")?;
     }
     for p in &listing.plugins {
         writeln!(
             out,
-            "\n{} {} ({}, plugin API {})\n  {}\n  {}",
-            p.name, p.version, p.kind, p.api_version, p.description, p.path
+            "\n{} {} ({}, plugin API {})\n  {}\n  {}\n  {}",
+            p.name, p.version, p.kind, p.api_version, p.description, p.path, p.approval_detail
         )?;
         for u in &p.usb_ids {
             writeln!(
@@ -562,6 +600,128 @@ fn cmd_plugins(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
             c.driven_by,
             c.also_claimed_by.join(", ")
         )?;
+    }
+    Ok(())
+}
+
+/// `devicehub plugins trust|untrust|rescan`.
+fn cmd_plugins_action(
+    global: &GlobalArgs,
+    config: &Config,
+    action: PluginsAction,
+) -> anyhow::Result<()> {
+    use crate::plugins::trusted_files;
+    let data_dir = DataDir::new(config.data_dir());
+    let mut out = std::io::stdout().lock();
+    let mut result = json!({});
+    match &action {
+        PluginsAction::Trust { file } => {
+            data_dir.create().with_context(|| {
+                format!(
+                    "cannot use the data directory {}",
+                    data_dir.root().display()
+                )
+            })?;
+            let trusted = trusted_files::trust(&data_dir, file)?;
+            if !global.json {
+                writeln!(
+                    out,
+                    "Trusted {} (sha256 {})",
+                    file.display(),
+                    trusted.sha256
+                )?;
+            }
+            result["trusted"] = json!(trusted);
+        }
+        PluginsAction::Untrust { file_or_hash } => {
+            let removed = trusted_files::untrust(&data_dir, file_or_hash)?;
+            if !global.json {
+                for file in &removed {
+                    writeln!(
+                        out,
+                        "No longer trusted: {} (sha256 {}); if it is loaded, it stays loaded \
+                         until DeviceHub restarts",
+                        file.file_name, file.sha256
+                    )?;
+                }
+            }
+            result["untrusted"] = json!(removed);
+        }
+        PluginsAction::Rescan => {}
+    }
+    // Untrusting needs no rescan: loaded code cannot be unloaded, and the next start reads
+    // the list again.
+    if matches!(action, PluginsAction::Untrust { .. }) {
+        if global.json {
+            serde_json::to_writer_pretty(&mut out, &result)?;
+            writeln!(out)?;
+        }
+        return Ok(());
+    }
+    let rescan = if matches!(action, PluginsAction::Rescan) {
+        Some(require_service(
+            global,
+            config,
+            method::PLUGINS_RESCAN,
+            json!({}),
+            RESCAN_CALL,
+        )?)
+    } else {
+        ask_service(config, method::PLUGINS_RESCAN, json!({}), RESCAN_CALL)?
+    };
+    match rescan {
+        Some(rescan) => {
+            if !global.json {
+                print_rescan(&mut out, &rescan)?;
+            }
+            result["rescan"] = rescan;
+        }
+        None => {
+            if !global.json {
+                writeln!(
+                    out,
+                    "DeviceHub is not running: the file will be loaded when it starts"
+                )?;
+            }
+            result["rescan"] = Value::Null;
+        }
+    }
+    if global.json {
+        serde_json::to_writer_pretty(&mut out, &result)?;
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// Prints a `plugins.rescan` answer.
+fn print_rescan(out: &mut impl Write, rescan: &Value) -> anyhow::Result<()> {
+    let text = |v: &Value| v.as_str().unwrap_or("").to_string();
+    let loaded = rescan["loaded"].as_array().cloned().unwrap_or_default();
+    if loaded.is_empty() {
+        writeln!(out, "Rescanned: no new plugins")?;
+    }
+    for p in &loaded {
+        writeln!(
+            out,
+            "Loaded {} {} ({})",
+            text(&p["name"]),
+            text(&p["version"]),
+            text(&p["approvalDetail"])
+        )?;
+    }
+    for id in rescan["attached"].as_array().into_iter().flatten() {
+        writeln!(out, "Attached {}", text(id))?;
+    }
+    for f in rescan["failed"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "Not attached {}: {}",
+            text(&f["id"]),
+            text(&f["reason"])
+        )?;
+    }
+    for r in rescan["refused"].as_array().into_iter().flatten() {
+        writeln!(out, "Refused {}: {}", text(&r["file"]), text(&r["reason"]))?;
     }
     Ok(())
 }
@@ -1027,6 +1187,8 @@ pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 const SHORT_CALL: std::time::Duration = std::time::Duration::from_secs(15);
 /// How long a print through the running service may take (a long PDF on a slow printer).
 const PRINT_CALL: std::time::Duration = std::time::Duration::from_secs(300);
+/// How long a plugin rescan may take (loading libraries, opening the devices they drive).
+const RESCAN_CALL: std::time::Duration = std::time::Duration::from_secs(60);
 /// How long a registration through the running service may take.
 const REGISTER_CALL: std::time::Duration = std::time::Duration::from_secs(300);
 /// How long registration steps published just before the answer are still waited for.
@@ -1116,6 +1278,16 @@ fn cmd_status(global: &GlobalArgs, config: &Config) -> anyhow::Result<()> {
     }
     let plugins = status["plugins"].as_array().cloned().unwrap_or_default();
     let refused = status["refusedPlugins"].as_array().map_or(0, |r| r.len());
+    if status["unsignedPluginsAllowed"].as_bool() == Some(true) {
+        let unsigned = plugins
+            .iter()
+            .filter(|p| p["approval"].as_str() == Some("unsigned"))
+            .count();
+        writeln!(
+            out,
+            "WARNING: development flag on: unsigned plugins allowed ({unsigned} loaded unsigned)"
+        )?;
+    }
     writeln!(
         out,
         "Plugins: {} loaded{}",

@@ -42,7 +42,7 @@ pub struct Config {
     /// The local servers on 127.0.0.1 (`[local]`).
     #[serde(default)]
     pub local: LocalConfig,
-    /// Which plugin files may load: keys trusted to sign bundles, the development flag (`[plugins]`).
+    /// Which plugin files may load (`[plugins]`): extra signing keys and the development flag.
     #[serde(default)]
     pub plugins: PluginsConfig,
     /// The file this config was read from, for `config.reload` over the local RPC; not a key.
@@ -126,18 +126,18 @@ impl Default for LocalConfig {
     }
 }
 
-/// The `[plugins]` section: which plugin files DeviceHub trusts (docs/plugin-bundles.md). The
-/// plugins folder itself stays the top-level `plugins_dir`.
+/// The `[plugins]` section: what DeviceHub trusts besides its built-in release keys (see
+/// `docs/plugin-bundles.md`). The folder itself stays the top-level `plugins_dir`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginsConfig {
-    /// The development flag: plugin files no trusted signature covers load anyway, loudly.
-    /// Tampered files (listed in a signed manifest with other bytes) are refused even so.
+    /// The development flag: plugin files that are neither signed by a trusted key nor trusted
+    /// by their hash load anyway. DeviceHub says so at start-up, in `devicehub status` and in
+    /// every heartbeat. Tampered files (changed after a trusted key signed them) never load.
     #[serde(default)]
     pub allow_unsigned: bool,
-    /// Public keys (base64 of the 32-byte Ed25519 key) trusted to sign plugin bundles, besides
-    /// the built-in release keys: a company's own drivers, or the throwaway key a test package
-    /// was signed with.
+    /// Ed25519 public keys (base64 of 32 bytes) whose signed bundle manifests are trusted
+    /// besides the built-in release keys: a company's own drivers, or a development key.
     #[serde(default)]
     pub trusted_keys: Vec<String>,
 }
@@ -360,6 +360,10 @@ impl Config {
         if self.cloud.port == Some(0) {
             return Err(invalid("cloud.port must not be 0".into()));
         }
+        for key in &self.plugins.trusted_keys {
+            crate::plugins::bundle::TrustedKey::parse(key)
+                .map_err(|e| invalid(format!("plugins.trusted_keys: {e}")))?;
+        }
         let mut seen = std::collections::BTreeSet::new();
         for device in &self.devices {
             if device.id.is_empty()
@@ -534,6 +538,27 @@ mod tests {
         let text = toml::to_string(&config).unwrap();
         let again = Config::parse(&text, Path::new("round-trip")).unwrap();
         assert_eq!(config, again);
+    }
+
+    #[test]
+    fn plugins_section_defaults_to_strict_and_checks_keys() {
+        let none = Config::parse("", Path::new("empty.toml")).unwrap();
+        assert!(!none.plugins.allow_unsigned);
+        assert!(none.plugins.trusted_keys.is_empty());
+        let key = crate::plugins::bundle::RELEASE_KEYS[0];
+        let set = Config::parse(
+            &format!("[plugins]\nallow_unsigned = true\ntrusted_keys = [\"{key}\"]\n"),
+            Path::new("set.toml"),
+        )
+        .unwrap();
+        assert!(set.plugins.allow_unsigned);
+        assert_eq!(set.plugins.trusted_keys, vec![key.to_string()]);
+        let bad = Config::parse(
+            "[plugins]\ntrusted_keys = [\"not a key\"]\n",
+            Path::new("bad.toml"),
+        )
+        .unwrap_err();
+        assert!(bad.to_string().contains("plugins.trusted_keys"), "{bad}");
     }
 
     #[test]

@@ -18,7 +18,15 @@
 //! # The sandbox directory
 //! `--dir` (default: the platform's data directory, `devicehub/sandbox`) holds `cloud/` (the
 //! emulator's data), `claim/` (the claim certificate), `agent/` (DeviceHub's data directory),
-//! `devicehub.toml`, `labels/<device>/` (every printed label as PNG), `demo/` and `logs/`.
+//! `devicehub.toml`, `labels/<device>/` (every printed label as PNG), `demo/`, `logs/`,
+//! `plugins/` and `plugin-signing.key`.
+//!
+//! # Plugins
+//! The agent loads only signed plugins, and the sandbox does not use the development flag: at
+//! every start it makes a throwaway signing key (`plugin-signing.key`, owner-only), signs a
+//! bundle of the drivers it finds (in `--plugins-dir`, else where DeviceHub's default rule
+//! finds them, e.g. the build output) into its own `plugins/` folder, and trusts that key in
+//! the config it writes.
 //! Those entries are removed at start, and nothing else in the directory is touched: every
 //! start is a fresh desk.
 
@@ -55,7 +63,7 @@ const AGENT_STOP_GRACE: Duration = Duration::from_secs(30);
 pub struct SandboxOptions {
     /// The sandbox directory; see the module documentation for its default.
     pub dir: Option<PathBuf>,
-    /// The plugins folder the agent loads from (`None`: DeviceHub's default rule).
+    /// Where the drivers to bundle are (`None`: DeviceHub's default plugins rule).
     pub plugins_dir: Option<PathBuf>,
     /// Print a shipping label and an indicia once ready, wait for both, and list the PNGs.
     pub print_demo: bool,
@@ -101,6 +109,8 @@ pub enum SandboxError {
     },
     #[error("`devicehub-emulator {command}` failed: {detail}")]
     EmulatorCommand { command: String, detail: String },
+    #[error("cannot sign the drivers into the sandbox's plugins folder")]
+    Bundle(#[from] crate::plugins::bundle::BundleError),
     #[error("the generated config does not load")]
     Config(#[from] crate::config::ConfigError),
     #[error("cannot start the async runtime")]
@@ -297,6 +307,12 @@ impl Layout {
     fn demo(&self) -> PathBuf {
         self.root.join("demo")
     }
+    fn plugins(&self) -> PathBuf {
+        self.root.join("plugins")
+    }
+    fn signing_key(&self) -> PathBuf {
+        self.root.join("plugin-signing.key")
+    }
     fn log(&self, what: &str) -> PathBuf {
         self.root.join("logs").join(format!("{what}.log"))
     }
@@ -308,7 +324,9 @@ impl Layout {
             let path = path.to_path_buf();
             move |source| SandboxError::Io { path, source }
         };
-        for dir in ["cloud", "claim", "agent", "labels", "demo", "logs"] {
+        for dir in [
+            "cloud", "claim", "agent", "labels", "demo", "logs", "plugins",
+        ] {
             let path = self.root.join(dir);
             match std::fs::remove_dir_all(&path) {
                 Ok(()) => {}
@@ -316,10 +334,12 @@ impl Layout {
                 Err(e) => return Err(io(&path)(e)),
             }
         }
-        match std::fs::remove_file(self.config()) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io(&self.config())(e)),
+        for file in [self.config(), self.signing_key()] {
+            match std::fs::remove_file(&file) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io(&file)(e)),
+            }
         }
         for dir in [
             self.root.join("logs"),
@@ -397,7 +417,8 @@ pub fn run(options: SandboxOptions) -> Result<(), SandboxError> {
     let code = emulator_command(&emulator, &layout, &["activation-code"])?
         .trim()
         .to_string();
-    write_config(&layout, &cloud, &devices, options.plugins_dir.as_deref())?;
+    let trusted_key = sign_plugins(&layout, options.plugins_dir.as_deref())?;
+    write_config(&layout, &cloud, &devices, &layout.plugins(), &trusted_key)?;
     let config = Config::load(&layout.config())?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -720,11 +741,37 @@ fn toml_string(text: &str) -> String {
     toml::Value::String(text.to_string()).to_string()
 }
 
+/// Makes the throwaway signing key and signs a bundle of the drivers in `source` (else where
+/// the default plugins rule finds them) into the sandbox's plugins folder; returns the public
+/// key to trust.
+fn sign_plugins(layout: &Layout, source: Option<&Path>) -> Result<String, SandboxError> {
+    use crate::plugins::bundle;
+    let from = match source {
+        Some(dir) => dir.to_path_buf(),
+        None => crate::config::default_plugins_dir().0,
+    };
+    let key = ed25519_dalek::SigningKey::from_bytes(&rand::random::<[u8; 32]>());
+    bundle::write_signing_key(&layout.signing_key(), &key)?;
+    let out = layout.plugins();
+    bundle::build_bundle(
+        &bundle::BundleRequest {
+            from: &from,
+            out: &out,
+            version: env!("CARGO_PKG_VERSION"),
+            manifest_name: bundle::DEFAULT_MANIFEST,
+            only: &[],
+        },
+        &key,
+    )?;
+    Ok(bundle::public_key_text(&key))
+}
+
 fn write_config(
     layout: &Layout,
     cloud: &CloudEndpoints,
     devices: &[SandboxDevice],
-    plugins_dir: Option<&Path>,
+    plugins_dir: &Path,
+    trusted_key: &str,
 ) -> Result<(), SandboxError> {
     let mut text = String::from(
         "# Written by `devicehub sandbox` for the simulated desk; rewritten at every start.\n",
@@ -733,9 +780,10 @@ fn write_config(
         "data_dir = {}\nlog_level = \"warn\"\n",
         toml_string(&path_text(&layout.agent()))
     ));
-    if let Some(dir) = plugins_dir {
-        text.push_str(&format!("plugins_dir = {}\n", toml_string(&path_text(dir))));
-    }
+    text.push_str(&format!(
+        "plugins_dir = {}\n",
+        toml_string(&path_text(plugins_dir))
+    ));
     // The local servers take free ports, so that the sandbox runs beside an installed
     // DeviceHub; the sandbox prints where they are.
     text.push_str("\n[usb]\nenabled = false\n\n[local]\nhttp_port = 0\nws_port = 0\n");
@@ -774,6 +822,11 @@ fn write_config(
         toml_string(&path_text(&cloud.ca_certificate)),
         toml_string(&path_text(&claim.join("certificate.pem.crt"))),
         toml_string(&path_text(&claim.join("private.pem.key"))),
+    ));
+    // The sandbox's own throwaway key signed its plugins folder; no development flag.
+    text.push_str(&format!(
+        "\n[plugins]\ntrusted_keys = [{}]\n",
+        toml_string(trusted_key)
     ));
     write_atomic(&layout.config(), text.as_bytes(), Visibility::OwnerOnly).map_err(|source| {
         SandboxError::Write {
@@ -1244,7 +1297,10 @@ mod tests {
             mqtt_port: 8883,
             ca_certificate: dir.path().join("cloud \"quoted\"/ca.pem"),
         };
-        write_config(&layout, &cloud, &devices, Some(Path::new("/opt/plugins"))).expect("written");
+        let key = crate::plugins::bundle::public_key_text(&ed25519_dalek::SigningKey::from_bytes(
+            &[3; 32],
+        ));
+        write_config(&layout, &cloud, &devices, Path::new("/opt/plugins"), &key).expect("written");
         let config = Config::load(&layout.config()).expect("the config loads");
         let ids: Vec<&str> = config.devices.iter().map(|d| d.id.as_str()).collect();
         assert_eq!(
@@ -1262,6 +1318,8 @@ mod tests {
         assert_eq!(config.cloud.ca_bundle, Some(cloud.ca_certificate.clone()));
         assert_eq!(config.data_dir(), layout.agent());
         assert_eq!(config.plugins_dir, Some(PathBuf::from("/opt/plugins")));
+        assert_eq!(config.plugins.trusted_keys, vec![key]);
+        assert!(!config.plugins.allow_unsigned);
     }
 
     #[test]

@@ -37,10 +37,11 @@ use crate::cloud::events::{EventsTask, HealthInputs, SharedHealth};
 use crate::cloud::jobs::{DownloadSettings, JobsSettings, JobsTask, DEFAULT_SHUTDOWN_GRACE};
 use crate::cloud::link::{LinkConfig, MqttLink};
 use crate::cloud::registration::RegistrationSettings;
-use crate::cloud::shadow::{AgentSettings, PluginReport, ShadowSettings, ShadowTask};
+use crate::cloud::shadow::{plugin_reports, AgentSettings, ShadowSettings, ShadowTask};
 use crate::config::{self, Config, DeviceAddress};
 use crate::devices::{hid_watch::HidWatcher, usb_watch::UsbWatcher, DeviceTable};
-use crate::plugins::{PluginSet, Selection};
+use crate::plugins::folder_watch::FolderWatch;
+use crate::plugins::{bundle::TrustStore, trusted_files, PluginSet, Selection, SharedPlugins};
 use crate::scales::ScaleReadings;
 use crate::scanning::ScanPoller;
 use crate::storage::certs::{CertificateInfo, EXPIRY_WARNING};
@@ -54,35 +55,68 @@ const LINK_STOP_GRACE: Duration = Duration::from_secs(5);
 const TASK_STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Loads the plugins from the config's folder (which `--plugins-dir` overrides), else the
-/// default one, with the active updated bundle on top (see [`crate::plugins::update`]); every
-/// command and the service use this one rule.
+/// default one, each file verified against [`trust_store`], with the active updated bundle on
+/// top (see [`crate::plugins::update`]); every command and the service use this one rule.
 pub fn load_plugins(config: &Config) -> PluginSet {
-    let (dir, selection) = plugins_dir(config);
+    let (dir, selection) = plugins_folder(config);
     crate::plugins::update::load_installed(
         &dir,
         selection,
         &config.data_dir(),
-        &config.plugins.trusted_keys,
+        &trust_store(config),
     )
 }
 
 /// [`load_plugins`] for the agent's start: an updated bundle being tried is confirmed or
 /// rolled back.
 fn load_plugins_at_start(config: &Config) -> PluginSet {
-    let (dir, selection) = plugins_dir(config);
-    crate::plugins::update::load_at_start(
-        &dir,
-        selection,
-        &config.data_dir(),
-        &config.plugins.trusted_keys,
-    )
+    let (dir, selection) = plugins_folder(config);
+    crate::plugins::update::load_at_start(&dir, selection, &config.data_dir(), &trust_store(config))
 }
 
-/// The plugins folder: the config's (which `--plugins-dir` overrides), else the default one.
-pub fn plugins_dir(config: &Config) -> (std::path::PathBuf, Selection) {
+/// The plugins folder and how files are picked there.
+pub fn plugins_folder(config: &Config) -> (std::path::PathBuf, Selection) {
     match &config.plugins_dir {
         Some(dir) => (dir.clone(), Selection::AllLibraries),
         None => config::default_plugins_dir(),
+    }
+}
+
+/// What plugin files may load: the release keys, the config's `[plugins] trusted_keys`, the
+/// files trusted by hash in the data directory, and the development flag. A trusted list that
+/// cannot be read is logged and trusts nothing: fewer plugins load, never more.
+pub fn trust_store(config: &Config) -> TrustStore {
+    let data_dir = DataDir::new(config.data_dir());
+    let hashes = match trusted_files::load(&data_dir) {
+        Ok(files) => files.files.into_iter().map(|f| f.sha256).collect(),
+        Err(e) => {
+            tracing::error!("plugin files trusted by hash are not trusted now: {e}");
+            Vec::new()
+        }
+    };
+    match TrustStore::new(
+        &config.plugins.trusted_keys,
+        hashes.clone(),
+        config.plugins.allow_unsigned,
+    ) {
+        Ok(store) => store,
+        Err(e) => {
+            // The config check refuses bad keys, so only a config built in code gets here.
+            tracing::error!("plugins.trusted_keys: {e}; only the release keys are trusted");
+            TrustStore::new(&[], hashes, config.plugins.allow_unsigned)
+                .expect("the built-in release keys parse")
+        }
+    }
+}
+
+/// Says loudly that the development flag is on: an error-level line at start-up.
+pub fn warn_development_flag(config: &Config, plugins: &PluginSet) {
+    if config.plugins.allow_unsigned {
+        tracing::error!(
+            unsigned_loaded = plugins.unsigned_count(),
+            "DEVELOPMENT FLAG: [plugins] allow_unsigned = true lets unsigned plugin code run \
+             inside DeviceHub; never use it in production"
+        );
     }
 }
 
@@ -151,22 +185,23 @@ async fn run_inner(
     // async workers.
     let devices_config = config.clone();
     let (plugins, devices) = tokio::task::spawn_blocking(move || {
-        let plugins = Arc::new(load_plugins_at_start(&devices_config));
+        let plugins = load_plugins_at_start(&devices_config);
         for refused in &plugins.refused {
             tracing::warn!(path = %refused.path.display(), "plugin refused: {}", refused.reason);
         }
+        warn_development_flag(&devices_config, &plugins);
         let devices = Arc::new(DeviceTable::from_config_with(
             &devices_config.devices,
             &plugins,
             &devices_config.system_printers,
         ));
         devices.attach_system_printers(&devices_config.system_printers);
-        (plugins, devices)
+        (Arc::new(SharedPlugins::new(plugins)), devices)
     })
     .await
     .context("loading plugins and devices stopped")?;
     tracing::info!(
-        plugins = plugins.plugins.len(),
+        plugins = plugins.current().plugins.len(),
         devices = devices.list().len(),
         "plugins loaded and devices attached"
     );
@@ -238,6 +273,8 @@ async fn run_inner(
 
     // Scanners are polled from the start, so that local tools get scans before registration.
     let scan_poller = ScanPoller::start(agent.clone());
+    // Drivers dropped into the plugins folder are picked up while running.
+    let folder_watch = FolderWatch::start(agent.clone(), &shutdown);
     on_agent(agent.clone());
 
     // Without an identity the agent waits, devices attached, until this computer is
@@ -248,6 +285,7 @@ async fn run_inner(
         None => match wait_for_registration(&agent, &data_dir, &shutdown).await? {
             Some(stored) => stored,
             None => {
+                folder_watch.stop().await;
                 stop_rpc(rpc).await;
                 if let Some(ws) = ws {
                     ws.stop().await;
@@ -319,21 +357,15 @@ async fn run_inner(
         link.handle.clone(),
         ShadowSettings {
             thing_name: thing_name.clone(),
-            plugins: plugins
-                .plugins
-                .iter()
-                .map(|p| PluginReport {
-                    name: p.manifest.name.to_string(),
-                    version: p.version.to_string(),
-                })
-                .collect(),
+            plugins: plugin_reports(&plugins.current()),
             devices: devices.clone(),
             file: data_dir.shadow_file(),
             settings: settings_tx,
             health: health.clone(),
         },
         AgentSettings::defaults(&config.log_level),
-    );
+    )
+    .follow_plugins(plugins.clone());
     let updater = if updates {
         let (desired_tx, desired_rx) = tokio::sync::watch::channel(serde_json::Value::Null);
         let (report_tx, report_rx) = tokio::sync::watch::channel(serde_json::Value::Null);
@@ -341,7 +373,7 @@ async fn run_inner(
         match BundleUpdater::new(
             UpdaterSettings {
                 data_dir: data_dir.root().to_path_buf(),
-                plugins_dir: plugins_dir(&config).0,
+                plugins_dir: plugins_folder(&config).0,
                 trusted_keys: config.plugins.trusted_keys.clone(),
                 download: DownloadSettings {
                     ca_bundle_pem: ca_bundle_pem.clone(),
@@ -369,8 +401,7 @@ async fn run_inner(
         link.handle.clone(),
         devices.clone(),
         HealthInputs {
-            plugins_loaded: plugins.plugins.len(),
-            plugins_refused: plugins.refused.len(),
+            plugins: plugins.clone(),
             data_dir: data_dir.root().to_path_buf(),
             certificate,
             board: health,
@@ -439,6 +470,7 @@ async fn run_inner(
     if let Err(e) = dispatcher_task.await {
         tracing::error!("the message dispatcher failed: {e}");
     }
+    folder_watch.stop().await;
     stop_rpc(rpc).await;
     if let Some(ws) = ws {
         ws.stop().await;

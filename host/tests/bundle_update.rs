@@ -587,8 +587,9 @@ fn a_set_whose_plugins_do_not_load_is_rolled_back_and_an_older_set_ignored() {
         })
         .expect("save state");
     let keys = [bundle::public_key_text(&signing_key())];
+    let trust = bundle::TrustStore::new(&keys, Vec::new(), false).expect("trust store");
 
-    let set = update::load_at_start(&plugins, Selection::AllLibraries, &data_dir, &keys);
+    let set = update::load_at_start(&plugins, Selection::AllLibraries, &data_dir, &trust);
     let versioned = set.plugin("versioned").expect("versioned loaded");
     assert_eq!(versioned.version.to_string(), "2.0.0", "{set:?}");
     assert!(set.plugin("zebra").is_some(), "{set:?}");
@@ -623,7 +624,7 @@ fn a_set_whose_plugins_do_not_load_is_rolled_back_and_an_older_set_ignored() {
             ),
         ],
     );
-    let set = update::load_installed(&plugins, Selection::AllLibraries, &data_dir, &keys);
+    let set = update::load_installed(&plugins, Selection::AllLibraries, &data_dir, &trust);
     let versioned = set.plugin("versioned").expect("versioned loaded");
     assert_eq!(versioned.version.to_string(), "1.0.0");
     assert_eq!(versioned.path, plugins.join(versioned_file()));

@@ -26,7 +26,7 @@ fn plugins_lists_loaded_plugins_with_usb_ids_and_refused_files() {
     let dir = support::plugins_folder(&[ZEBRA, INCOMPATIBLE]);
     let dir_arg = dir.path().to_str().unwrap();
     let config = dir.path().join("devicehub.toml");
-    std::fs::write(&config, "").unwrap();
+    std::fs::write(&config, support::trust_toml()).unwrap();
     let config_arg = config.to_str().unwrap();
 
     let out = devicehub(&[
@@ -93,7 +93,7 @@ fn print_with_model_writes_the_printer_bytes_to_a_file() {
     );
 
     let config = dir.path().join("devicehub.toml");
-    std::fs::write(&config, "").unwrap();
+    std::fs::write(&config, support::trust_toml()).unwrap();
     let out = devicehub(&[
         "--config",
         config.to_str().unwrap(),
@@ -143,8 +143,9 @@ fn print_to_a_configured_device_reaches_the_printer() {
     std::fs::write(
         &config,
         format!(
-            "[[devices]]\nid = \"desk-zebra\"\naddress = \"tcp://{}\"\nusb_id = \"0A5F:0141\"\n",
-            sim.print_addr
+            "[[devices]]\nid = \"desk-zebra\"\naddress = \"tcp://{}\"\nusb_id = \"0A5F:0141\"\n{}",
+            sim.print_addr,
+            support::trust_toml()
         ),
     )
     .unwrap();

@@ -57,7 +57,8 @@ struct Rig {
 impl Rig {
     fn new() -> Rig {
         let dir = support::plugins_folder(&[DYMO]);
-        let plugins = PluginSet::load_dir(dir.path(), Selection::AllLibraries);
+        let plugins =
+            PluginSet::load_dir(dir.path(), Selection::AllLibraries, &support::test_trust());
         assert!(plugins.refused.is_empty(), "{:?}", plugins.refused);
         Rig {
             _plugins_dir: dir,

@@ -717,7 +717,11 @@ async fn stopping_while_printing_waits_then_reports_the_job_failed() {
     let cloud = Cloud::start();
     let identity = cloud.thing("desk-stop");
     let plugins_dir = support::plugins_folder(&[ZEBRA]);
-    let plugins = PluginSet::load_dir(plugins_dir.path(), Selection::AllLibraries);
+    let plugins = PluginSet::load_dir(
+        plugins_dir.path(),
+        Selection::AllLibraries,
+        &support::test_trust(),
+    );
     let chosen = devices::choose_plugin(&plugins, Some((0x0A5F, 0x0141)), None).expect("zebra");
     let spec = DeviceSpec {
         id: "silent-1".into(),

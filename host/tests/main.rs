@@ -84,6 +84,10 @@ mod privacy;
 /// and shown by the emulator page, and every process gone after SIGTERM.
 mod sandbox;
 
+/// Drop-in drivers with `devicehub run`: a signed plugin copied into the running agent's folder
+/// drives its device without a restart; unsigned, untrusted and tampered copies are refused;
+/// trust by hash; the development flag in the status.
+mod drop_in;
 /// The plugin author's kit: the template and ESC/POS plugins loaded from disk, matched by USB
 /// and IEEE-1284 ID, their labels decoded back to the host's rendering dot for dot, and the
 /// ESC/POS plugin printing into the ESC/POS simulator over TCP, faults included.

@@ -23,7 +23,7 @@ const ESCPOS: &str = "devicehub_driver_escpos";
 
 fn load() -> (tempfile::TempDir, PluginSet) {
     let dir = support::plugins_folder(&[TEMPLATE, ESCPOS]);
-    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries);
+    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries, &support::test_trust());
     assert!(set.refused.is_empty(), "{:?}", set.refused);
     (dir, set)
 }

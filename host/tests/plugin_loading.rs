@@ -33,8 +33,10 @@ fn bad_files_are_refused_one_line_each_and_the_rest_load() {
     std::fs::write(dir.path().join("truncated.so"), &zebra[..zebra.len() / 2]).unwrap();
     // Files with other extensions are not candidates at all.
     std::fs::write(dir.path().join("README.txt"), b"plugins go here").unwrap();
+    // Signed, so that each refusal is about what the file is, not about trust.
+    support::sign_folder(dir.path());
 
-    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries);
+    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries, &support::test_trust());
 
     let mut names: Vec<&str> = set.plugins.iter().map(|p| p.name()).collect();
     names.sort();
@@ -51,7 +53,8 @@ fn bad_files_are_refused_one_line_each_and_the_rest_load() {
 fn a_duplicate_plugin_is_refused() {
     let dir = support::plugins_folder(&[ZEBRA]);
     std::fs::copy(support::library(ZEBRA), dir.path().join("zebra-copy.so")).unwrap();
-    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries);
+    support::sign_folder(dir.path());
+    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries, &support::test_trust());
     assert_eq!(set.plugins.len(), 1);
     assert!(refusal(&set, "zebra").contains("duplicate of plugin 'zebra'"));
 }
@@ -59,7 +62,11 @@ fn a_duplicate_plugin_is_refused() {
 #[test]
 fn a_missing_folder_is_reported_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
-    let set = PluginSet::load_dir(&dir.path().join("nope"), Selection::AllLibraries);
+    let set = PluginSet::load_dir(
+        &dir.path().join("nope"),
+        Selection::AllLibraries,
+        &support::test_trust(),
+    );
     assert!(set.plugins.is_empty());
     assert!(set.refused[0]
         .reason
@@ -89,7 +96,7 @@ fn spec_for(set: &PluginSet, plugin: &str, id: &str) -> DeviceSpec {
 #[test]
 fn a_panicking_plugin_fails_its_job_and_the_host_and_other_plugins_carry_on() {
     let dir = support::plugins_folder(&[ZEBRA, PANICKING]);
-    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries);
+    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries, &support::test_trust());
     let table = DeviceTable::default();
 
     let bad = table
@@ -121,4 +128,49 @@ fn a_panicking_plugin_fails_its_job_and_the_host_and_other_plugins_carry_on() {
     assert_eq!(report.labels, 1);
     assert!(capture.written().starts_with(b"^XA"));
     table.shutdown();
+}
+
+#[test]
+fn a_rescan_keeps_loaded_plugins_and_asks_for_a_restart_for_changed_files() {
+    let dir = support::plugins_folder(&[ZEBRA]);
+    let trust = support::test_trust();
+    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries, &trust);
+    assert_eq!(set.plugins.len(), 1, "{:?}", set.refused);
+    let zebra = set.plugins[0].clone();
+
+    // Nothing changed: nothing new, the same plugin kept.
+    let (same, added) = set.rescan(&trust);
+    assert!(added.is_empty());
+    assert!(std::sync::Arc::ptr_eq(&same.plugins[0], &zebra));
+    assert!(same.refused.is_empty(), "{:?}", same.refused);
+
+    // The loaded file replaced by other (validly signed) bytes: the running code stays, and the
+    // change waits for a restart.
+    // A new file (new inode), as an installer writes it: the mapped library stays intact.
+    let file = zebra.path.clone();
+    std::fs::remove_file(&file).expect("remove");
+    std::fs::copy(support::library("devicehub_driver_tspl"), &file).expect("replace");
+    support::sign_folder(dir.path());
+    let (changed, added) = same.rescan(&trust);
+    assert!(added.is_empty());
+    assert_eq!(changed.plugins.len(), 1);
+    assert!(std::sync::Arc::ptr_eq(&changed.plugins[0], &zebra));
+    let reason = refusal(&changed, "zebra");
+    assert!(
+        reason.contains("restart DeviceHub to use version 0.1.0"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_second_file_of_a_loaded_plugin_waits_for_a_restart() {
+    let dir = support::plugins_folder(&[ZEBRA]);
+    let trust = support::test_trust();
+    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries, &trust);
+    std::fs::copy(support::library(ZEBRA), dir.path().join("zebra-newer.so")).expect("copy");
+    support::sign_folder(dir.path());
+    let (next, added) = set.rescan(&trust);
+    assert!(added.is_empty());
+    assert_eq!(next.plugins.len(), 1);
+    assert!(refusal(&next, "zebra-newer.so").contains("is already loaded from"));
 }

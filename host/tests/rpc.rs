@@ -52,10 +52,11 @@ impl Desk {
             &config,
             format!(
                 "data_dir = \"{}\"\nplugins_dir = \"{}\"\n[usb]\nenabled = false\n{}{rows}\
-                 [cloud]\nendpoint = \"localhost\"\n[local]\nrpc_port = 0\nrpc_publish_port = 0\nws_port = 0\nhttp_port = 0\n",
+                 [cloud]\nendpoint = \"localhost\"\n[local]\nrpc_port = 0\nrpc_publish_port = 0\nws_port = 0\nhttp_port = 0\n{}",
                 toml_path(&data_dir),
                 toml_path(plugins.path()),
                 zebra_row(PRINTER, &sim.print_addr, ""),
+                support::trust_toml(),
             ),
         )
         .expect("write config");

@@ -49,7 +49,7 @@ struct Plugins {
 
 fn plugins(library: &str) -> Plugins {
     let dir = support::plugins_folder(&[library]);
-    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries);
+    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries, &support::test_trust());
     assert!(set.refused.is_empty(), "{:?}", set.refused);
     Plugins { _dir: dir, set }
 }

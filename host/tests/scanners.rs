@@ -120,7 +120,7 @@ struct Plugins {
 
 fn plugins(libraries: &[&str]) -> Plugins {
     let dir = support::plugins_folder(libraries);
-    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries);
+    let set = PluginSet::load_dir(dir.path(), Selection::AllLibraries, &support::test_trust());
     assert!(set.refused.is_empty(), "{:?}", set.refused);
     Plugins {
         _dir: dir,
@@ -224,7 +224,7 @@ fn agent(plugins: &Plugins, table: DeviceTable, data: &tempfile::TempDir) -> Arc
     Arc::new(Agent::new(
         Config::default(),
         DataDir::new(data.path().to_path_buf()),
-        plugins.set.clone(),
+        Arc::new(devicehub::plugins::SharedPlugins::from(plugins.set.clone())),
         Arc::new(table),
         SharedHealth::default(),
         None,
@@ -519,7 +519,7 @@ async fn keyboard_wedge_scanners_bound_in_the_config_attach_publish_scans_and_de
     let unprofiled = plug(&plugged, 0x1a2b, 0x3c4e);
     let mut watcher = HidWatcher::start(
         Box::new(WedgeSource(plugged.clone())),
-        plugins.set.clone(),
+        Arc::new(devicehub::plugins::SharedPlugins::from(plugins.set.clone())),
         agent.devices().clone(),
         rows,
         Duration::from_millis(20),

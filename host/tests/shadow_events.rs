@@ -279,7 +279,7 @@ async fn the_shadow_reports_plugins_and_printer_and_applies_desired_settings_whi
     assert!(
         plugins
             .iter()
-            .any(|p| p["name"] == "zebra" && p["version"].is_string()),
+            .any(|p| p["name"] == "zebra" && p["version"].is_string() && p["approval"] == "signed"),
         "plugins: {plugins:?}"
     );
     let printer = reported["devices"]
@@ -298,6 +298,8 @@ async fn the_shadow_reports_plugins_and_printer_and_applies_desired_settings_whi
     let beat = &beats[0];
     assert_eq!(beat["link"]["connected"], true);
     assert_eq!(beat["plugins"]["loaded"], 1);
+    assert_eq!(beat["plugins"]["unsigned"], 0);
+    assert_eq!(beat["checks"], json!([]), "a strict desk has no warnings");
     assert_eq!(beat["devices"]["attached"], 1);
     assert!(
         beat["disk"]["freeBytes"].as_u64().is_some_and(|b| b > 0),
@@ -454,7 +456,11 @@ async fn devices_attached_and_detached_are_announced_and_held_while_offline() {
     let sim = Simulator::zebra(&["--language", "zpl"]);
     let identity = cloud.thing("desk-events");
     let plugins_dir = support::plugins_folder(&[ZEBRA]);
-    let plugins = PluginSet::load_dir(plugins_dir.path(), Selection::AllLibraries);
+    let plugins = Arc::new(PluginSet::load_dir(
+        plugins_dir.path(),
+        Selection::AllLibraries,
+        &support::test_trust(),
+    ));
     let table = Arc::new(DeviceTable::default());
     let data = tempfile::tempdir().expect("data dir");
     let now = std::time::SystemTime::now()
@@ -468,8 +474,7 @@ async fn devices_attached_and_detached_are_announced_and_held_while_offline() {
         link.handle.clone(),
         table.clone(),
         HealthInputs {
-            plugins_loaded: plugins.plugins.len(),
-            plugins_refused: plugins.refused.len(),
+            plugins: Arc::new(devicehub::plugins::SharedPlugins::from(plugins.clone())),
             data_dir: data.path().to_path_buf(),
             certificate: CertificateInfo {
                 subject: "CN=desk-events".into(),
@@ -545,6 +550,7 @@ async fn a_version_conflict_is_answered_by_reading_the_shadow_again() {
             plugins: vec![PluginReport {
                 name: "zebra".into(),
                 version: "1.0.0".into(),
+                approval: "signed".into(),
             }],
             devices: Arc::new(DeviceTable::default()),
             file: data_dir.shadow_file(),
@@ -797,4 +803,72 @@ async fn cloud_settings_pick_printers_per_kind_set_the_log_level_and_announce_up
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+#[tokio::test]
+async fn the_development_flag_is_a_warning_in_every_heartbeat() {
+    let desk = Desk::new();
+    let folder = desk
+        .config
+        .parent()
+        .expect("config folder")
+        .join("plugins-unsigned");
+    std::fs::create_dir_all(&folder).expect("plugins folder");
+    // The Zebra plugin without any manifest: it loads only because of the flag.
+    let library = support::library(ZEBRA);
+    std::fs::copy(
+        &library,
+        folder.join(library.file_name().expect("file name")),
+    )
+    .expect("copy plugin");
+    // The config ends with the [plugins] table that trusts the test key: the flag joins it,
+    // and the plugins folder becomes the unsigned one.
+    let config = std::fs::read_to_string(&desk.config).expect("read config");
+    let mut lines: Vec<String> = config
+        .lines()
+        .map(|l| {
+            if l.starts_with("plugins_dir = ") {
+                format!(
+                    "plugins_dir = \"{}\"",
+                    folder.to_str().expect("UTF-8").replace('\\', "/")
+                )
+            } else {
+                l.to_string()
+            }
+        })
+        .collect();
+    assert!(
+        lines.last().is_some_and(|l| l.starts_with("trusted_keys")),
+        "{config}"
+    );
+    lines.push("allow_unsigned = true".to_string());
+    std::fs::write(&desk.config, lines.join("\n") + "\n").expect("write config");
+
+    let mut agent = desk.run();
+    let deadline = Instant::now() + WAIT;
+    let beat = loop {
+        if let Some(beat) = desk.heartbeats().await.into_iter().next() {
+            break beat;
+        }
+        if let Some(exit) = agent.exited() {
+            panic!("devicehub run ended ({exit}):\n{}", agent.log());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no heartbeat within {WAIT:?}:\n{}",
+            agent.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(beat["plugins"]["unsigned"], 1, "{beat}");
+    assert_eq!(
+        beat["checks"],
+        json!([{
+            "name": "plugins.unsigned",
+            "status": "warn",
+            "message": "unsigned plugins allowed: 1 loaded unsigned",
+        }]),
+        "{beat}"
+    );
+    assert!(agent.log().contains("DEVELOPMENT FLAG"), "{}", agent.log());
 }

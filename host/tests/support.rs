@@ -6,7 +6,9 @@ use std::{
     process::{Child, ChildStdin, Command, Stdio},
 };
 
+use devicehub::plugins::bundle::{self, BundleEntry, BundleManifest, TrustStore};
 use devicehub::render::{self, InputFormat, MonoBitmap, RenderOptions, RenderTarget};
+use ed25519_dalek::SigningKey;
 
 /// The folder cargo builds this profile's dependencies into; the test binary lives there, and
 /// so do the plugin libraries built as dev-dependencies.
@@ -46,15 +48,92 @@ pub const PANICKING: &str = "devicehub_testplugin_panicking";
 pub const INCOMPATIBLE: &str = "devicehub_testplugin_incompatible";
 pub const NOT_A_PLUGIN: &str = "devicehub_testplugin_not_a_plugin";
 
-/// A fresh plugins folder holding copies of the named libraries.
+/// The throwaway key the tests sign plugin folders with; the release key's private half is
+/// never in the repository.
+pub fn test_key() -> SigningKey {
+    SigningKey::from_bytes(&[7; 32])
+}
+
+/// What the tests trust: the release keys and [`test_key`], strict otherwise.
+pub fn test_trust() -> TrustStore {
+    TrustStore::new(&[bundle::public_key_text(&test_key())], Vec::new(), false)
+        .expect("the test key parses")
+}
+
+/// The config section that trusts [`test_key`]; goes after the top-level keys of a config.
+pub fn trust_toml() -> String {
+    format!(
+        "\n[plugins]\ntrusted_keys = [\"{}\"]\n",
+        bundle::public_key_text(&test_key())
+    )
+}
+
+/// A fresh plugins folder holding copies of the named libraries, listed in a bundle manifest
+/// signed by [`test_key`].
 pub fn plugins_folder(crates: &[&str]) -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("temp dir");
+    let mut files = Vec::new();
     for name in crates {
         let from = library(name);
-        std::fs::copy(&from, dir.path().join(from.file_name().expect("file name")))
-            .expect("copy plugin");
+        let to = dir.path().join(from.file_name().expect("file name"));
+        std::fs::copy(&from, &to).expect("copy plugin");
+        files.push(to);
     }
+    sign_files(dir.path(), &files, &test_key(), bundle::DEFAULT_MANIFEST);
     dir
+}
+
+/// Signs every library now in `dir` with [`test_key`] as the default bundle (replacing it),
+/// for tests that add files whose refusal must be about the library, not about trust.
+pub fn sign_folder(dir: &Path) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .expect("read plugins folder")
+        .map(|e| e.expect("folder entry").path())
+        .filter(|p| devicehub::plugins::is_library(p))
+        .collect();
+    files.sort();
+    sign_files(dir, &files, &test_key(), bundle::DEFAULT_MANIFEST);
+}
+
+/// Writes `manifest_name` in `dir` listing `files` (already in `dir`) with their sizes and
+/// hashes, signed by `key`. The test plugins that are refused for what they are (not a plugin,
+/// incompatible) are signed too, so that their refusal is about the library, not trust.
+pub fn sign_files(dir: &Path, files: &[PathBuf], key: &SigningKey, manifest_name: &str) {
+    let plugins = files
+        .iter()
+        .map(|file| {
+            let (size, sha256) = bundle::file_digest(file).expect("hash plugin");
+            let file_name = file
+                .file_name()
+                .expect("file name")
+                .to_string_lossy()
+                .into_owned();
+            BundleEntry {
+                name: file_name
+                    .trim_start_matches(std::env::consts::DLL_PREFIX)
+                    .trim_end_matches(std::env::consts::DLL_SUFFIX)
+                    .to_string(),
+                file: file_name,
+                version: "0.1.0".into(),
+                api_version: devicehub_plugin_api::API_VERSION.into(),
+                size,
+                sha256,
+            }
+        })
+        .collect();
+    let manifest = BundleManifest {
+        format: bundle::BUNDLE_FORMAT.into(),
+        format_version: bundle::FORMAT_VERSION,
+        bundle_version: "0.1.0".into(),
+        target: bundle::target_triple(),
+        created_at: 0,
+        plugins,
+    };
+    let bytes = serde_json::to_vec_pretty(&manifest).expect("encode manifest");
+    let path = dir.join(manifest_name);
+    std::fs::write(&path, &bytes).expect("write manifest");
+    std::fs::write(bundle::signature_path(&path), bundle::sign(key, &bytes))
+        .expect("write signature");
 }
 
 /// A committed test input under `tests/fixtures/labels/`.

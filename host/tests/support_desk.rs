@@ -72,13 +72,14 @@ pub fn prepare(cloud: &Cloud, plugins_dir: &Path, devices: &str) -> Prepared {
          [usb]\nenabled = false\n{devices}\
          [cloud]\nendpoint = \"localhost\"\nport = {}\nca_bundle = \"{}\"\n\
          claim_certificate = \"{}\"\nclaim_private_key = \"{}\"\n\
-         [local]\nws_port = 0\nhttp_port = 0\nrpc_port = 0\nrpc_publish_port = 0\n",
+         [local]\nws_port = 0\nhttp_port = 0\nrpc_port = 0\nrpc_publish_port = 0\n{}",
         toml_path(&data_dir),
         toml_path(plugins_dir),
         cloud.ports.mqtt,
         toml_path(&claim_dir.join("ca.pem")),
         toml_path(&claim_dir.join("certificate.pem.crt")),
         toml_path(&claim_dir.join("private.pem.key")),
+        crate::support::trust_toml(),
     );
     let config = root.join("devicehub.toml");
     std::fs::write(&config, text).expect("write config");
@@ -146,6 +147,11 @@ impl Agent {
             child,
             log: log.to_path_buf(),
         }
+    }
+
+    /// The agent's process ID: a test that must show no restart happened compares it.
+    pub fn id(&self) -> u32 {
+        self.child.id()
     }
 
     /// What the agent logged so far.

@@ -36,7 +36,8 @@ impl Rig {
     /// The Zebra and TSPL plugins loaded from a plugins folder.
     fn new() -> Rig {
         let dir = support::plugins_folder(&[ZEBRA, TSPL]);
-        let plugins = PluginSet::load_dir(dir.path(), Selection::AllLibraries);
+        let plugins =
+            PluginSet::load_dir(dir.path(), Selection::AllLibraries, &support::test_trust());
         assert!(plugins.refused.is_empty(), "{:?}", plugins.refused);
         Rig {
             _plugins_dir: dir,
@@ -421,7 +422,7 @@ async fn the_usb_id_table_wins_over_the_ieee1284_id_and_unmatched_printers_stay_
 fn devicehub_plugins_lists_the_tspl_usb_ids_and_ieee1284_rules() {
     let dir = support::plugins_folder(&[TSPL]);
     let config = dir.path().join("devicehub.toml");
-    std::fs::write(&config, "").expect("empty config");
+    std::fs::write(&config, support::trust_toml()).expect("config trusting the test key");
     let run = |json: bool| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_devicehub"));
         command

@@ -821,7 +821,7 @@ impl InProcessPages {
         let agent = std::sync::Arc::new(AgentState::new(
             devicehub::config::Config::default(),
             devicehub::storage::DataDir::new(data.path().to_path_buf()),
-            std::sync::Arc::new(devicehub::plugins::PluginSet::default()),
+            std::sync::Arc::new(devicehub::plugins::SharedPlugins::default()),
             std::sync::Arc::new(devicehub::devices::DeviceTable::default()),
             devicehub::cloud::events::SharedHealth::default(),
             None,

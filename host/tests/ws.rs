@@ -47,11 +47,12 @@ impl Desk {
              [cloud]\nendpoint = \"localhost\"\n\
              [local]\nws_port = 0\nhttp_port = 0\nrpc_port = 0\nrpc_publish_port = 0\nws_allowed_origins = [{}]\n\
              [[devices]]\nid = \"{SCALE}\"\naddress = \"serial://{}\"\nplugin = \"serial-scale\"\n\
-             profile = \"mt-sics\"\n[devices.settings]\npoll_interval_ms = \"20\"\n",
+             profile = \"mt-sics\"\n[devices.settings]\npoll_interval_ms = \"20\"\n{}",
             toml_path(&dir.path().join("data")),
             toml_path(plugins.path()),
             origins.join(", "),
             sim.pty,
+            support::trust_toml(),
         );
         let config_path = dir.path().join("devicehub.toml");
         std::fs::write(&config_path, config).expect("write config");

@@ -54,8 +54,9 @@ pub const DEVICE_POLL: Duration = Duration::from_secs(1);
 /// other tasks write to.
 #[derive(Debug, Clone)]
 pub struct HealthInputs {
-    pub plugins_loaded: usize,
-    pub plugins_refused: usize,
+    /// The running agent's plugins: counts, and whether the development flag let unsigned ones
+    /// load (a `warn` health check in every heartbeat).
+    pub plugins: Arc<crate::plugins::SharedPlugins>,
     /// The data directory, whose free space is reported.
     pub data_dir: PathBuf,
     /// The device certificate, whose days left are reported.
@@ -393,6 +394,7 @@ impl EventsTask {
                 board.upgrade.clone(),
             )
         };
+        let plugins = self.health.plugins.current();
         let mut payload = json!({
             "timestamp": epoch_seconds(),
             "sequence": self.sequence,
@@ -401,8 +403,9 @@ impl EventsTask {
             "heartbeatIntervalS": self.settings.borrow().heartbeat_interval_s,
             "link": { "connected": true, "connections": self.connections },
             "plugins": {
-                "loaded": self.health.plugins_loaded,
-                "refused": self.health.plugins_refused,
+                "loaded": plugins.plugins.len(),
+                "refused": plugins.refused.len(),
+                "unsigned": plugins.unsigned_count(),
             },
             "devices": { "attached": self.known.len() },
             "disk": { "freeBytes": free_bytes(&self.health.data_dir) },
@@ -419,6 +422,7 @@ impl EventsTask {
         if let Some(upgrade) = upgrade {
             payload["upgradeAvailable"] = json!(upgrade);
         }
+        payload["checks"] = json!(health_checks(&plugins));
         if let Err(e) = self
             .link
             .publish(&self.heartbeat_topic, payload.to_string(), Qos::AtMostOnce)
@@ -427,6 +431,23 @@ impl EventsTask {
             tracing::warn!("cannot send a heartbeat: {e}");
         }
     }
+}
+
+/// The heartbeat's health checks that are not `ok`: each a name, `warn` or `error`, and a
+/// message for the person who reads the fleet's health.
+pub fn health_checks(plugins: &crate::plugins::PluginSet) -> Vec<Value> {
+    let mut checks = Vec::new();
+    if plugins.allow_unsigned {
+        checks.push(json!({
+            "name": "plugins.unsigned",
+            "status": "warn",
+            "message": format!(
+                "unsigned plugins allowed: {} loaded unsigned",
+                plugins.unsigned_count()
+            ),
+        }));
+    }
+    checks
 }
 
 /// The next live event, for a `select!` branch guarded by `events.is_some()`.
@@ -497,6 +518,26 @@ fn free_bytes(_dir: &std::path::Path) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_development_flag_is_a_warn_check_with_the_unsigned_count() {
+        use crate::plugins::{bundle::TrustStore, PluginSet, Selection};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let load = |allow_unsigned| {
+            let trust = TrustStore::new(&[], Vec::new(), allow_unsigned).expect("trust store");
+            PluginSet::load_dir(dir.path(), Selection::AllLibraries, &trust)
+        };
+        assert!(health_checks(&load(false)).is_empty());
+        let development = load(true);
+        assert_eq!(
+            health_checks(&development),
+            vec![json!({
+                "name": "plugins.unsigned",
+                "status": "warn",
+                "message": "unsigned plugins allowed: 0 loaded unsigned",
+            })]
+        );
+    }
 
     #[test]
     fn a_full_outbox_drops_the_oldest_and_counts_it() {

@@ -267,11 +267,27 @@ pub enum ShadowError {
     Subscribe(#[source] LinkError),
 }
 
-/// The plugins as reported: name and version.
+/// The plugins as reported: name, version and how the file was approved.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PluginReport {
     pub name: String,
     pub version: String,
+    /// `signed`, `trustedHash`, `unsigned` (the development flag) or `builtIn`; empty when
+    /// not known.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub approval: String,
+}
+
+/// The reports of every plugin in `set`.
+pub fn plugin_reports(set: &crate::plugins::PluginSet) -> Vec<PluginReport> {
+    set.plugins
+        .iter()
+        .map(|p| PluginReport {
+            name: p.manifest.name.to_string(),
+            version: p.version.to_string(),
+            approval: p.approval.kind().to_string(),
+        })
+        .collect()
 }
 
 /// The topics of one thing's classic shadow.
@@ -371,6 +387,9 @@ pub struct ShadowTask {
     link: LinkHandle,
     topics: Topics,
     plugins: Vec<PluginReport>,
+    /// The running agent's plugins, re-read before each report so that plugins a rescan added
+    /// are reported; `None` keeps `plugins` as given.
+    following: Option<Arc<crate::plugins::SharedPlugins>>,
     devices: Arc<DeviceTable>,
     file: StateFile<ShadowRecord>,
     settings: watch::Sender<AgentSettings>,
@@ -415,6 +434,7 @@ impl ShadowTask {
             link,
             topics: Topics::new(&options.thing_name),
             plugins: options.plugins,
+            following: None,
             devices: options.devices,
             file: options.file,
             settings: options.settings,
@@ -454,6 +474,25 @@ impl ShadowTask {
                 }
                 changed
             });
+        }
+    }
+
+    /// Reports the plugins `plugins` holds at each report instead of the fixed list.
+    pub fn follow_plugins(mut self, plugins: Arc<crate::plugins::SharedPlugins>) -> Self {
+        self.plugins = plugin_reports(&plugins.current());
+        self.following = Some(plugins);
+        self
+    }
+
+    /// Takes the followed plugin list again; a change also changes the upgrade notice.
+    fn refresh_plugins(&mut self) {
+        let Some(shared) = &self.following else {
+            return;
+        };
+        let now = plugin_reports(&shared.current());
+        if now != self.plugins {
+            self.plugins = now;
+            self.update_upgrade();
         }
     }
 
@@ -529,6 +568,7 @@ impl ShadowTask {
                     } else if !self.synced && (self.pending_get.is_none() || expired(&self.pending_get)) {
                         self.request_get().await;
                     } else {
+                        self.refresh_plugins();
                         self.report_changes().await;
                     }
                 }

@@ -129,10 +129,12 @@ mod tests {
             PluginReport {
                 name: "zebra".into(),
                 version: "0.1.0".into(),
+                approval: "signed".into(),
             },
             PluginReport {
                 name: "dymo".into(),
                 version: "1.2.0".into(),
+                approval: "signed".into(),
             },
         ]
     }

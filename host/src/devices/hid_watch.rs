@@ -30,7 +30,7 @@ use devicehub_plugin_api::{DeviceKind, Setting};
 use super::{choose_plugin, ChosenDriver, DeviceSpec, DeviceTable};
 use crate::{
     config::{Config, DeviceAddress, DeviceEntry},
-    plugins::{format_usb_id, PluginSet},
+    plugins::{format_usb_id, PluginSet, SharedPlugins},
     transport::hid::{
         HidBus, HidDeviceInfo, HidError, HidSource, GENERIC_DESKTOP_USAGE_PAGE, POS_USAGE_PAGE,
     },
@@ -48,7 +48,7 @@ impl HidWatcher {
     /// bindings and the plugins' USB tables, or returns a watcher that does nothing when HID
     /// cannot be used here.
     pub fn start_for_config(
-        plugins: Arc<PluginSet>,
+        plugins: Arc<SharedPlugins>,
         devices: Arc<DeviceTable>,
         config: &Config,
     ) -> HidWatcher {
@@ -63,7 +63,7 @@ impl HidWatcher {
     /// Like [`HidWatcher::start_for_config`], with the HID source from `open`.
     pub fn start_opening(
         open: impl FnOnce() -> Result<Box<dyn HidSource>, HidError>,
-        plugins: Arc<PluginSet>,
+        plugins: Arc<SharedPlugins>,
         devices: Arc<DeviceTable>,
         config: &Config,
     ) -> HidWatcher {
@@ -99,7 +99,7 @@ impl HidWatcher {
     /// Starts watching `source`.
     pub fn start(
         mut source: Box<dyn HidSource>,
-        plugins: Arc<PluginSet>,
+        plugins: Arc<SharedPlugins>,
         devices: Arc<DeviceTable>,
         bindings: Vec<DeviceEntry>,
         interval: Duration,
@@ -111,7 +111,9 @@ impl HidWatcher {
             .spawn(move || {
                 let mut scanner = HidScanner::default();
                 loop {
-                    scanner.scan(source.as_mut(), &plugins, &devices, &bindings);
+                    // The current set each pass: plugins a rescan added match from then on.
+                    let current = plugins.current();
+                    scanner.scan(source.as_mut(), &current, &devices, &bindings);
                     if wait_or_stop(&stop_flag, interval) {
                         break;
                     }
@@ -374,7 +376,7 @@ mod tests {
     fn starts_and_stops_whether_or_not_hid_works() {
         let config = Config::default();
         let mut watcher = HidWatcher::start_for_config(
-            Arc::new(PluginSet::default()),
+            Arc::new(SharedPlugins::default()),
             Arc::new(DeviceTable::default()),
             &config,
         );
@@ -386,7 +388,7 @@ mod tests {
     fn hid_that_cannot_start_leaves_an_idle_watcher() {
         let mut watcher = HidWatcher::start_opening(
             || Err(HidError::Unavailable("hid_init failed".into())),
-            Arc::new(PluginSet::default()),
+            Arc::new(SharedPlugins::default()),
             Arc::new(DeviceTable::default()),
             &Config::default(),
         );
@@ -404,7 +406,7 @@ mod tests {
         assert!(devices.list().is_empty());
         let mut watcher = HidWatcher::start(
             Box::new(BrokenSource),
-            Arc::new(PluginSet::default()),
+            Arc::new(SharedPlugins::default()),
             devices,
             Vec::new(),
             Duration::from_millis(5),

@@ -631,7 +631,8 @@ impl DeviceTable {
         table
     }
 
-    fn problem(&self, id: &str, reason: String) {
+    /// Records why the device `id` is not attached (replacing an earlier reason).
+    pub fn problem(&self, id: &str, reason: String) {
         let mut problems = self
             .problems
             .lock()

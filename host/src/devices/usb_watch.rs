@@ -25,7 +25,7 @@ use devicehub_plugin_api::{DeviceKind, Setting, TransportBox};
 use super::{Connection, DeviceSpec, DeviceTable};
 use crate::{
     config::{DeviceAddress, DeviceEntry},
-    plugins::{format_usb_id, parse_ieee1284, LoadedPlugin, PluginSet},
+    plugins::{format_usb_id, parse_ieee1284, LoadedPlugin, PluginSet, SharedPlugins},
     transport::{
         self,
         usb::{UsbBus, UsbDeviceInfo, PRINTER_CLASS},
@@ -43,7 +43,7 @@ pub struct UsbWatcher {
 impl UsbWatcher {
     /// Starts watching, or returns a watcher that does nothing when USB is unavailable.
     pub fn start(
-        plugins: Arc<PluginSet>,
+        plugins: Arc<SharedPlugins>,
         devices: Arc<DeviceTable>,
         bindings: Vec<DeviceEntry>,
         interval: Duration,
@@ -66,7 +66,7 @@ impl UsbWatcher {
         let thread = std::thread::Builder::new()
             .name("usb watcher".into())
             .spawn(move || {
-                let attachments = UsbAttachments::new(plugins, devices, bindings);
+                let attachments = UsbAttachments::following(plugins, devices, bindings);
                 watch(bus, attachments, interval, &stop_flag)
             })
             .map_err(|e| tracing::error!("cannot start the USB watcher: {e}"))
@@ -180,6 +180,9 @@ struct UsbChoice {
 #[derive(Debug)]
 pub struct UsbAttachments {
     plugins: Arc<PluginSet>,
+    /// The running agent's plugins, taken again at every pass so that plugins a rescan added
+    /// match devices already plugged in; `None` for a fixed set.
+    following: Option<Arc<SharedPlugins>>,
     devices: Arc<DeviceTable>,
     /// Config rows bound to USB IDs.
     bindings: Vec<DeviceEntry>,
@@ -199,11 +202,23 @@ impl UsbAttachments {
     ) -> Self {
         UsbAttachments {
             plugins,
+            following: None,
             devices,
             bindings,
             attached: BTreeMap::new(),
             identified: BTreeMap::new(),
         }
+    }
+
+    /// Nothing attached yet; each pass uses the plugin set `plugins` holds then.
+    pub fn following(
+        plugins: Arc<SharedPlugins>,
+        devices: Arc<DeviceTable>,
+        bindings: Vec<DeviceEntry>,
+    ) -> Self {
+        let mut attachments = UsbAttachments::new(plugins.current(), devices, bindings);
+        attachments.following = Some(plugins);
+        attachments
     }
 
     /// The IDs of the devices attached by this watcher.
@@ -307,6 +322,9 @@ impl UsbAttachments {
 
     /// One pass over the bus: detaches the devices that went away and attaches new ones.
     pub fn rescan(&mut self, scanner: &mut dyn UsbScanner) {
+        if let Some(shared) = &self.following {
+            self.plugins = shared.current();
+        }
         let present = scanner.scan(&mut |info| self.needs_ieee1284_id(info));
         let keys: BTreeSet<String> = present.iter().map(|d| d.info.stable_key()).collect();
         let devices = &self.devices;
@@ -428,7 +446,7 @@ mod tests {
     #[test]
     fn starts_and_stops_whether_or_not_usb_exists() {
         let mut watcher = UsbWatcher::start(
-            Arc::new(PluginSet::default()),
+            Arc::new(SharedPlugins::default()),
             Arc::new(DeviceTable::default()),
             Vec::new(),
             Duration::from_millis(10),

@@ -97,6 +97,10 @@ pub enum BundleError {
     UntrustedSignature { path: PathBuf },
     #[error("{0:?} is not an Ed25519 public key (base64 of 32 bytes)")]
     BadKey(String),
+    #[error("cannot build the bundle: {0}")]
+    Build(String),
+    #[error(transparent)]
+    Write(#[from] crate::storage::StorageError),
 }
 
 /// A public key DeviceHub trusts, with a short ID for messages.
@@ -175,6 +179,16 @@ impl TrustStore {
         &self.keys
     }
 
+    /// The same keys without files trusted by hash and without the development flag: what
+    /// approves a plugin bundle update.
+    pub fn keys_only(&self) -> TrustStore {
+        TrustStore {
+            keys: self.keys.clone(),
+            hashes: BTreeSet::new(),
+            allow_unsigned: false,
+        }
+    }
+
     /// The trusted key that made `signature` over `message`, if any.
     fn signer(&self, message: &[u8], signature: &Signature) -> Option<&TrustedKey> {
         self.keys
@@ -196,6 +210,50 @@ pub enum Approval {
     TrustedHash,
     /// Unsigned, loaded only because of the development flag.
     Unsigned,
+    /// Loaded without any check: only the bundle tool does this, to learn what it signs.
+    NotChecked,
+    /// A driver compiled into DeviceHub itself (the sheet printers'): no file to check.
+    BuiltIn,
+}
+
+impl Approval {
+    /// A stable name for machine-readable listings.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Approval::Signed { .. } => "signed",
+            Approval::TrustedHash => "trustedHash",
+            Approval::Unsigned => "unsigned",
+            Approval::NotChecked => "notChecked",
+            Approval::BuiltIn => "builtIn",
+        }
+    }
+}
+
+impl fmt::Display for Approval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Approval::Signed {
+                manifest,
+                key_id,
+                bundle_version,
+            } => write!(
+                f,
+                "signed by key {key_id} (bundle {manifest} version {bundle_version})"
+            ),
+            Approval::TrustedHash => write!(f, "trusted by its hash"),
+            Approval::Unsigned => write!(f, "UNSIGNED, allowed by the development flag"),
+            Approval::NotChecked => write!(f, "not checked"),
+            Approval::BuiltIn => write!(f, "built into DeviceHub"),
+        }
+    }
+}
+
+/// A manifest in the folder that approves nothing, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManifestProblem {
+    pub path: PathBuf,
+    /// One line: the manifest's path and what is wrong with it.
+    pub reason: String,
 }
 
 /// The verdicts for one plugins folder.
@@ -205,13 +263,25 @@ pub struct FolderCheck {
     signed: BTreeMap<String, Approval>,
     /// Files whose bytes differ from what a valid manifest signed, with the reason.
     tampered: BTreeMap<String, String>,
+    /// Files listed by a readable manifest that approves nothing (unsigned, untrusted or
+    /// broken signature), with that manifest's problem: the reason such a file is refused.
+    unverified: BTreeMap<String, String>,
     /// Manifests that could not be used, and why (reported, never fatal).
-    pub manifest_problems: Vec<String>,
+    pub manifest_problems: Vec<ManifestProblem>,
     /// The valid manifests, by file name.
     pub manifests: BTreeMap<String, BundleManifest>,
 }
 
 impl FolderCheck {
+    /// The entry of a valid manifest that lists the file at `path`, if any.
+    pub fn manifest_entry(&self, path: &Path) -> Option<&BundleEntry> {
+        let name = file_name(path);
+        self.manifests
+            .values()
+            .flat_map(|m| m.plugins.iter())
+            .find(|e| e.file == name)
+    }
+
     /// Reads and verifies every manifest in `dir` against `trust` and hashes the files they
     /// list.
     pub fn run(dir: &Path, trust: &TrustStore) -> FolderCheck {
@@ -232,7 +302,24 @@ impl FolderCheck {
         for path in manifests {
             match read_verified(&path, trust) {
                 Ok((manifest, key_id)) => check.approve(dir, &path, manifest, &key_id),
-                Err(e) => check.manifest_problems.push(e.to_string()),
+                Err(e) => {
+                    let reason = e.to_string();
+                    // A manifest that reads but whose signature does not hold still says which
+                    // files it meant to vouch for: their refusal names the real problem.
+                    if let Ok(manifest) =
+                        read_bounded(&path).and_then(|b| parse_manifest(&path, &b))
+                    {
+                        for entry in manifest.plugins {
+                            check
+                                .unverified
+                                .entry(entry.file)
+                                .or_insert_with(|| reason.clone());
+                        }
+                    }
+                    check
+                        .manifest_problems
+                        .push(ManifestProblem { path, reason });
+                }
             }
         }
         check
@@ -290,6 +377,13 @@ impl FolderCheck {
         }
         if trust.allow_unsigned {
             return Ok(Approval::Unsigned);
+        }
+        if let Some(problem) = self.unverified.get(&name) {
+            return Err(format!(
+                "its bundle manifest approves nothing: {problem}; or trust this file with \
+                 `devicehub plugins trust {}`",
+                path.display()
+            ));
         }
         Err(format!(
             "not signed by a trusted key and not trusted by its hash: install it with its signed \
@@ -365,6 +459,162 @@ pub fn parse_manifest(path: &Path, bytes: &[u8]) -> Result<BundleManifest, Bundl
         }
     }
     Ok(manifest)
+}
+
+/// The default bundle's manifest file name.
+pub const DEFAULT_MANIFEST: &str = "default.bundle.json";
+
+/// What [`build_bundle`] makes.
+#[derive(Debug, Clone)]
+pub struct BundleRequest<'a> {
+    /// A folder with built driver libraries (a build output: drivers are picked by name).
+    pub from: &'a Path,
+    /// The plugins folder to write (created; bundle files already there are replaced).
+    pub out: &'a Path,
+    /// The bundle's version (semver).
+    pub version: &'a str,
+    /// The manifest's file name, ending in [`MANIFEST_SUFFIX`].
+    pub manifest_name: &'a str,
+    /// Only these plugins, by plugin name; every driver found when empty.
+    pub only: &'a [String],
+}
+
+/// Copies the driver libraries of `request.from` into `request.out` with a manifest listing
+/// them, signed by `key`; every file is written atomically. Each library is loaded first (the
+/// same checks DeviceHub makes, without signatures: it is about to be signed) to learn its
+/// name and version, so a library the agent would refuse never enters a bundle.
+pub fn build_bundle(
+    request: &BundleRequest<'_>,
+    key: &SigningKey,
+) -> Result<BundleManifest, BundleError> {
+    use crate::storage::{write_atomic, Visibility};
+    let build = |message: String| BundleError::Build(message);
+    semver::Version::parse(request.version).map_err(|e| {
+        build(format!(
+            "{:?} is not a semantic version: {e}",
+            request.version
+        ))
+    })?;
+    if !request.manifest_name.ends_with(MANIFEST_SUFFIX)
+        || Path::new(request.manifest_name).file_name() != Some(request.manifest_name.as_ref())
+    {
+        return Err(build(format!(
+            "the manifest's name must be a file name ending with {MANIFEST_SUFFIX}"
+        )));
+    }
+    let found = crate::plugins::PluginSet::load_dir_unverified(
+        request.from,
+        crate::plugins::Selection::DriversOnly,
+    );
+    let mut chosen: Vec<_> = found
+        .plugins
+        .iter()
+        .filter(|p| request.only.is_empty() || request.only.iter().any(|n| n == p.name()))
+        .collect();
+    chosen.sort_by(|a, b| a.name().cmp(b.name()));
+    for name in request.only {
+        if !chosen.iter().any(|p| p.name() == name) {
+            return Err(build(format!(
+                "no loadable driver named {name} in {}",
+                request.from.display()
+            )));
+        }
+    }
+    if chosen.is_empty() {
+        return Err(build(format!(
+            "no driver libraries in {}",
+            request.from.display()
+        )));
+    }
+    crate::storage::atomic::ensure_dir(request.out, Visibility::Default)?;
+    let mut entries = Vec::new();
+    for plugin in chosen {
+        let file = file_name(&plugin.path);
+        let bytes = std::fs::read(&plugin.path).map_err(|source| BundleError::Read {
+            path: plugin.path.clone(),
+            source,
+        })?;
+        write_atomic(&request.out.join(&file), &bytes, Visibility::Default)?;
+        entries.push(BundleEntry {
+            file,
+            name: plugin.name().to_string(),
+            version: plugin.version.to_string(),
+            api_version: plugin.manifest.api_version.to_string(),
+            size: bytes.len() as u64,
+            sha256: hex::encode(Sha256::digest(&bytes)),
+        });
+    }
+    let manifest = BundleManifest {
+        format: BUNDLE_FORMAT.to_string(),
+        format_version: FORMAT_VERSION,
+        bundle_version: request.version.to_string(),
+        target: target_triple(),
+        created_at: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        plugins: entries,
+    };
+    let bytes = serde_json::to_vec_pretty(&manifest).expect("a manifest always serializes");
+    let manifest_path = request.out.join(request.manifest_name);
+    write_atomic(&manifest_path, &bytes, Visibility::Default)?;
+    write_atomic(
+        &signature_path(&manifest_path),
+        sign(key, &bytes).as_bytes(),
+        Visibility::Default,
+    )?;
+    Ok(manifest)
+}
+
+/// The platform this DeviceHub was built for, which is the drivers' when built together.
+pub fn target_triple() -> String {
+    format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
+}
+
+/// Reads a signing key file (base64 of the 32-byte Ed25519 secret).
+pub fn read_signing_key(path: &Path) -> Result<SigningKey, BundleError> {
+    let text = std::fs::read_to_string(path).map_err(|source| BundleError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .ok()
+        .and_then(|b| <[u8; 32]>::try_from(b).ok())
+        .ok_or_else(|| {
+            BundleError::Build(format!(
+                "{} is not a 32-byte Ed25519 signing key in base64",
+                path.display()
+            ))
+        })?;
+    Ok(SigningKey::from_bytes(&bytes))
+}
+
+/// Writes `key` to a new owner-only file (created with that mode: no window in which others
+/// can read it); an existing file is never overwritten.
+pub fn write_signing_key(path: &Path, key: &SigningKey) -> Result<(), BundleError> {
+    use std::io::Write as _;
+    let write_error = |source| {
+        BundleError::Write(crate::storage::StorageError::Write {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path).map_err(write_error)?;
+    file.write_all(
+        base64::engine::general_purpose::STANDARD
+            .encode(key.to_bytes())
+            .as_bytes(),
+    )
+    .map_err(write_error)?;
+    file.sync_all().map_err(write_error)?;
+    Ok(())
 }
 
 /// Signs manifest bytes; the text written to the `.sig` file.
@@ -527,13 +777,19 @@ mod tests {
         let check = FolderCheck::run(dir.path(), &stranger);
         assert_eq!(check.manifest_problems.len(), 1);
         assert!(
-            check.manifest_problems[0].contains("not signed by a trusted key"),
+            check.manifest_problems[0]
+                .reason
+                .contains("not signed by a trusted key"),
             "{:?}",
             check.manifest_problems
         );
-        assert!(check
+        let refused = check
             .approve_file(&dir.path().join("liba.so"), &stranger)
-            .is_err());
+            .expect_err("untrusted");
+        assert!(
+            refused.contains("approves nothing") && refused.contains("not signed by a trusted key"),
+            "{refused}"
+        );
 
         // The manifest changed after signing: the signature no longer holds.
         let trusted = trust(&[&key(1)], false);
@@ -550,7 +806,9 @@ mod tests {
 
         std::fs::remove_file(signature_path(&path)).expect("remove signature");
         let check = FolderCheck::run(dir.path(), &trusted);
-        assert!(check.manifest_problems[0].contains("has no signature"));
+        assert!(check.manifest_problems[0]
+            .reason
+            .contains("has no signature"));
     }
 
     #[test]

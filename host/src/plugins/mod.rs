@@ -13,19 +13,36 @@
 //!
 //! When two libraries carry the same plugin name, the higher plugin version is kept and the
 //! other refused as a duplicate; on equal versions the file whose name sorts first is kept.
+//!
+//! # Verification
+//! No library is opened before [`bundle::FolderCheck::approve_file`] approves it (signed by a
+//! trusted key, trusted by its hash, or unsigned under the development flag); a refusal is a
+//! [`RefusedPlugin`] with the reason, like any other. Each [`LoadedPlugin`] records its
+//! [`Approval`]. Only the bundle tool, which loads libraries to learn what it is about to sign,
+//! uses [`PluginSet::load_dir_unverified`].
+//!
+//! # Rescans
+//! [`PluginSet::rescan`] makes the next set from the current one: plugins already loaded stay
+//! (a library cannot be unloaded safely while devices use it), new approved files load, and a
+//! loaded plugin's file that changed is reported as needing a restart. [`SharedPlugins`] holds
+//! the current set for everything that runs, and is swapped whole on a rescan.
 
 pub mod bundle;
+pub mod folder_watch;
 mod library_check;
+pub mod trusted_files;
 pub mod update;
 
 use std::{
     collections::BTreeMap,
     fmt,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, RwLock},
 };
 
 use abi_stable::library::{lib_header_from_path, LibraryError};
+pub use bundle::Approval;
+use bundle::{FolderCheck, TrustStore};
 use devicehub_plugin_api::{
     DeviceKind, Ieee1284Match, PluginManifest, PluginMod_Ref, SupportLevel, API_FEATURES,
     API_VERSION,
@@ -41,6 +58,11 @@ pub struct LoadedPlugin {
     pub manifest: PluginManifest,
     pub version: semver::Version,
     pub module: PluginMod_Ref,
+    /// Why this file was allowed to load.
+    pub approval: Approval,
+    /// SHA-256 (hex) of the file when it was checked: a rescan that finds other bytes at the
+    /// same path reports that a restart is needed, since the loaded code cannot be swapped.
+    pub sha256: String,
 }
 
 impl fmt::Debug for LoadedPlugin {
@@ -49,6 +71,7 @@ impl fmt::Debug for LoadedPlugin {
             .field("name", &self.manifest.name.as_str())
             .field("version", &self.version)
             .field("path", &self.path)
+            .field("approval", &self.approval)
             .finish()
     }
 }
@@ -89,16 +112,33 @@ pub struct UsbConflict {
 #[derive(Debug, Default)]
 pub struct PluginSet {
     pub dir: PathBuf,
+    /// How files were picked out of `dir`; a rescan picks the same way.
+    pub selection: Selection,
+    /// Whether the development flag was on when the set was loaded: said at start-up, in the
+    /// status and in every heartbeat.
+    pub allow_unsigned: bool,
     pub plugins: Vec<Arc<LoadedPlugin>>,
     pub refused: Vec<RefusedPlugin>,
     pub conflicts: Vec<UsbConflict>,
+    /// The updated bundle set laid over the folder, if any; a rescan keeps it.
+    pub overlay: OverlayFiles,
     usb: BTreeMap<(u16, u16), Vec<UsbBinding>>,
 }
 
+/// The libraries of an updated bundle set (see [`update`]), each already approved by the set's
+/// own signed manifest, and the plugins folder's files they replace.
+#[derive(Debug, Clone, Default)]
+pub struct OverlayFiles {
+    pub files: Vec<(PathBuf, bundle::Approval)>,
+    /// File names in the plugins folder that are not loaded because the set replaces them.
+    pub replaced_files: std::collections::BTreeSet<String>,
+}
+
 /// How library files are picked out of the plugins folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum Selection {
     /// Every shared library in the folder (an installed plugins folder).
+    #[default]
     AllLibraries,
     /// Only libraries whose name starts with `devicehub_driver_` (or `libdevicehub_driver_`):
     /// used when the folder is a build output directory that holds other libraries too.
@@ -106,83 +146,215 @@ pub enum Selection {
 }
 
 impl PluginSet {
-    /// Loads every plugin in `dir`. A missing folder gives an empty set and one refusal naming it.
-    pub fn load_dir(dir: &Path, selection: Selection) -> PluginSet {
-        PluginSet::load_paths(dir, selection, &[], |_| false)
+    /// Loads every plugin in `dir` that `trust` approves; the others are refused with the
+    /// reason. A missing folder gives an empty set and one refusal naming it.
+    pub fn load_dir(dir: &Path, selection: Selection, trust: &TrustStore) -> PluginSet {
+        PluginSet::load_with_overlay(dir, selection, trust, OverlayFiles::default())
     }
 
-    /// Loads the plugins in `dir` except the files `skip` names, and the libraries `extra`
-    /// (an updated set, see [`update`]): on equal plugin names a library of `extra` wins over
-    /// one of `dir` whatever the versions.
-    pub fn load_paths(
+    /// [`PluginSet::load_dir`] with an updated bundle set laid over the folder: the set's
+    /// libraries load too, and replace the folder's files of the same name and the folder's
+    /// plugins of the same name.
+    pub fn load_with_overlay(
         dir: &Path,
         selection: Selection,
-        extra: &[PathBuf],
-        skip: impl Fn(&Path) -> bool,
+        trust: &TrustStore,
+        overlay: OverlayFiles,
     ) -> PluginSet {
-        let mut set = PluginSet {
+        let empty = PluginSet {
             dir: dir.to_path_buf(),
+            selection,
+            overlay,
             ..PluginSet::default()
         };
-        let entries = match std::fs::read_dir(dir) {
-            Ok(entries) => entries,
-            Err(err) => {
-                set.refused.push(RefusedPlugin {
-                    path: dir.to_path_buf(),
-                    reason: format!("cannot read the plugins folder: {err}"),
-                });
+        empty.rescan(trust).0
+    }
+
+    /// Loads every library in `dir` without checking signatures or hashes. Only for the bundle
+    /// tool, which loads libraries to learn their names and versions before it signs them; the
+    /// plugins are marked [`Approval::NotChecked`].
+    pub fn load_dir_unverified(dir: &Path, selection: Selection) -> PluginSet {
+        let mut set = PluginSet {
+            dir: dir.to_path_buf(),
+            selection,
+            ..PluginSet::default()
+        };
+        let files = match set.candidates() {
+            Ok(files) => files,
+            Err(refusal) => {
+                set.refused.push(refusal);
                 return set;
             }
         };
+        let mut loaded = Vec::new();
+        for path in files {
+            let digest = bundle::file_digest(&path)
+                .map(|(_, sha256)| sha256)
+                .map_err(|e| format!("cannot read it: {e}"));
+            match digest.and_then(|sha256| load_plugin(&path, Approval::NotChecked, sha256)) {
+                Ok(plugin) => loaded.push(plugin),
+                Err(reason) => set.refused.push(RefusedPlugin { path, reason }),
+            }
+        }
+        set.add_deduplicated(loaded);
+        set.build_registry();
+        set
+    }
+
+    /// The library files of the folder, sorted, or the refusal of the folder itself.
+    fn candidates(&self) -> Result<Vec<PathBuf>, RefusedPlugin> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|err| RefusedPlugin {
+            path: self.dir.clone(),
+            reason: format!("cannot read the plugins folder: {err}"),
+        })?;
         let mut files: Vec<PathBuf> = entries
             .filter_map(|e| e.ok())
             .map(|e| e.path())
-            .filter(|p| is_candidate(p, selection) && !skip(p))
+            .filter(|p| is_candidate(p, self.selection))
+            .filter(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_none_or(|n| !self.overlay.replaced_files.contains(n))
+            })
             .collect();
         files.sort();
+        Ok(files)
+    }
+
+    /// The set the folder gives now, built from this one: loaded plugins stay loaded (their
+    /// `Arc`s are shared), approved new files load, everything else is refused with its reason
+    /// (manifest problems included, under the manifest's path). Returns the new set and the
+    /// plugins it added. Loading blocks (file reads, dlopen): call it off the async workers.
+    pub fn rescan(&self, trust: &TrustStore) -> (PluginSet, Vec<Arc<LoadedPlugin>>) {
+        let mut next = PluginSet {
+            dir: self.dir.clone(),
+            selection: self.selection,
+            allow_unsigned: trust.allow_unsigned,
+            overlay: self.overlay.clone(),
+            ..PluginSet::default()
+        };
+        let files = match next.candidates() {
+            Ok(files) => files,
+            Err(refusal) => {
+                next.refused.push(refusal);
+                next.plugins = self.plugins.clone();
+                next.build_registry();
+                return (next, Vec::new());
+            }
+        };
+        let check = FolderCheck::run(&self.dir, trust);
+        for problem in &check.manifest_problems {
+            next.refused.push(RefusedPlugin {
+                path: problem.path.clone(),
+                reason: problem.reason.clone(),
+            });
+        }
         let mut loaded = Vec::new();
-        let mut preferred = Vec::new();
-        for path in extra {
-            match load_plugin(path) {
-                Ok(plugin) => preferred.push(plugin),
-                Err(reason) => {
-                    tracing::warn!(path = %path.display(), "plugin refused: {reason}");
-                    set.refused.push(RefusedPlugin {
-                        path: path.clone(),
-                        reason,
-                    });
-                }
+        // The updated set's libraries first: they were approved by the set's own signed
+        // manifest, and their plugins replace the folder's plugins of the same name.
+        for (path, approval) in &self.overlay.files {
+            if self.plugins.iter().any(|p| &p.path == path) {
+                continue;
             }
-        }
-        for path in files {
-            match load_plugin(&path) {
+            let outcome = bundle::file_digest(path)
+                .map_err(|e| format!("cannot read it: {e}"))
+                .and_then(|(_, sha256)| load_plugin(path, approval.clone(), sha256));
+            match outcome {
                 Ok(plugin) => loaded.push(plugin),
-                Err(reason) => {
-                    tracing::warn!(path = %path.display(), "plugin refused: {reason}");
-                    set.refused.push(RefusedPlugin { path, reason });
-                }
+                Err(reason) => next.refused.push(RefusedPlugin {
+                    path: path.clone(),
+                    reason,
+                }),
             }
         }
-        // A plugin of `extra` replaces the same-named plugin of the folder.
-        loaded.retain(|plugin| {
-            let replaced = preferred.iter().any(|p| p.name() == plugin.name());
-            if replaced {
-                tracing::info!(path = %plugin.path.display(), "plugin replaced by an updated bundle");
+        let from_overlay: std::collections::BTreeSet<String> = loaded
+            .iter()
+            .map(|p| p.name().to_string())
+            .chain(
+                self.plugins
+                    .iter()
+                    .filter(|p| self.overlay.files.iter().any(|(path, _)| *path == p.path))
+                    .map(|p| p.name().to_string()),
+            )
+            .collect();
+        for path in files {
+            if let Some(kept) = self.plugins.iter().find(|p| p.path == path) {
+                // dlopen of a path already open returns the library already loaded, so a
+                // changed file at the same path can only take effect after a restart.
+                match bundle::file_digest(&path) {
+                    Ok((_, sha256)) if sha256 != kept.sha256 => {
+                        let version = check
+                            .manifest_entry(&path)
+                            .map(|entry| format!("version {}", entry.version))
+                            .unwrap_or_else(|| "the new file".to_string());
+                        next.refused.push(RefusedPlugin {
+                            path: path.clone(),
+                            reason: format!(
+                                "changed since plugin '{}' {} was loaded from it; restart \
+                                 DeviceHub to use {version}",
+                                kept.name(),
+                                kept.version
+                            ),
+                        });
+                    }
+                    _ => {}
+                }
+                continue;
             }
-            !replaced
-        });
-        loaded.extend(preferred);
-        set.add_deduplicated(loaded);
-        set.build_registry();
-        for plugin in &set.plugins {
+            let outcome = check.approve_file(&path, trust).and_then(|approval| {
+                let (_, sha256) =
+                    bundle::file_digest(&path).map_err(|e| format!("cannot read it: {e}"))?;
+                load_plugin(&path, approval, sha256)
+            });
+            match outcome {
+                Ok(plugin) if from_overlay.contains(plugin.name()) => {
+                    tracing::info!(
+                        path = %plugin.path.display(),
+                        "plugin replaced by an updated bundle"
+                    );
+                }
+                Ok(plugin) => match self.plugin(plugin.name()) {
+                    // A second file of a plugin already loaded: its code cannot replace the
+                    // running one.
+                    Some(running) => next.refused.push(RefusedPlugin {
+                        reason: format!(
+                            "plugin '{}' {} is already loaded from {}; restart DeviceHub to use \
+                             version {}",
+                            running.name(),
+                            running.version,
+                            running.path.display(),
+                            plugin.version
+                        ),
+                        path,
+                    }),
+                    None => loaded.push(plugin),
+                },
+                Err(reason) => next.refused.push(RefusedPlugin { path, reason }),
+            }
+        }
+        next.add_deduplicated(loaded);
+        let added: Vec<Arc<LoadedPlugin>> = next.plugins.clone();
+        for plugin in &added {
             tracing::info!(
                 plugin = plugin.name(),
                 version = %plugin.version,
                 path = %plugin.path.display(),
+                approval = %plugin.approval,
                 "plugin loaded"
             );
         }
-        set
+        next.plugins.extend(self.plugins.iter().cloned());
+        next.plugins.sort_by(|a, b| a.name().cmp(b.name()));
+        next.build_registry();
+        (next, added)
+    }
+
+    /// Plugins loaded only because of the development flag.
+    pub fn unsigned_count(&self) -> usize {
+        self.plugins
+            .iter()
+            .filter(|p| p.approval == Approval::Unsigned)
+            .count()
     }
 
     /// Keeps one plugin per name (see the module docs), refusing the others.
@@ -318,6 +490,57 @@ impl PluginSet {
     }
 }
 
+/// The plugin set everything running shares, swapped whole when a rescan loads more plugins.
+///
+/// Readers take [`SharedPlugins::current`] (a cheap `Arc` clone) and use that snapshot for the
+/// work at hand; the next call sees a newer set. The lock is held only to clone or replace the
+/// `Arc`, never across plugin calls.
+#[derive(Debug, Default)]
+pub struct SharedPlugins {
+    current: RwLock<Arc<PluginSet>>,
+    /// One rescan at a time, so that two rescans never load the same new file twice.
+    rescanning: std::sync::Mutex<()>,
+}
+
+impl From<Arc<PluginSet>> for SharedPlugins {
+    fn from(set: Arc<PluginSet>) -> SharedPlugins {
+        SharedPlugins {
+            current: RwLock::new(set),
+            rescanning: std::sync::Mutex::new(()),
+        }
+    }
+}
+
+impl SharedPlugins {
+    pub fn new(set: PluginSet) -> SharedPlugins {
+        SharedPlugins::from(Arc::new(set))
+    }
+
+    /// The set in effect now.
+    pub fn current(&self) -> Arc<PluginSet> {
+        self.current
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Rescans the folder with `trust` and puts the result in effect; returns the new set and
+    /// the plugins it added. Blocks (file reads, dlopen).
+    pub fn rescan(&self, trust: &TrustStore) -> (Arc<PluginSet>, Vec<Arc<LoadedPlugin>>) {
+        let _one_at_a_time = self
+            .rescanning
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (next, added) = self.current().rescan(trust);
+        let next = Arc::new(next);
+        *self
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = next.clone();
+        (next, added)
+    }
+}
+
 /// The fields of an IEEE-1284 device ID (`MFG:Zebra;MDL:ZD620;CMD:ZPL;`), keys upper-cased and
 /// long names folded to the short ones.
 pub fn parse_ieee1284(device_id: &str) -> BTreeMap<String, String> {
@@ -385,8 +608,13 @@ fn is_candidate(path: &Path, selection: Selection) -> bool {
     }
 }
 
-/// Loads and checks one plugin library, or says in one line why not.
-pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, String> {
+/// Loads and checks one plugin library that `approval` allowed, or says in one line why not.
+/// `sha256` is the file's digest as checked.
+pub fn load_plugin(
+    path: &Path,
+    approval: Approval,
+    sha256: String,
+) -> Result<LoadedPlugin, String> {
     check_library_file(path).map_err(|e| e.to_string())?;
     let header = lib_header_from_path(path).map_err(|e| describe_library_error(&e))?;
     let module = header
@@ -401,6 +629,8 @@ pub fn load_plugin(path: &Path) -> Result<LoadedPlugin, String> {
         manifest,
         version,
         module,
+        approval,
+        sha256,
     })
 }
 

@@ -26,13 +26,12 @@
 //! library cannot be unloaded safely). Once a set is confirmed, sets other than the active and
 //! previous ones are removed.
 
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::bundle::{self, BundleManifest, FolderCheck, TrustStore, MANIFEST_SUFFIX};
-use super::{PluginSet, RefusedPlugin, Selection};
+use super::bundle::{self, Approval, BundleManifest, FolderCheck, TrustStore};
+use super::{OverlayFiles, PluginSet, RefusedPlugin, Selection};
 use crate::storage::{Loaded, StateFile, Visibility};
 
 /// The manifest name of an updated set (the default bundle).
@@ -151,6 +150,8 @@ pub struct Overlay {
     pub version: String,
     pub dir: PathBuf,
     pub manifest: BundleManifest,
+    /// The ID of the key that signed the set's manifest.
+    pub key_id: String,
     /// The set's libraries that passed the check.
     pub files: Vec<PathBuf>,
     /// The set's libraries that did not, and why.
@@ -185,7 +186,7 @@ pub fn check_overlay(
         version: version.to_string(),
         reason,
     };
-    let (manifest, _) = bundle::read_verified(&dir.join(DEFAULT_MANIFEST), trust)
+    let (manifest, key_id) = bundle::read_verified(&dir.join(DEFAULT_MANIFEST), trust)
         .map_err(|e| manifest_error(e.to_string()))?;
     if manifest.bundle_version != version {
         return Err(manifest_error(format!(
@@ -230,27 +231,42 @@ pub fn check_overlay(
         version: version.to_string(),
         dir,
         manifest,
+        key_id,
         files,
         refused,
     })
 }
 
-/// Loads the plugins folder and the overlay on top of it (see the module docs).
-pub fn load_with_overlay(dir: &Path, selection: Selection, overlay: Option<&Overlay>) -> PluginSet {
+/// Loads the plugins folder (checked with `trust`) and the overlay on top of it (see the module
+/// docs).
+pub fn load_with_overlay(
+    dir: &Path,
+    selection: Selection,
+    trust: &TrustStore,
+    overlay: Option<&Overlay>,
+) -> PluginSet {
     let Some(overlay) = overlay else {
-        return PluginSet::load_dir(dir, selection);
+        return PluginSet::load_dir(dir, selection, trust);
     };
-    let replaced: BTreeSet<String> = overlay
-        .manifest
-        .plugins
-        .iter()
-        .map(|e| e.file.clone())
-        .collect();
-    let mut set = PluginSet::load_paths(dir, selection, &overlay.files, |file| {
-        file.file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| replaced.contains(n) || n.ends_with(MANIFEST_SUFFIX))
-    });
+    let approval = Approval::Signed {
+        manifest: format!("{}/{DEFAULT_MANIFEST}", overlay.version),
+        key_id: overlay.key_id.clone(),
+        bundle_version: overlay.manifest.bundle_version.clone(),
+    };
+    let files = OverlayFiles {
+        files: overlay
+            .files
+            .iter()
+            .map(|path| (path.clone(), approval.clone()))
+            .collect(),
+        replaced_files: overlay
+            .manifest
+            .plugins
+            .iter()
+            .map(|e| e.file.clone())
+            .collect(),
+    };
+    let mut set = PluginSet::load_with_overlay(dir, selection, trust, files);
     set.refused.extend(overlay.refused.iter().cloned());
     set
 }
@@ -286,14 +302,14 @@ pub fn load_installed(
     dir: &Path,
     selection: Selection,
     data_dir: &Path,
-    trusted_keys: &[String],
+    trust: &TrustStore,
 ) -> PluginSet {
     let state = read_state(data_dir);
     let overlay = state
         .active
         .as_deref()
-        .and_then(|version| usable_overlay(dir, data_dir, version, trusted_keys));
-    load_with_overlay(dir, selection, overlay.as_ref())
+        .and_then(|version| usable_overlay(dir, data_dir, version, trust));
+    load_with_overlay(dir, selection, trust, overlay.as_ref())
 }
 
 /// The checked set `version`, or `None` (logged) when it cannot be used.
@@ -301,15 +317,11 @@ fn usable_overlay(
     dir: &Path,
     data_dir: &Path,
     version: &str,
-    trusted_keys: &[String],
+    trust: &TrustStore,
 ) -> Option<Overlay> {
-    let trust = match update_trust(trusted_keys) {
-        Ok(trust) => trust,
-        Err(e) => {
-            tracing::error!("updated plugins are not loaded: {e}");
-            return None;
-        }
-    };
+    // Updated sets are approved by trusted keys only: never by the development flag nor by
+    // files trusted by hash.
+    let trust = trust.keys_only();
     let base = base_bundle_version(dir, &trust);
     match check_overlay(&bundles_dir(data_dir), version, &trust, base.as_ref()) {
         Ok(overlay) => Some(overlay),
@@ -355,16 +367,16 @@ pub fn load_at_start(
     dir: &Path,
     selection: Selection,
     data_dir: &Path,
-    trusted_keys: &[String],
+    trust: &TrustStore,
 ) -> PluginSet {
     let mut state = read_state(data_dir);
     let Some(trying) = state.trying.clone() else {
-        return load_installed(dir, selection, data_dir, trusted_keys);
+        return load_installed(dir, selection, data_dir, trust);
     };
-    let overlay = usable_overlay(dir, data_dir, &trying, trusted_keys);
+    let overlay = usable_overlay(dir, data_dir, &trying, trust);
     let (set, failure) = match &overlay {
         Some(overlay) => {
-            let set = load_with_overlay(dir, selection, Some(overlay));
+            let set = load_with_overlay(dir, selection, trust, Some(overlay));
             let complete = overlay_complete(&set, overlay);
             (Some(set), complete.err())
         }
@@ -408,8 +420,8 @@ pub fn load_at_start(
             let previous = state
                 .active
                 .as_deref()
-                .and_then(|version| usable_overlay(dir, data_dir, version, trusted_keys));
-            load_with_overlay(dir, selection, previous.as_ref())
+                .and_then(|version| usable_overlay(dir, data_dir, version, trust));
+            load_with_overlay(dir, selection, trust, previous.as_ref())
         }
     };
     if let Err(e) = state_file(data_dir).save(&state) {

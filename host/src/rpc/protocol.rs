@@ -19,6 +19,7 @@ pub mod method {
     pub const SCALE_READ: &str = "scale.read";
     pub const REGISTER: &str = "register";
     pub const CONFIG_RELOAD: &str = "config.reload";
+    pub const PLUGINS_RESCAN: &str = "plugins.rescan";
 }
 
 /// Topics of the publish socket (the first frame of each message).

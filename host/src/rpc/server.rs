@@ -40,8 +40,6 @@ pub(super) struct Methods {
     agent: Arc<Agent>,
     token: String,
     progress: broadcast::Sender<RegistrationProgress>,
-    /// The device table rows in effect, which `config.reload` compares the file with.
-    device_rows: tokio::sync::Mutex<Vec<DeviceEntry>>,
     /// Numbers the jobs printed through RPC, for their job events.
     jobs: AtomicU64,
 }
@@ -52,12 +50,10 @@ impl Methods {
         token: String,
         progress: broadcast::Sender<RegistrationProgress>,
     ) -> Methods {
-        let device_rows = tokio::sync::Mutex::new(agent.config().devices.clone());
         Methods {
             agent,
             token,
             progress,
-            device_rows,
             jobs: AtomicU64::new(0),
         }
     }
@@ -314,7 +310,7 @@ impl Methods {
                 })
             }),
             method::PLUGINS => params::<NoParams>(&request.params)
-                .map(|_| json_of(&crate::cli::plugin_listing(self.agent.plugins()))),
+                .map(|_| json_of(&crate::cli::plugin_listing(&self.agent.plugins()))),
             method::PRINT => match params(&request.params) {
                 Ok(p) => self.print(p).await,
                 Err(e) => Err(e),
@@ -331,11 +327,15 @@ impl Methods {
                 Ok(_) => self.reload_config().await,
                 Err(e) => Err(e),
             },
+            method::PLUGINS_RESCAN => match params::<NoParams>(&request.params) {
+                Ok(_) => Ok(json_of(&self.agent.rescan_plugins().await)),
+                Err(e) => Err(e),
+            },
             other => Err(ErrorBody::new(
                 "unknownMethod",
                 format!(
                     "no method {other:?}; the methods are status, devices, plugins, print, \
-                     scale.read, register and config.reload"
+                     scale.read, register, config.reload and plugins.rescan"
                 ),
             )),
         };
@@ -590,7 +590,7 @@ impl Methods {
             .map_err(|e| ErrorBody::new("configInvalid", e.to_string()))?;
         let mut needs_restart = restart_only_changes(self.agent.config(), &loaded);
 
-        let mut rows = self.device_rows.lock().await;
+        let mut rows = self.agent.device_rows().lock().await;
         let old: BTreeMap<&str, &DeviceEntry> = rows.iter().map(|d| (d.id.as_str(), d)).collect();
         let new: BTreeMap<&str, &DeviceEntry> =
             loaded.devices.iter().map(|d| (d.id.as_str(), d)).collect();
@@ -634,7 +634,7 @@ impl Methods {
             let mut attached = Vec::new();
             let mut failed = Vec::new();
             for entry in &to_attach {
-                let outcome = devices::resolve_entry(entry, agent.plugins()).and_then(|spec| {
+                let outcome = devices::resolve_entry(entry, &agent.plugins()).and_then(|spec| {
                     let connection = spec.connection.clone().ok_or_else(|| DeviceError::Open {
                         id: spec.id.clone(),
                         message: "it has no connection".into(),

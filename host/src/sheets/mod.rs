@@ -242,6 +242,8 @@ pub fn driver(name: &str) -> Option<Arc<LoadedPlugin>> {
                 version: semver::Version::parse(env!("CARGO_PKG_VERSION"))
                     .expect("the crate version is semver"),
                 module: builtin_module(),
+                approval: crate::plugins::Approval::BuiltIn,
+                sha256: String::new(),
             })
         })
         .clone(),

@@ -11,20 +11,14 @@
 mod udev_rules;
 
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
-use base64::Engine as _;
 use clap::{Parser, Subcommand};
 use devicehub::plugins::bundle::{
-    self, Approval, BundleEntry, BundleManifest, FolderCheck, TrustStore, BUNDLE_FORMAT,
-    FORMAT_VERSION,
+    self, Approval, BundleRequest, FolderCheck, TrustStore, DEFAULT_MANIFEST,
 };
 use devicehub::plugins::{PluginSet, Selection};
 use ed25519_dalek::SigningKey;
-
-/// The default bundle's manifest file name.
-const DEFAULT_MANIFEST: &str = "default.bundle.json";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -113,41 +107,13 @@ fn keygen(out: &Path) -> anyhow::Result<()> {
         );
     }
     let key = SigningKey::from_bytes(&rand::random::<[u8; 32]>());
-    let text = base64::engine::general_purpose::STANDARD.encode(key.to_bytes());
-    write_private(out, &text)?;
+    bundle::write_signing_key(out, &key)?;
     println!("{}", bundle::public_key_text(&key));
     Ok(())
 }
 
-/// Writes the key so that only its owner can read it, created with that mode (no window in
-/// which it is readable by others).
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        options.mode(0o600);
-    }
-    let mut file = options
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    Ok(())
-}
-
 fn read_key(path: &Path) -> anyhow::Result<SigningKey> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the signing key {}", path.display()))?;
-    let bytes = base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .with_context(|| format!("{} is not a signing key (base64)", path.display()))?;
-    let bytes: [u8; 32] = bytes
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("{} is not a 32-byte Ed25519 key", path.display()))?;
-    Ok(SigningKey::from_bytes(&bytes))
+    Ok(bundle::read_signing_key(path)?)
 }
 
 fn build(
@@ -158,68 +124,15 @@ fn build(
     manifest_name: &str,
     only: &[String],
 ) -> anyhow::Result<()> {
-    semver::Version::parse(version)
-        .with_context(|| format!("{version:?} is not a semantic version"))?;
-    if !manifest_name.ends_with(bundle::MANIFEST_SUFFIX) {
-        bail!(
-            "the manifest's name must end with {}",
-            bundle::MANIFEST_SUFFIX
-        );
-    }
-    // Loading each library is how its name, version and API version are learnt: the same
-    // checks DeviceHub makes, so that a library it would refuse never enters a bundle.
-    let found = PluginSet::load_dir(from, Selection::DriversOnly);
-    let mut chosen: Vec<_> = found
-        .plugins
-        .iter()
-        .filter(|p| only.is_empty() || only.iter().any(|n| n == p.name()))
-        .collect();
-    chosen.sort_by(|a, b| a.name().cmp(b.name()));
-    for name in only {
-        if !chosen.iter().any(|p| p.name() == name) {
-            bail!("no loadable driver named {name} in {}", from.display());
-        }
-    }
-    if chosen.is_empty() {
-        bail!("no driver libraries in {}", from.display());
-    }
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    let mut entries = Vec::new();
-    for plugin in chosen {
-        let file = plugin
-            .path
-            .file_name()
-            .context("a plugin path without a file name")?
-            .to_string_lossy()
-            .into_owned();
-        let target = out.join(&file);
-        copy_atomic(&plugin.path, &target)?;
-        let (size, sha256) = bundle::file_digest(&target)?;
-        entries.push(BundleEntry {
-            file,
-            name: plugin.name().to_string(),
-            version: plugin.version.to_string(),
-            api_version: plugin.manifest.api_version.to_string(),
-            size,
-            sha256,
-        });
-    }
-    let manifest = BundleManifest {
-        format: BUNDLE_FORMAT.to_string(),
-        format_version: FORMAT_VERSION,
-        bundle_version: version.to_string(),
-        target: target_triple(),
-        created_at: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-        plugins: entries,
-    };
-    let bytes = serde_json::to_vec_pretty(&manifest)?;
-    let manifest_path = out.join(manifest_name);
-    write_atomic(&manifest_path, &bytes)?;
-    write_atomic(
-        &bundle::signature_path(&manifest_path),
-        bundle::sign(key, &bytes).as_bytes(),
+    let manifest = bundle::build_bundle(
+        &BundleRequest {
+            from,
+            out,
+            version,
+            manifest_name,
+            only,
+        },
+        key,
     )?;
     for entry in &manifest.plugins {
         println!(
@@ -229,7 +142,7 @@ fn build(
     }
     println!(
         "{} signed by key {}",
-        manifest_path.display(),
+        out.join(manifest_name).display(),
         bundle::public_key_text(key)
     );
     Ok(())
@@ -239,7 +152,7 @@ fn verify(dir: &Path, trust: &[String]) -> anyhow::Result<()> {
     let store = TrustStore::new(trust, Vec::new(), false)?;
     let check = FolderCheck::run(dir, &store);
     for problem in &check.manifest_problems {
-        println!("manifest refused: {problem}");
+        println!("manifest refused: {}", problem.reason);
     }
     let mut refused = 0;
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -270,7 +183,7 @@ fn verify(dir: &Path, trust: &[String]) -> anyhow::Result<()> {
 fn udev_rules(from: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     // The same loader and checks as the agent: a library it would refuse gets no rules, and
     // a refusal is an error here, since a package with a broken plugin must not be built.
-    let set = PluginSet::load_dir(from, Selection::AllLibraries);
+    let set = PluginSet::load_dir_unverified(from, Selection::AllLibraries);
     if let Some(refused) = set.refused.first() {
         bail!(
             "{} was refused: {} (rules are only written for a folder whose every plugin loads)",
@@ -304,24 +217,8 @@ fn udev_rules(from: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn copy_atomic(from: &Path, to: &Path) -> anyhow::Result<()> {
-    let bytes = std::fs::read(from).with_context(|| format!("cannot read {}", from.display()))?;
-    write_atomic(to, &bytes)
-}
-
-/// Temp file in the same folder, fsync, rename.
+/// Temp file in the same folder, fsync, rename: DeviceHub's own atomic write.
 fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let dir = path.parent().context("a path without a folder")?;
-    let mut temp = tempfile::NamedTempFile::new_in(dir)?;
-    temp.write_all(bytes)?;
-    temp.as_file().sync_all()?;
-    temp.persist(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}
-
-/// The platform this tool was built for, which is the drivers' when built together.
-fn target_triple() -> String {
-    format!("{}-{}", std::env::consts::ARCH, std::env::consts::OS)
+    devicehub::storage::write_atomic(path, bytes, devicehub::storage::Visibility::Default)
+        .with_context(|| format!("cannot write {}", path.display()))
 }

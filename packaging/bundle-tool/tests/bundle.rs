@@ -235,7 +235,13 @@ fn udev_rules_cover_every_usb_id_of_every_default_plugin() {
     let (mut usb_devices, mut hidraw) = (0, 0);
     for entry in std::fs::read_dir(&plugins).expect("plugins folder") {
         let path = entry.expect("entry").path();
-        let plugin = devicehub::plugins::load_plugin(&path).expect("default driver loads");
+        let (_, sha256) = devicehub::plugins::bundle::file_digest(&path).expect("readable");
+        let plugin = devicehub::plugins::load_plugin(
+            &path,
+            devicehub::plugins::bundle::Approval::NotChecked,
+            sha256,
+        )
+        .expect("default driver loads");
         for model in plugin.manifest.usb_models.iter() {
             let node = match plugin.manifest.kind {
                 devicehub_plugin_api::DeviceKind::Printer => {
