@@ -651,23 +651,6 @@ mod tests {
     }
 
     #[test]
-    fn plugins_section_defaults_to_signed_only_and_takes_keys() {
-        let none = Config::parse("", Path::new("x.toml")).expect("empty config");
-        assert_eq!(none.plugins, PluginsConfig::default());
-        assert!(!none.plugins.allow_unsigned);
-        let config = Config::parse(
-            "[plugins]\nallow_unsigned = true\ntrusted_keys = [\"a2V5\"]\n",
-            Path::new("x.toml"),
-        )
-        .expect("plugins section");
-        assert!(config.plugins.allow_unsigned);
-        assert_eq!(config.plugins.trusted_keys, vec!["a2V5".to_string()]);
-        let err = Config::parse("[plugins]\ntrusted_key = []\n", Path::new("x.toml"))
-            .expect_err("misspelled key");
-        assert!(err.to_string().contains("trusted_key"), "{err}");
-    }
-
-    #[test]
     fn duplicate_device_ids_are_refused() {
         let text = "[[devices]]\nid = \"a\"\naddress = \"tcp://h:1\"\nplugin = \"zebra\"\n\
                     [[devices]]\nid = \"a\"\naddress = \"tcp://h:2\"\nplugin = \"zebra\"\n";
