@@ -314,11 +314,17 @@ async fn a_bundle_update_downloads_only_changed_plugins_refuses_tampering_and_su
         ],
     );
     let registration = support_desk::register(&cloud, &plugins, "");
-    let mut config = std::fs::read_to_string(&registration.config).expect("read config");
-    config.push_str(&format!(
-        "[plugins]\ntrusted_keys = [\"{}\"]\n",
-        bundle::public_key_text(&signing_key())
-    ));
+    // The desk's config trusts the test support's key; the bundles here are signed with their
+    // own key, which it trusts too.
+    let test_key = bundle::public_key_text(&support::test_key());
+    let bundle_key = bundle::public_key_text(&signing_key());
+    let config = std::fs::read_to_string(&registration.config)
+        .expect("read config")
+        .replace(
+            &format!("trusted_keys = [\"{test_key}\"]"),
+            &format!("trusted_keys = [\"{test_key}\", \"{bundle_key}\"]"),
+        );
+    assert!(config.contains(&bundle_key), "the config trusts the bundle key");
     std::fs::write(&registration.config, config).expect("write config");
     let data_dir = registration.data_dir.clone();
     let log = |n: u32| data_dir.join("..").join(format!("run-{n}.log"));
