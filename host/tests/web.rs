@@ -882,6 +882,38 @@ async fn walk_the_registration_and_see_the_printer(kind: BrowserKind) {
         .assert_readable_at_200_percent("the refused code")
         .await;
 
+    // Reloading just after pressing Register leaves a usable form. The submit handler disables
+    // the button at once; the reload is queued behind it, long before the registration can end.
+    let disabled_before = browser
+        .script(
+            "window.beforeReload = true; \
+             document.getElementById('code').value = 'WRONG-CODE-0000'; \
+             document.getElementById('register-form').requestSubmit(); \
+             setTimeout(() => location.reload(), 0); \
+             return document.getElementById('submit').disabled;",
+        )
+        .await;
+    assert_eq!(
+        disabled_before,
+        Value::Bool(true),
+        "the button is disabled while a registration starts"
+    );
+    browser
+        .wait_for(
+            "the reloaded form",
+            "return window.beforeReload === undefined && document.readyState === 'complete' \
+             && document.getElementById('code') !== null",
+        )
+        .await;
+    assert_eq!(desk.registration_outcome().await["state"], "failed");
+    assert_eq!(
+        browser
+            .script("return document.getElementById('submit').disabled;")
+            .await,
+        Value::Bool(false),
+        "{kind:?}: the Register button stays disabled after a reload"
+    );
+
     browser
         .type_into("#code", &format!("{}{ENTER}", desk.prepared.code))
         .await;
