@@ -692,6 +692,27 @@ impl Browser {
         .to_string()
     }
 
+    /// The focused element is on screen and outlined, as a keyboard user needs to see where
+    /// they are.
+    async fn assert_focus_visible(&self) {
+        let seen = self
+            .script(
+                "const e = document.activeElement; const r = e.getBoundingClientRect(); \
+                 const s = getComputedStyle(e); \
+                 return { onScreen: r.left >= 0 && r.top >= 0 && r.right <= window.innerWidth \
+                          && r.bottom <= window.innerHeight && r.width > 0 && r.height > 0, \
+                          outline: s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0 };",
+            )
+            .await;
+        let focused = self.focused().await;
+        assert_eq!(
+            seen,
+            json!({ "onScreen": true, "outline": true }),
+            "{:?}: the focus on {focused} cannot be seen",
+            self.kind()
+        );
+    }
+
     /// Presses keys on the focused element.
     async fn keys(&self, keys: &str) {
         let actions = json!({ "actions": [{
@@ -842,8 +863,10 @@ async fn walk_the_registration_and_see_the_printer(kind: BrowserKind) {
     // By keyboard: the skip link first, then the way to register.
     browser.keys(TAB).await;
     assert_eq!(browser.focused().await, "a#skip");
+    browser.assert_focus_visible().await;
     browser.keys(TAB).await;
     assert_eq!(browser.focused().await, "a#start");
+    browser.assert_focus_visible().await;
     browser.keys(ENTER).await;
     browser
         .wait_for(
