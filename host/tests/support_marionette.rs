@@ -185,13 +185,17 @@ impl Drop for Marionette {
     fn drop(&mut self) {
         // Quitting through Marionette lets Firefox end its content processes; killing only the
         // main process would leave them behind. Drop cannot await, so the request is written on
-        // this worker thread (every browser test uses the multi-threaded runtime).
-        // Only the request is sent, and any failure ignored: Firefox may close the connection
-        // without answering, and a panic here would abort a test that is already failing.
+        // this worker thread; that needs the multi-threaded runtime, and on any other Firefox
+        // is only killed below. Only the request is sent, and any failure ignored: Firefox may
+        // close the connection without answering, and a panic here would abort a test that is
+        // already failing.
         let connection = self.connection.get_mut();
         let body = json!([0, connection.next_id, "Marionette:Quit", { "flags": ["eForceQuit"] }]);
         let message = format!("{}:{body}", body.to_string().len());
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let runtime = tokio::runtime::Handle::try_current()
+            .ok()
+            .filter(|r| r.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if let Some(runtime) = runtime {
             tokio::task::block_in_place(|| {
                 runtime.block_on(async {
                     let send = connection.stream.get_mut().write_all(message.as_bytes());
