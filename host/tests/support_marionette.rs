@@ -117,7 +117,15 @@ impl Marionette {
         std::fs::write(profile.path().join("user.js"), USER_JS).expect("write user.js");
         let binary = firefox_binary();
         let mut firefox = Command::new(&binary)
-            .args(["-headless", "-marionette", "-no-remote", "-profile"])
+            // System access lets the tests set the page zoom, which only the browser's own
+            // (chrome) scripts can do.
+            .args([
+                "-headless",
+                "-marionette",
+                "-remote-allow-system-access",
+                "-no-remote",
+                "-profile",
+            ])
             .arg(profile.path())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -162,6 +170,28 @@ impl Marionette {
     pub async fn command(&self, name: &str, parameters: Value) -> Value {
         let result = self.try_command(name, parameters.clone()).await;
         result.unwrap_or_else(|error| panic!("Marionette {name} {parameters} failed: {error}"))
+    }
+
+    /// Sets the page zoom of the current tab, as a person does with Ctrl and +: `2.0` is 200%.
+    /// The zoom belongs to the browser, not the page, so the script runs in the browser's own
+    /// (chrome) context and the context is then put back.
+    pub async fn set_page_zoom(&self, zoom: f64) {
+        self.command("Marionette:SetContext", json!({ "value": "chrome" }))
+            .await;
+        let set = self
+            .try_command(
+                "WebDriver:ExecuteScript",
+                json!({
+                    "script": "ZoomManager.setZoomForBrowser(gBrowser.selectedBrowser, arguments[0]); \
+                               return ZoomManager.getZoomForBrowser(gBrowser.selectedBrowser);",
+                    "args": [zoom],
+                }),
+            )
+            .await;
+        self.command("Marionette:SetContext", json!({ "value": "content" }))
+            .await;
+        let set = set.unwrap_or_else(|e| panic!("set the page zoom to {zoom}: {e}"));
+        assert_eq!(set.as_f64(), Some(zoom), "the page zoom set");
     }
 
     /// One WebDriver command; the WebDriver error object is `Err`.

@@ -743,7 +743,8 @@ impl Browser {
     }
 
     /// 200% zoom is the same as half the window: at that size the page must reflow with no
-    /// sideways scrolling. The window is put back to its size afterwards.
+    /// sideways scrolling. The window is put back to its size afterwards. Firefox is also
+    /// zoomed to 200% for real.
     async fn assert_readable_at_200_percent(&self, page: &str) {
         let (width, height) = (WINDOW.0 / 2, WINDOW.1 * 9 / 20);
         self.resize(width, height).await;
@@ -763,6 +764,25 @@ impl Browser {
             self.kind()
         );
         self.resize(WINDOW.0, WINDOW.1).await;
+        // Firefox can also be zoomed for real, as a person does with Ctrl and +; the page must
+        // reflow the same way.
+        if let Browser::Firefox(firefox) = self {
+            firefox.set_page_zoom(2.0).await;
+            self.wait_for(
+                "the page zoomed to 200%",
+                &format!("return window.innerWidth <= {width};"),
+            )
+            .await;
+            let fits = self
+                .script("return document.documentElement.scrollWidth <= window.innerWidth;")
+                .await;
+            firefox.set_page_zoom(1.0).await;
+            assert_eq!(
+                fits,
+                Value::Bool(true),
+                "Firefox: {page} scrolls sideways at 200% page zoom"
+            );
+        }
     }
 
     /// A screenshot of the window, checked to be a PNG, and written to
