@@ -92,3 +92,6 @@ mod drop_in;
 /// and IEEE-1284 ID, their labels decoded back to the host's rendering dot for dot, and the
 /// ESC/POS plugin printing into the ESC/POS simulator over TCP, faults included.
 mod plugin_kit;
+
+/// A small Marionette client: the browser tests drive headless Firefox with it.
+mod support_marionette;

@@ -1,6 +1,7 @@
 //! The registration and status pages of `devicehub run` over the real wire: the security
 //! checks (foreign Host and Origin, CSRF, loopback only), registration through the API against
-//! the emulator cloud, and a headless Chromium walking the pages as a person at the desk would.
+//! the emulator cloud, and headless Chromium and Firefox walking the pages as a person at the
+//! desk would.
 
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr, TcpStream, UdpSocket};
@@ -14,6 +15,7 @@ use serde_json::{json, Value};
 use crate::support::{self, http_client, Simulator, ZEBRA};
 use crate::support_cloud::Cloud;
 use crate::support_desk::{self, zebra_row, Agent, Prepared};
+use crate::support_marionette::Marionette;
 
 /// The longest a test waits for the agent to start, register or connect; a passing test never
 /// waits this long.
@@ -410,8 +412,25 @@ async fn web_registers_with_the_activation_code_and_shows_the_printer() {
     assert_eq!(health["registered"], true);
 }
 
+/// The browsers the pages are tested in. Safari cannot run here (docs/local-pages.md says
+/// what is done for it instead).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BrowserKind {
+    /// Headless Chromium through chromedriver (W3C WebDriver over HTTP).
+    Chromium,
+    /// Headless Firefox ESR through Marionette, its own remote protocol.
+    Firefox,
+}
+
+/// A browser walking the pages, whichever remote protocol drives it. The walks are written
+/// once against this, so every browser is held to the same checks.
+enum Browser {
+    Chromium(ChromeDriver),
+    Firefox(Marionette),
+}
+
 /// `chromedriver` on a free port with headless Chromium; stopped when dropped.
-struct Browser {
+struct ChromeDriver {
     driver: Child,
     base: String,
     session: String,
@@ -425,9 +444,11 @@ const ELEMENT_KEY: &str = "element-6066-11e4-a52e-4f735466cecf";
 const ENTER: &str = "\u{E007}";
 /// The Tab key in WebDriver's key encoding.
 const TAB: &str = "\u{E004}";
+/// The window size of every walk, so that the browsers' screenshots compare.
+const WINDOW: (u32, u32) = (1000, 1000);
 
-impl Browser {
-    async fn start() -> Browser {
+impl ChromeDriver {
+    async fn start() -> ChromeDriver {
         let mut driver = Command::new("chromedriver")
             .arg("--port=0")
             .stdout(Stdio::piped())
@@ -481,7 +502,7 @@ impl Browser {
             .as_str()
             .unwrap_or_else(|| panic!("no browser session: {answer}"))
             .to_string();
-        Browser {
+        ChromeDriver {
             driver,
             base,
             session,
@@ -511,28 +532,55 @@ impl Browser {
         }
         answer["value"].clone()
     }
+}
+
+impl Browser {
+    async fn start(kind: BrowserKind) -> Browser {
+        let browser = match kind {
+            BrowserKind::Chromium => Browser::Chromium(ChromeDriver::start().await),
+            BrowserKind::Firefox => Browser::Firefox(Marionette::start().await),
+        };
+        // Chromium is started at this size; headless Firefox starts at its own default.
+        browser.resize(WINDOW.0, WINDOW.1).await;
+        browser
+    }
+
+    fn kind(&self) -> BrowserKind {
+        match self {
+            Browser::Chromium(_) => BrowserKind::Chromium,
+            Browser::Firefox(_) => BrowserKind::Firefox,
+        }
+    }
 
     async fn open(&self, url: &str) {
-        self.command(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
-            .await;
+        match self {
+            Browser::Chromium(c) => {
+                c.command(reqwest::Method::POST, "/url", Some(json!({ "url": url })))
+                    .await
+            }
+            Browser::Firefox(f) => f.command("WebDriver:Navigate", json!({ "url": url })).await,
+        };
     }
 
     async fn current_url(&self) -> String {
-        self.command(reqwest::Method::GET, "/url", None)
-            .await
-            .as_str()
-            .expect("URL")
-            .to_string()
+        match self {
+            Browser::Chromium(c) => c.command(reqwest::Method::GET, "/url", None).await,
+            Browser::Firefox(f) => f.command("WebDriver:GetCurrentURL", json!({})).await,
+        }
+        .as_str()
+        .expect("URL")
+        .to_string()
     }
 
     async fn element(&self, css: &str) -> String {
-        let found = self
-            .command(
-                reqwest::Method::POST,
-                "/element",
-                Some(json!({ "using": "css selector", "value": css })),
-            )
-            .await;
+        let query = json!({ "using": "css selector", "value": css });
+        let found = match self {
+            Browser::Chromium(c) => {
+                c.command(reqwest::Method::POST, "/element", Some(query))
+                    .await
+            }
+            Browser::Firefox(f) => f.command("WebDriver:FindElement", query).await,
+        };
         found[ELEMENT_KEY]
             .as_str()
             .unwrap_or_else(|| panic!("no element {css}: {found}"))
@@ -541,38 +589,67 @@ impl Browser {
 
     async fn click(&self, css: &str) {
         let element = self.element(css).await;
-        self.command(
-            reqwest::Method::POST,
-            &format!("/element/{element}/click"),
-            None,
-        )
-        .await;
+        match self {
+            Browser::Chromium(c) => {
+                c.command(
+                    reqwest::Method::POST,
+                    &format!("/element/{element}/click"),
+                    None,
+                )
+                .await
+            }
+            Browser::Firefox(f) => {
+                f.command("WebDriver:ElementClick", json!({ "id": element }))
+                    .await
+            }
+        };
     }
 
     async fn type_into(&self, css: &str, text: &str) {
         let element = self.element(css).await;
-        self.command(
-            reqwest::Method::POST,
-            &format!("/element/{element}/clear"),
-            None,
-        )
-        .await;
-        self.command(
-            reqwest::Method::POST,
-            &format!("/element/{element}/value"),
-            Some(json!({ "text": text })),
-        )
-        .await;
+        match self {
+            Browser::Chromium(c) => {
+                c.command(
+                    reqwest::Method::POST,
+                    &format!("/element/{element}/clear"),
+                    None,
+                )
+                .await;
+                c.command(
+                    reqwest::Method::POST,
+                    &format!("/element/{element}/value"),
+                    Some(json!({ "text": text })),
+                )
+                .await
+            }
+            Browser::Firefox(f) => {
+                f.command("WebDriver:ElementClear", json!({ "id": element }))
+                    .await;
+                f.command(
+                    "WebDriver:ElementSendKeys",
+                    json!({ "id": element, "text": text }),
+                )
+                .await
+            }
+        };
     }
 
     async fn text(&self, css: &str) -> String {
         let element = self.element(css).await;
-        self.command(
-            reqwest::Method::GET,
-            &format!("/element/{element}/text"),
-            None,
-        )
-        .await
+        match self {
+            Browser::Chromium(c) => {
+                c.command(
+                    reqwest::Method::GET,
+                    &format!("/element/{element}/text"),
+                    None,
+                )
+                .await
+            }
+            Browser::Firefox(f) => {
+                f.command("WebDriver:GetElementText", json!({ "id": element }))
+                    .await
+            }
+        }
         .as_str()
         .expect("element text")
         .to_string()
@@ -580,12 +657,14 @@ impl Browser {
 
     /// Runs `script` in the page and returns its value.
     async fn script(&self, script: &str) -> Value {
-        self.command(
-            reqwest::Method::POST,
-            "/execute/sync",
-            Some(json!({ "script": script, "args": [] })),
-        )
-        .await
+        let call = json!({ "script": script, "args": [] });
+        match self {
+            Browser::Chromium(c) => {
+                c.command(reqwest::Method::POST, "/execute/sync", Some(call))
+                    .await
+            }
+            Browser::Firefox(f) => f.command("WebDriver:ExecuteScript", call).await,
+        }
     }
 
     /// Waits until `script` returns true in the page.
@@ -594,7 +673,8 @@ impl Browser {
         while self.script(script).await != Value::Bool(true) {
             assert!(
                 Instant::now() < deadline,
-                "the page never showed {what}; it shows:\n{}",
+                "{:?}: the page never showed {what}; it shows:\n{}",
+                self.kind(),
                 self.text("body").await
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -612,6 +692,27 @@ impl Browser {
         .to_string()
     }
 
+    /// The focused element is on screen and outlined, as a keyboard user needs to see where
+    /// they are.
+    async fn assert_focus_visible(&self) {
+        let seen = self
+            .script(
+                "const e = document.activeElement; const r = e.getBoundingClientRect(); \
+                 const s = getComputedStyle(e); \
+                 return { onScreen: r.left >= 0 && r.top >= 0 && r.right <= window.innerWidth \
+                          && r.bottom <= window.innerHeight && r.width > 0 && r.height > 0, \
+                          outline: s.outlineStyle !== 'none' && parseFloat(s.outlineWidth) > 0 };",
+            )
+            .await;
+        let focused = self.focused().await;
+        assert_eq!(
+            seen,
+            json!({ "onScreen": true, "outline": true }),
+            "{:?}: the focus on {focused} cannot be seen",
+            self.kind()
+        );
+    }
+
     /// Presses keys on the focused element.
     async fn keys(&self, keys: &str) {
         let actions = json!({ "actions": [{
@@ -621,25 +722,85 @@ impl Browser {
                 [json!({ "type": "keyDown", "value": key }), json!({ "type": "keyUp", "value": key })]
             }).collect::<Vec<_>>(),
         }]});
-        self.command(reqwest::Method::POST, "/actions", Some(actions))
-            .await;
+        match self {
+            Browser::Chromium(c) => {
+                c.command(reqwest::Method::POST, "/actions", Some(actions))
+                    .await
+            }
+            Browser::Firefox(f) => f.command("WebDriver:PerformActions", actions).await,
+        };
     }
 
     async fn resize(&self, width: u32, height: u32) {
-        self.command(
-            reqwest::Method::POST,
-            "/window/rect",
-            Some(json!({ "width": width, "height": height })),
-        )
-        .await;
+        let rect = json!({ "width": width, "height": height });
+        match self {
+            Browser::Chromium(c) => {
+                c.command(reqwest::Method::POST, "/window/rect", Some(rect))
+                    .await
+            }
+            Browser::Firefox(f) => f.command("WebDriver:SetWindowRect", rect).await,
+        };
+    }
+
+    /// 200% zoom is the same as half the window: at that size the page must reflow with no
+    /// sideways scrolling. The window is put back to its size afterwards. Firefox is also
+    /// zoomed to 200% for real.
+    async fn assert_readable_at_200_percent(&self, page: &str) {
+        let (width, height) = (WINDOW.0 / 2, WINDOW.1 * 9 / 20);
+        self.resize(width, height).await;
+        let inner = self.script("return window.innerWidth;").await;
+        assert!(
+            inner.as_u64().is_some_and(|w| w <= u64::from(width)),
+            "{:?}: the window did not shrink to {width} wide: {inner}",
+            self.kind()
+        );
+        let fits = self
+            .script("return document.documentElement.scrollWidth <= window.innerWidth;")
+            .await;
+        assert_eq!(
+            fits,
+            Value::Bool(true),
+            "{:?}: {page} scrolls sideways at 200%",
+            self.kind()
+        );
+        self.resize(WINDOW.0, WINDOW.1).await;
+        // Firefox can also be zoomed for real, as a person does with Ctrl and +; the page must
+        // reflow the same way.
+        if let Browser::Firefox(firefox) = self {
+            firefox.set_page_zoom(2.0).await;
+            self.wait_for(
+                "the page zoomed to 200%",
+                &format!("return window.innerWidth <= {width};"),
+            )
+            .await;
+            let fits = self
+                .script("return document.documentElement.scrollWidth <= window.innerWidth;")
+                .await;
+            firefox.set_page_zoom(1.0).await;
+            assert_eq!(
+                fits,
+                Value::Bool(true),
+                "Firefox: {page} scrolls sideways at 200% page zoom"
+            );
+        }
     }
 
     /// A screenshot of the window, checked to be a PNG, and written to
-    /// `docs/screenshots/NAME.png` when `DEVICEHUB_UPDATE_SCREENSHOTS=1`.
+    /// `docs/screenshots/NAME.png` (Chromium) or `docs/screenshots/firefox-NAME.png` when
+    /// `DEVICEHUB_UPDATE_SCREENSHOTS=1`.
     async fn screenshot(&self, name: &str) {
-        let encoded = self
-            .command(reqwest::Method::GET, "/screenshot", None)
-            .await;
+        let (encoded, name) = match self {
+            Browser::Chromium(c) => (
+                c.command(reqwest::Method::GET, "/screenshot", None).await,
+                name.to_string(),
+            ),
+            Browser::Firefox(f) => (
+                // The viewport, as W3C WebDriver's Take Screenshot, not the whole document.
+                f.command("WebDriver:TakeScreenshot", json!({ "full": false }))
+                    .await,
+                format!("firefox-{name}"),
+            ),
+        };
         let png = base64::engine::general_purpose::STANDARD
             .decode(encoded.as_str().expect("screenshot text"))
             .expect("screenshot base64");
@@ -659,7 +820,7 @@ impl Browser {
     }
 }
 
-impl Drop for Browser {
+impl Drop for ChromeDriver {
     fn drop(&mut self) {
         // Ending the session closes Chromium (a plain HTTP request: Drop cannot await).
         // chromedriver itself goes with the kill.
@@ -697,19 +858,35 @@ fn chromium_binary() -> String {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn web_browser_walks_the_registration_and_sees_the_printer() {
+async fn web_chromium_walks_the_registration_and_sees_the_printer() {
+    walk_the_registration_and_see_the_printer(BrowserKind::Chromium).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn web_firefox_walks_the_registration_and_sees_the_printer() {
+    walk_the_registration_and_see_the_printer(BrowserKind::Firefox).await;
+}
+
+/// A person at the desk registering by keyboard, then looking at the status page, at 100% and
+/// at 200% zoom.
+async fn walk_the_registration_and_see_the_printer(kind: BrowserKind) {
     let desk = Desk::start().await;
-    let browser = Browser::start().await;
+    let browser = Browser::start(kind).await;
 
     browser.open(&desk.url("/")).await;
     assert_eq!(browser.text("h1").await, "Welcome to DeviceHub");
     browser.screenshot("welcome").await;
+    browser
+        .assert_readable_at_200_percent("the welcome page")
+        .await;
 
     // By keyboard: the skip link first, then the way to register.
     browser.keys(TAB).await;
     assert_eq!(browser.focused().await, "a#skip");
+    browser.assert_focus_visible().await;
     browser.keys(TAB).await;
     assert_eq!(browser.focused().await, "a#start");
+    browser.assert_focus_visible().await;
     browser.keys(ENTER).await;
     browser
         .wait_for(
@@ -744,6 +921,41 @@ async fn web_browser_walks_the_registration_and_sees_the_printer() {
         "focus returns to the code"
     );
     browser.screenshot("register-refused").await;
+    browser
+        .assert_readable_at_200_percent("the refused code")
+        .await;
+
+    // Reloading just after pressing Register leaves a usable form. The submit handler disables
+    // the button at once; the reload is queued behind it, long before the registration can end.
+    let disabled_before = browser
+        .script(
+            "window.beforeReload = true; \
+             document.getElementById('code').value = 'WRONG-CODE-0000'; \
+             document.getElementById('register-form').requestSubmit(); \
+             setTimeout(() => location.reload(), 0); \
+             return document.getElementById('submit').disabled;",
+        )
+        .await;
+    assert_eq!(
+        disabled_before,
+        Value::Bool(true),
+        "the button is disabled while a registration starts"
+    );
+    browser
+        .wait_for(
+            "the reloaded form",
+            "return window.beforeReload === undefined && document.readyState === 'complete' \
+             && document.getElementById('code') !== null",
+        )
+        .await;
+    assert_eq!(desk.registration_outcome().await["state"], "failed");
+    assert_eq!(
+        browser
+            .script("return document.getElementById('submit').disabled;")
+            .await,
+        Value::Bool(false),
+        "{kind:?}: the Register button stays disabled after a reload"
+    );
 
     browser
         .type_into("#code", &format!("{}{ENTER}", desk.prepared.code))
@@ -794,16 +1006,9 @@ async fn web_browser_walks_the_registration_and_sees_the_printer() {
     assert_eq!(browser.text("#thing-name").await, thing);
     browser.screenshot("status").await;
 
-    // 200% zoom is the same as half the window: the page reflows with no sideways scrolling.
-    browser.resize(500, 450).await;
-    let fits = browser
-        .script("return document.documentElement.scrollWidth <= window.innerWidth;")
+    browser
+        .assert_readable_at_200_percent("the status page")
         .await;
-    assert_eq!(
-        fits,
-        Value::Bool(true),
-        "the status page scrolls sideways at 200%"
-    );
 }
 
 /// The pages served in this process for an agent with no plugins or devices, so that a test
@@ -927,9 +1132,19 @@ async fn web_events_stream_readings_and_jobs_but_never_scans_and_end_on_stop() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn web_browser_status_page_shows_live_readings_and_jobs() {
+async fn web_chromium_status_page_shows_live_readings_and_jobs() {
+    status_page_shows_live_readings_and_jobs(BrowserKind::Chromium).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn web_firefox_status_page_shows_live_readings_and_jobs() {
+    status_page_shows_live_readings_and_jobs(BrowserKind::Firefox).await;
+}
+
+/// The status page following live events: a scale reading and an ended job.
+async fn status_page_shows_live_readings_and_jobs(kind: BrowserKind) {
     let pages = InProcessPages::start().await;
-    let browser = Browser::start().await;
+    let browser = Browser::start(kind).await;
     browser.open(&pages.url("/status")).await;
     browser
         .wait_for(
