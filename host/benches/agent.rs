@@ -17,6 +17,8 @@
 //!   spread over the printers, as jobs per second from the first submission to the last
 //!   SUCCEEDED.
 //!
+//! `DEVICEHUB_BENCH_SMAPS=FILE` saves the idle agent's `/proc/PID/smaps` to FILE.
+//!
 //! Run with:
 //! ```sh
 //! cargo build --release -p devicehub-emulator
@@ -48,6 +50,17 @@ use support::{http_client, Simulator, ZEBRA};
 use support_cloud::Cloud;
 
 const PRINTERS: usize = 4;
+/// The default bundle's plugins (the workspace's default members): the idle memory target is
+/// for an agent with all of them loaded.
+const DEFAULT_PLUGINS: &[&str] = &[
+    ZEBRA,
+    "devicehub_driver_tspl",
+    "devicehub_driver_brother_ql",
+    "devicehub_driver_dymo",
+    "devicehub_driver_hid_scale",
+    "devicehub_driver_serial_scale",
+    "devicehub_driver_text_scanner",
+];
 const STARTS: usize = 5;
 
 /// Starts `devicehub run` and waits for it to be connected; returns the process and the time.
@@ -95,10 +108,24 @@ fn stop_agent(mut child: Child) {
 
 /// The agent's resident set size in KiB (Linux).
 fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
+    proc_field(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// What the resident set is made of: anonymous memory (heap, stacks) and file pages (the
+/// binary's and the libraries' code and read-only data), in KiB.
+fn rss_split_kib(pid: u32) -> Option<(u64, u64)> {
+    let rollup = format!("/proc/{pid}/smaps_rollup");
+    Some((
+        proc_field(&rollup, "Anonymous:")?,
+        proc_field(&rollup, "Pss_File:")?,
+    ))
+}
+
+fn proc_field(path: &str, field: &str) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
         .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
+        .find(|l| l.starts_with(field))?
         .split_whitespace()
         .nth(1)?
         .parse()
@@ -149,7 +176,8 @@ impl Submitter {
         answer["jobId"].as_str().expect("jobId").to_string()
     }
 
-    async fn wait_done(&self, job_id: &str) -> String {
+    /// Waits for the job to end; returns its status and `statusDetails`.
+    async fn wait_done(&self, job_id: &str) -> (String, Value) {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let execution: Value = self
@@ -163,7 +191,7 @@ impl Submitter {
                 .expect("job JSON");
             let status = execution["status"].as_str().unwrap_or("").to_string();
             if !matches!(status.as_str(), "QUEUED" | "IN_PROGRESS") {
-                return status;
+                return (status, execution["statusDetails"].clone());
             }
             assert!(Instant::now() < deadline, "job {job_id} stuck in {status}");
             tokio::time::sleep(Duration::from_millis(1)).await;
@@ -226,7 +254,7 @@ async fn main() {
     let sims: Vec<Simulator> = (0..PRINTERS)
         .map(|_| Simulator::zebra(&["--language", "zpl"]))
         .collect();
-    let plugins = support::plugins_folder(&[ZEBRA]);
+    let plugins = support::plugins_folder(DEFAULT_PLUGINS);
     let devices: String = sims
         .iter()
         .enumerate()
@@ -256,6 +284,12 @@ async fn main() {
     ready_times.sort();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let idle_rss = rss_kib(agent.id());
+    let idle_split = rss_split_kib(agent.id());
+    // For finding what holds the memory: the whole map, when asked for.
+    if let Some(path) = std::env::var_os("DEVICEHUB_BENCH_SMAPS") {
+        let smaps = std::fs::read(format!("/proc/{}/smaps", agent.id())).expect("read smaps");
+        std::fs::write(path, smaps).expect("write the smaps copy");
+    }
 
     let submitter = Submitter {
         api: cloud.api_url.clone(),
@@ -265,15 +299,26 @@ async fn main() {
         http: http_client(),
     };
     let mut latencies = Vec::with_capacity(jobs);
+    // DeviceHub's own account of each job (`statusDetails`, whole milliseconds): download,
+    // render and print, and its total from the start's acceptance to the printed label.
+    let mut stages: [Vec<u64>; 4] = Default::default();
     let all = Instant::now();
     for n in 0..jobs {
         let due = all + Duration::from_secs_f64(n as f64 / rate);
         tokio::time::sleep_until(due.into()).await;
         let start = Instant::now();
         let job_id = submitter.submit(&format!("zebra-{}", n % PRINTERS)).await;
-        let status = submitter.wait_done(&job_id).await;
+        let (status, details) = submitter.wait_done(&job_id).await;
         assert_eq!(status, "SUCCEEDED", "job {job_id}");
         latencies.push(start.elapsed());
+        for (stage, key) in stages
+            .iter_mut()
+            .zip(["downloadMs", "renderMs", "printMs", "totalMs"])
+        {
+            if let Some(ms) = details[key].as_str().and_then(|v| v.parse().ok()) {
+                stage.push(ms);
+            }
+        }
     }
     let elapsed = all.elapsed();
 
@@ -308,12 +353,27 @@ async fn main() {
         idle_rss.map_or("?".to_string(), |k| k.to_string()),
         busy_rss.map_or("?".to_string(), |k| k.to_string())
     );
+    if let Some((anon, file)) = idle_split {
+        println!("idle resident memory split: anonymous {anon} KiB, file pages (code) {file} KiB");
+    }
     println!(
         "{jobs} GIF label jobs (812x1218, one at a time over {PRINTERS} printers, at most {rate} per second): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms, {:.1} jobs/s",
         ms(percentile(&latencies, 0.5)),
         ms(percentile(&latencies, 0.99)),
         ms(latencies[latencies.len() - 1]),
         jobs as f64 / elapsed.as_secs_f64()
+    );
+    let median = |values: &mut Vec<u64>| {
+        values.sort_unstable();
+        values.get(values.len() / 2).copied().unwrap_or(0)
+    };
+    let [download, render, print, total] = &mut stages;
+    println!(
+        "inside DeviceHub per job (statusDetails, medians, whole ms): download {} ms, render {} ms, print {} ms, total from acceptance {} ms",
+        median(download),
+        median(render),
+        median(print),
+        median(total)
     );
     println!(
         "{burst} GIF label jobs queued at once over {PRINTERS} printers: all SUCCEEDED in {:.0} ms, {:.1} jobs/s",

@@ -697,6 +697,7 @@ async fn execute(
     job_id: &str,
     plan: Plan,
     phase: &Mutex<Phase>,
+    prefetch: Option<Prefetch>,
 ) -> JobOutcome {
     let decision = lock(&context.journal).may_start(job_id);
     match decision {
@@ -718,7 +719,7 @@ async fn execute(
         )),
         Plan::Refuse(failure) => Err(failure),
         Plan::Print { document, device } => {
-            print_job(context, job_id, &document, &device, phase, started).await
+            print_job(context, job_id, &document, &device, phase, started, prefetch).await
         }
         Plan::ScaleRead { document, device } => {
             scale_job(context, &document, &device, started).await
@@ -877,24 +878,69 @@ fn millis(duration: Duration) -> String {
     duration.as_millis().to_string()
 }
 
-async fn print_job(
+/// A print file downloaded, checked and rendered for its printer, held in memory only.
+#[derive(Debug)]
+struct PreparedPrint {
+    job: devicehub_plugin_api::PrintJob,
+    file_bytes: usize,
+    download_time: Duration,
+    render_time: Duration,
+}
+
+/// A print's download and rendering, begun while the cloud answers the request to start the
+/// job, so that the label is ready when the job may print. Nothing reaches a printer here: the
+/// job still prints only once its start is accepted and the journal allows it. Dropping it
+/// (the start was refused, the job was canceled) stops the work.
+#[derive(Debug)]
+struct Prefetch(tokio::task::JoinHandle<Result<PreparedPrint, JobFailure>>);
+
+impl Prefetch {
+    /// Begins preparing a print of `document` on `device`.
+    fn begin(
+        context: &Arc<JobContext>,
+        job_id: &str,
+        document: &PrintDocument,
+        device: &str,
+    ) -> Prefetch {
+        let context = context.clone();
+        let job_id = job_id.to_string();
+        let document = document.clone();
+        let device = device.to_string();
+        Prefetch(tokio::spawn(async move {
+            prepare_print(&context, &job_id, &document, &device).await
+        }))
+    }
+
+    async fn wait(mut self) -> Result<PreparedPrint, JobFailure> {
+        match (&mut self.0).await {
+            Ok(prepared) => prepared,
+            Err(e) => Err(JobFailure::BadFile(format!("preparing the print stopped: {e}"))),
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Downloads the print file (checking its size and hash) and renders it for `device_id`.
+async fn prepare_print(
     context: &JobContext,
     job_id: &str,
     document: &PrintDocument,
     device_id: &str,
-    phase: &Mutex<Phase>,
-    started: Instant,
-) -> Result<JobOutcome, JobFailure> {
-    let device_id = device_id.to_string();
+) -> Result<PreparedPrint, JobFailure> {
     let worker = context
         .devices
-        .get(&device_id)
-        .map_err(|_| JobFailure::NoSuchDevice(device_id.clone()))?;
+        .get(device_id)
+        .map_err(|_| JobFailure::NoSuchDevice(device_id.to_string()))?;
     let profile: PrinterProfile = worker
         .spec()
         .printer_profile()
         .cloned()
-        .ok_or_else(|| JobFailure::NotAPrinter(device_id.clone()))?;
+        .ok_or_else(|| JobFailure::NotAPrinter(device_id.to_string()))?;
 
     let download_started = Instant::now();
     let file = download(&context.http, &document.file, context.download.max_bytes).await?;
@@ -941,7 +987,38 @@ async fn print_job(
         prepared.job.media = media.map_or(ROption::RNone, ROption::RSome);
         prepared.job
     };
-    let render_time = render_started.elapsed();
+    Ok(PreparedPrint {
+        job,
+        file_bytes,
+        download_time,
+        render_time: render_started.elapsed(),
+    })
+}
+
+/// Prints a prepared (or, without `prefetch`, a freshly prepared) print file on `device_id`.
+async fn print_job(
+    context: &JobContext,
+    job_id: &str,
+    document: &PrintDocument,
+    device_id: &str,
+    phase: &Mutex<Phase>,
+    started: Instant,
+    prefetch: Option<Prefetch>,
+) -> Result<JobOutcome, JobFailure> {
+    let device_id = device_id.to_string();
+    let PreparedPrint {
+        job,
+        file_bytes,
+        download_time,
+        render_time,
+    } = match prefetch {
+        Some(prefetch) => prefetch.wait().await?,
+        None => prepare_print(context, job_id, document, &device_id).await?,
+    };
+    let worker = context
+        .devices
+        .get(&device_id)
+        .map_err(|_| JobFailure::NoSuchDevice(device_id.clone()))?;
 
     // Printing is recorded durably before the first byte goes to the printer: from here on a
     // crash leaves `Printing`, which is never printed again.

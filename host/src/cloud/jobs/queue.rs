@@ -16,7 +16,10 @@
 //!    device prints its jobs in the order they were queued.
 //! 4. **Start**: `{jobId}/update` to IN_PROGRESS with the execution's `expectedVersion`; only
 //!    its acceptance lets the job reach the printer, so a job canceled in the meantime is never
-//!    printed. A job already IN_PROGRESS (DeviceHub stopped while it ran) needs no start.
+//!    printed. While the answer travels, a print's file is downloaded and rendered in memory
+//!    (a [`Prefetch`]), so that the label is ready the moment the job may print; a refused
+//!    start drops it. A job already IN_PROGRESS (DeviceHub stopped while it ran) needs no
+//!    start.
 //! 5. **Run and report**: the job runs on its own task (see [`super::execute`]); its terminal
 //!    status is published as soon as it is known, then recorded in the journal.
 //!
@@ -40,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{
     execute, lock, record, JobContext, JobDocument, JobFailure, JobOutcome, JobsError,
-    JobsSettings, Phase, Plan,
+    JobsSettings, Phase, Plan, Prefetch,
 };
 use crate::agent::{Agent, LocalEvent};
 use crate::cloud::events::{board, SharedHealth};
@@ -234,6 +237,8 @@ enum Stage {
         plan: Plan,
         version: Option<u64>,
         request: Request,
+        /// A print's file being downloaded and rendered meanwhile.
+        prefetch: Option<Prefetch>,
     },
     /// Running on its task.
     Running { lane: Option<String> },
@@ -655,10 +660,24 @@ impl JobsTask {
             return;
         };
         let stage = std::mem::replace(&mut tracked.stage, Stage::Discovered);
-        let (plan, version) = match stage {
-            Stage::Waiting { plan, version, .. } | Stage::Starting { plan, version, .. } => {
-                (plan, version)
+        let (plan, version, prefetch) = match stage {
+            Stage::Waiting { plan, version, .. } => {
+                // The answer takes a round trip to the cloud: the print file is fetched and
+                // rendered meanwhile, so that the label is ready when the job may print.
+                let prefetch = match &plan {
+                    Plan::Print { document, device } => {
+                        Some(Prefetch::begin(&self.context, job_id, document, device))
+                    }
+                    _ => None,
+                };
+                (plan, version, prefetch)
             }
+            Stage::Starting {
+                plan,
+                version,
+                prefetch,
+                ..
+            } => (plan, version, prefetch),
             other => {
                 tracked.stage = other;
                 return;
@@ -688,6 +707,7 @@ impl JobsTask {
                     token,
                     sent: sent.is_ok().then(Instant::now),
                 },
+                prefetch,
             };
         }
     }
@@ -698,8 +718,9 @@ impl JobsTask {
             return;
         };
         let stage = std::mem::replace(&mut tracked.stage, Stage::Discovered);
-        let plan = match stage {
-            Stage::Waiting { plan, .. } | Stage::Starting { plan, .. } => plan,
+        let (plan, prefetch) = match stage {
+            Stage::Waiting { plan, .. } => (plan, None),
+            Stage::Starting { plan, prefetch, .. } => (plan, prefetch),
             other => {
                 tracked.stage = other;
                 return;
@@ -713,7 +734,7 @@ impl JobsTask {
         let id = job_id.to_string();
         let task_phase = phase.clone();
         let abort = self.tasks.spawn(async move {
-            let outcome = execute(&context, &id, plan, &task_phase).await;
+            let outcome = execute(&context, &id, plan, &task_phase, prefetch).await;
             let replayed = outcome.details.contains_key("replayed");
             let state = outcome.journal_state();
             // The status goes to the cloud first: the journal write (an fsync) is not on the
