@@ -324,7 +324,10 @@ async fn a_bundle_update_downloads_only_changed_plugins_refuses_tampering_and_su
             &format!("trusted_keys = [\"{test_key}\"]"),
             &format!("trusted_keys = [\"{test_key}\", \"{bundle_key}\"]"),
         );
-    assert!(config.contains(&bundle_key), "the config trusts the bundle key");
+    assert!(
+        config.contains(&bundle_key),
+        "the config trusts the bundle key"
+    );
     std::fs::write(&registration.config, config).expect("write config");
     let data_dir = registration.data_dir.clone();
     let log = |n: u32| data_dir.join("..").join(format!("run-{n}.log"));

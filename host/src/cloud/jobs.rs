@@ -719,7 +719,10 @@ async fn execute(
         )),
         Plan::Refuse(failure) => Err(failure),
         Plan::Print { document, device } => {
-            print_job(context, job_id, &document, &device, phase, started, prefetch).await
+            print_job(
+                context, job_id, &document, &device, phase, started, prefetch,
+            )
+            .await
         }
         Plan::ScaleRead { document, device } => {
             scale_job(context, &document, &device, started).await
@@ -914,7 +917,9 @@ impl Prefetch {
     async fn wait(mut self) -> Result<PreparedPrint, JobFailure> {
         match (&mut self.0).await {
             Ok(prepared) => prepared,
-            Err(e) => Err(JobFailure::BadFile(format!("preparing the print stopped: {e}"))),
+            Err(e) => Err(JobFailure::BadFile(format!(
+                "preparing the print stopped: {e}"
+            ))),
         }
     }
 }
