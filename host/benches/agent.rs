@@ -260,11 +260,23 @@ async fn main() {
         .enumerate()
         .map(|(i, sim)| support_desk::zebra_row(&format!("zebra-{i}"), &sim.print_addr, ""))
         .collect();
+    // The desk's state (journal, shadow, certificates) goes where DEVICEHUB_BENCH_DESK_DIR
+    // says, else beside the cloud's, so that the cloud's storage and DeviceHub's can be put on
+    // different disks.
+    let desk = match std::env::var_os("DEVICEHUB_BENCH_DESK_DIR") {
+        Some(dir) => tempfile::tempdir_in(dir).expect("desk folder"),
+        None => tempfile::tempdir().expect("desk folder"),
+    };
     let support_desk::Registration {
         config,
         data_dir,
         thing,
-    } = support_desk::register(&cloud, plugins.path(), &devices);
+    } = support_desk::register_prepared(support_desk::prepare_in(
+        &cloud,
+        desk.path(),
+        plugins.path(),
+        &devices,
+    ));
     let data = DataDir::new(data_dir);
     let secret = load_device_configuration(&data)
         .expect("device configuration readable")

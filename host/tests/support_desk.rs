@@ -58,14 +58,18 @@ pub struct Prepared {
 /// Writes a desk's config (`devices` are TOML `[[devices]]` rows) with the emulator's claim
 /// certificate, and asks the emulator for an activation code.
 pub fn prepare(cloud: &Cloud, plugins_dir: &Path, devices: &str) -> Prepared {
+    prepare_in(cloud, &cloud.dir.path().join("desk"), plugins_dir, devices)
+}
+
+/// [`prepare`] with the desk's config and data in `root` instead of the cloud's folder.
+pub fn prepare_in(cloud: &Cloud, root: &Path, plugins_dir: &Path, devices: &str) -> Prepared {
     let claim_dir = cloud.dir.path().join("claim");
     emulator_cli(cloud, &["claim-certificate", &toml_path(&claim_dir)]);
     let code = String::from_utf8(emulator_cli(cloud, &["activation-code"]).stdout)
         .expect("UTF-8 code")
         .trim()
         .to_string();
-    let root = cloud.dir.path().join("desk");
-    std::fs::create_dir_all(&root).expect("desk folder");
+    std::fs::create_dir_all(root).expect("desk folder");
     let data_dir = root.join("data");
     let text = format!(
         "data_dir = \"{}\"\nplugins_dir = \"{}\"\nlog_level = \"info\"\n\
