@@ -10,20 +10,17 @@
 //! is lifted and DeviceHub restarted, the download resumes where it stopped and 4.0.0 installs.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use devicehub::cloud::link::{InboundMessage, LinkHandle, Qos, StartedLink};
 use devicehub::plugins::bundle::{
     self, BundleEntry, BundleManifest, BUNDLE_FORMAT, FORMAT_VERSION,
 };
-use devicehub::storage::DeviceIdentity;
 use ed25519_dalek::SigningKey;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 
 use crate::support::{self, http_client, ZEBRA};
-use crate::support_cloud::{start_link, wait_connected, Cloud};
-use crate::support_desk::{self, Agent};
+use crate::support_cloud::Cloud;
+use crate::support_desk::{self, Agent, ShadowConsole};
 
 /// The longest a test waits for DeviceHub to do something; a passing test never waits this long.
 const WAIT: Duration = Duration::from_secs(90);
@@ -88,126 +85,38 @@ fn padded(mut bytes: Vec<u8>, n: usize) -> Vec<u8> {
     bytes
 }
 
-/// The shipping application's side of the thing's shadow, over MQTT with the emulator's
-/// services certificate.
-struct Console {
-    handle: LinkHandle,
-    incoming: mpsc::Receiver<InboundMessage>,
-    prefix: String,
-    _shutdown: tokio_util::sync::DropGuard,
-}
+/// The shadow console of this test: bundles are announced in `desired.bundle`, and waits look
+/// at the reported state.
+struct Console(ShadowConsole);
 
 impl Console {
     async fn connect(cloud: &Cloud, thing: &str) -> Console {
-        let pki = cloud.dir.path().join("pki");
-        let read = |file: &str| {
-            std::fs::read_to_string(pki.join(file)).unwrap_or_else(|e| panic!("pki/{file}: {e}"))
-        };
-        let identity = DeviceIdentity {
-            thing_name: "bundle-console".to_string(),
-            certificate_pem: read("cloud.crt"),
-            private_key_pem: read("cloud.key"),
-            ca_bundle_pem: Some(read("ca.crt")),
-        };
-        let (link, shutdown) = start_link(cloud.link_config(identity, cloud.mutual_tls()));
-        let StartedLink {
-            handle, incoming, ..
-        } = link;
-        let mut state = handle.state();
-        wait_connected(&mut state).await;
-        let prefix = format!("$aws/things/{thing}/shadow");
-        for tail in [
-            "get/accepted",
-            "get/rejected",
-            "update/accepted",
-            "update/rejected",
-        ] {
-            handle
-                .subscribe(&format!("{prefix}/{tail}"), Qos::AtLeastOnce)
-                .await
-                .expect("subscribe");
-        }
-        Console {
-            handle,
-            incoming,
-            prefix,
-            _shutdown: shutdown.drop_guard(),
-        }
-    }
-
-    async fn request(&mut self, op: &str, mut payload: Value) -> (String, Value) {
-        let token = format!("console-{}", rand::random::<u32>());
-        payload["clientToken"] = json!(token);
-        self.handle
-            .publish(
-                &format!("{}/{op}", self.prefix),
-                payload.to_string(),
-                Qos::AtLeastOnce,
-            )
-            .await
-            .expect("publish");
-        let answer = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Some(message) = self.incoming.recv().await {
-                let body: Value = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
-                if body["clientToken"] == json!(token) {
-                    return Some((message.topic, body));
-                }
-            }
-            None
-        })
-        .await;
-        match answer {
-            Ok(Some(found)) => found,
-            Ok(None) => panic!("the console link closed before the {op} answer"),
-            Err(_) => panic!("no answer to {op}"),
-        }
+        Console(ShadowConsole::connect(cloud, thing).await)
     }
 
     /// Announces a bundle in `desired.bundle`.
     async fn announce(&mut self, version: &str, manifest_url: &str) {
-        let (topic, body) = self
-            .request(
-                "update",
-                json!({"state": {"desired": {"bundle": {"version": version, "manifestUrl": manifest_url}}}}),
+        self.0
+            .desire(
+                "bundle",
+                json!({"version": version, "manifestUrl": manifest_url}),
             )
             .await;
-        assert!(
-            topic.ends_with("/update/accepted"),
-            "update refused: {body}"
-        );
     }
 
-    /// Reads the shadow until `wanted` holds for its reported state (bounded by [`WAIT`]).
+    /// Reads the shadow until `wanted` holds for its reported state (bounded by [`WAIT`]);
+    /// returns the reported state.
     async fn wait_for(
         &mut self,
         what: &str,
         agent: &mut Agent,
         wanted: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + WAIT;
-        let mut last = Value::Null;
-        loop {
-            let (topic, body) = self.request("get", json!({})).await;
-            if topic.ends_with("/get/accepted") {
-                let reported = body["state"]["reported"].clone();
-                if wanted(&reported) {
-                    return reported;
-                }
-                last = reported;
-            }
-            if let Some(exit) = agent.exited() {
-                panic!(
-                    "devicehub run ended ({exit}) before {what}:\n{}",
-                    agent.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {what} within {WAIT:?}; reported is {last}\n{}",
-                agent.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let shadow = self
+            .0
+            .wait_for(what, agent, WAIT, |s| wanted(&s["state"]["reported"]))
+            .await;
+        shadow["state"]["reported"].clone()
     }
 }
 

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 use std::sync::Arc;
 
 use devicehub::cloud::events::{EventsTask, HealthInputs};
-use devicehub::cloud::link::{InboundMessage, LinkHandle, LinkState, Qos, StartedLink};
+use devicehub::cloud::link::{InboundMessage, LinkState};
 use devicehub::cloud::shadow::{AgentSettings, PluginReport, ShadowSettings, ShadowTask};
 use devicehub::devices::{self, Connection, DeviceSpec, DeviceTable};
 use devicehub::plugins::{PluginSet, Selection};
 use devicehub::storage::certs::CertificateInfo;
-use devicehub::storage::{DataDir, DeviceIdentity};
+use devicehub::storage::DataDir;
 use devicehub_plugin_api::TransportBox;
 use serde_json::{json, Value};
 use tokio::sync::{mpsc, watch};
@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::{self, Simulator, ZEBRA};
 use crate::support_cloud::{start_link, wait_connected, wait_for_state, Cloud};
-use crate::support_desk::{self, zebra_row, Agent};
+use crate::support_desk::{self, zebra_row, Agent, ShadowConsole};
 
 /// The longest a test waits for DeviceHub to do something; a passing test never waits this long.
 const WAIT: Duration = Duration::from_secs(60);
@@ -80,148 +80,36 @@ impl Desk {
     }
 }
 
-/// An MQTT client on the thing's shadow topics.
-struct Console {
-    handle: LinkHandle,
-    incoming: mpsc::Receiver<InboundMessage>,
-    prefix: String,
-    _shutdown: tokio_util::sync::DropGuard,
-}
+/// The shadow console of these tests: settings and releases go to `desired`, waits are bounded
+/// by [`WAIT`].
+struct Console(ShadowConsole);
 
 impl Console {
-    /// Connects to `thing`'s shadow as the shipping application's side, with the emulator's
-    /// services certificate.
     async fn connect(cloud: &Cloud, thing: &str) -> Console {
-        let pki = cloud.dir.path().join("pki");
-        let read = |file: &str| {
-            std::fs::read_to_string(pki.join(file)).unwrap_or_else(|e| panic!("pki/{file}: {e}"))
-        };
-        let identity = DeviceIdentity {
-            thing_name: "shadow-console".to_string(),
-            certificate_pem: read("cloud.crt"),
-            private_key_pem: read("cloud.key"),
-            ca_bundle_pem: Some(read("ca.crt")),
-        };
-        let config = cloud.link_config(identity, cloud.mutual_tls());
-        let (link, shutdown) = start_link(config);
-        let StartedLink {
-            handle, incoming, ..
-        } = link;
-        let mut state = handle.state();
-        wait_connected(&mut state).await;
-        let prefix = format!("$aws/things/{}/shadow", thing);
-        for tail in [
-            "get/accepted",
-            "get/rejected",
-            "update/accepted",
-            "update/rejected",
-        ] {
-            handle
-                .subscribe(&format!("{prefix}/{tail}"), Qos::AtLeastOnce)
-                .await
-                .expect("subscribe");
-        }
-        Console {
-            handle,
-            incoming,
-            prefix,
-            _shutdown: shutdown.drop_guard(),
-        }
+        Console(ShadowConsole::connect(cloud, thing).await)
     }
 
-    /// Publishes `payload` (with a fresh client token) to `PREFIX/op` and returns the answer
-    /// carrying that token.
-    async fn request(&mut self, op: &str, mut payload: Value) -> (String, Value) {
-        let token = format!("console-{}", rand::random::<u32>());
-        payload["clientToken"] = json!(token);
-        self.handle
-            .publish(
-                &format!("{}/{op}", self.prefix),
-                payload.to_string(),
-                Qos::AtLeastOnce,
-            )
-            .await
-            .expect("publish");
-        let answer = tokio::time::timeout(WAIT, async {
-            while let Some(message) = self.incoming.recv().await {
-                let body: Value = serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
-                if body["clientToken"] == json!(token) {
-                    return Some((message.topic, body));
-                }
-            }
-            None
-        })
-        .await;
-        match answer {
-            Ok(Some(found)) => found,
-            Ok(None) => panic!("the console link closed before the {op} answer"),
-            Err(_) => panic!("no answer to {op} within {WAIT:?}"),
-        }
-    }
-
-    /// The whole shadow document, or `None` when there is none yet.
     async fn shadow(&mut self) -> Option<Value> {
-        let (topic, body) = self.request("get", json!({})).await;
-        topic.ends_with("/get/accepted").then_some(body)
+        self.0.shadow().await
     }
 
     /// Sets `desired.config` fields.
     async fn desire(&mut self, config: Value) {
-        let (topic, body) = self
-            .request(
-                "update",
-                json!({ "state": { "desired": { "config": config } } }),
-            )
-            .await;
-        assert!(
-            topic.ends_with("/update/accepted"),
-            "update refused: {body}"
-        );
+        self.0.desire("config", config).await;
     }
 
     /// Sets `desired.releases`.
     async fn announce(&mut self, releases: Value) {
-        let (topic, body) = self
-            .request(
-                "update",
-                json!({ "state": { "desired": { "releases": releases } } }),
-            )
-            .await;
-        assert!(
-            topic.ends_with("/update/accepted"),
-            "update refused: {body}"
-        );
+        self.0.desire("releases", releases).await;
     }
 
-    /// Reads the shadow until `wanted` holds for it (bounded by [`WAIT`]).
     async fn wait_for(
         &mut self,
         what: &str,
         agent: &mut Agent,
         wanted: impl Fn(&Value) -> bool,
     ) -> Value {
-        let deadline = Instant::now() + WAIT;
-        let mut last = None;
-        loop {
-            if let Some(shadow) = self.shadow().await {
-                if wanted(&shadow) {
-                    return shadow;
-                }
-                last = Some(shadow);
-            }
-            if let Some(exit) = agent.exited() {
-                panic!(
-                    "devicehub run ended ({exit}) before {what}:\n{}",
-                    agent.log()
-                );
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {what} within {WAIT:?}; the shadow is {last:?}\n{}",
-                agent.log()
-            );
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        self.0.wait_for(what, agent, WAIT, wanted).await
     }
 }
 

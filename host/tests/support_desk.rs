@@ -201,3 +201,145 @@ impl Drop for Agent {
         let _ = self.child.wait();
     }
 }
+
+/// How long a shadow console waits for one answer; a passing test never waits this long.
+const CONSOLE_ANSWER_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The shipping application's side of a thing's shadow, over MQTT with the emulator's services
+/// certificate: `get` and `update` requests matched to their answers by client token.
+pub struct ShadowConsole {
+    handle: devicehub::cloud::link::LinkHandle,
+    incoming: tokio::sync::mpsc::Receiver<devicehub::cloud::link::InboundMessage>,
+    prefix: String,
+    _shutdown: tokio_util::sync::DropGuard,
+}
+
+impl ShadowConsole {
+    /// Connects to `thing`'s shadow.
+    pub async fn connect(cloud: &Cloud, thing: &str) -> ShadowConsole {
+        use devicehub::cloud::link::{Qos, StartedLink};
+        let pki = cloud.dir.path().join("pki");
+        let read = |file: &str| {
+            std::fs::read_to_string(pki.join(file)).unwrap_or_else(|e| panic!("pki/{file}: {e}"))
+        };
+        let identity = devicehub::storage::DeviceIdentity {
+            thing_name: "shadow-console".to_string(),
+            certificate_pem: read("cloud.crt"),
+            private_key_pem: read("cloud.key"),
+            ca_bundle_pem: Some(read("ca.crt")),
+        };
+        let (link, shutdown) =
+            crate::support_cloud::start_link(cloud.link_config(identity, cloud.mutual_tls()));
+        let StartedLink {
+            handle, incoming, ..
+        } = link;
+        let mut state = handle.state();
+        crate::support_cloud::wait_connected(&mut state).await;
+        let prefix = format!("$aws/things/{thing}/shadow");
+        for tail in [
+            "get/accepted",
+            "get/rejected",
+            "update/accepted",
+            "update/rejected",
+        ] {
+            handle
+                .subscribe(&format!("{prefix}/{tail}"), Qos::AtLeastOnce)
+                .await
+                .expect("subscribe");
+        }
+        ShadowConsole {
+            handle,
+            incoming,
+            prefix,
+            _shutdown: shutdown.drop_guard(),
+        }
+    }
+
+    /// Publishes `payload` (with a fresh client token) to `PREFIX/op` and returns the answer
+    /// carrying that token: its topic and body.
+    pub async fn request(
+        &mut self,
+        op: &str,
+        mut payload: serde_json::Value,
+    ) -> (String, serde_json::Value) {
+        let token = format!("console-{}", rand::random::<u32>());
+        payload["clientToken"] = serde_json::json!(token);
+        self.handle
+            .publish(
+                &format!("{}/{op}", self.prefix),
+                payload.to_string(),
+                devicehub::cloud::link::Qos::AtLeastOnce,
+            )
+            .await
+            .expect("publish");
+        let answer = tokio::time::timeout(CONSOLE_ANSWER_WAIT, async {
+            while let Some(message) = self.incoming.recv().await {
+                let body: serde_json::Value =
+                    serde_json::from_slice(&message.payload).unwrap_or_default();
+                if body["clientToken"] == serde_json::json!(token) {
+                    return Some((message.topic, body));
+                }
+            }
+            None
+        })
+        .await;
+        match answer {
+            Ok(Some(found)) => found,
+            Ok(None) => panic!("the console link closed before the {op} answer"),
+            Err(_) => panic!("no answer to {op} within {CONSOLE_ANSWER_WAIT:?}"),
+        }
+    }
+
+    /// The whole shadow document, or `None` when there is none yet.
+    pub async fn shadow(&mut self) -> Option<serde_json::Value> {
+        let (topic, body) = self.request("get", serde_json::json!({})).await;
+        topic.ends_with("/get/accepted").then_some(body)
+    }
+
+    /// Sets `desired.KEY` (`config`, `releases`, `bundle`) and checks the cloud took it.
+    pub async fn desire(&mut self, key: &str, value: serde_json::Value) {
+        let (topic, body) = self
+            .request(
+                "update",
+                serde_json::json!({ "state": { "desired": { key: value } } }),
+            )
+            .await;
+        assert!(
+            topic.ends_with("/update/accepted"),
+            "update refused: {body}"
+        );
+    }
+
+    /// Reads the shadow every 200 ms until `wanted` holds for it, for at most `within`; fails
+    /// at once, with the agent's log, when the agent ends.
+    pub async fn wait_for(
+        &mut self,
+        what: &str,
+        agent: &mut Agent,
+        within: std::time::Duration,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + within;
+        let mut last = None;
+        loop {
+            if let Some(shadow) = self.shadow().await {
+                if wanted(&shadow) {
+                    return shadow;
+                }
+                last = Some(shadow);
+            }
+            if let Some(exit) = agent.exited() {
+                panic!(
+                    "devicehub run ended ({exit}) before {what}:\n{}",
+                    agent.log()
+                );
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no {what} within {within:?}; the shadow is {last:?}\n{}",
+                agent.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    }
+}
