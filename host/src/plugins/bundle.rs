@@ -259,8 +259,8 @@ pub struct ManifestProblem {
 /// The verdicts for one plugins folder.
 #[derive(Debug, Default)]
 pub struct FolderCheck {
-    /// Files approved by a valid signed manifest, by file name.
-    signed: BTreeMap<String, Approval>,
+    /// Files approved by a valid signed manifest, by file name, with their SHA-256 (hex).
+    signed: BTreeMap<String, (Approval, String)>,
     /// Files whose bytes differ from what a valid manifest signed, with the reason.
     tampered: BTreeMap<String, String>,
     /// Files listed by a readable manifest that approves nothing (unsigned, untrusted or
@@ -280,6 +280,14 @@ impl FolderCheck {
             .values()
             .flat_map(|m| m.plugins.iter())
             .find(|e| e.file == name)
+    }
+
+    /// The SHA-256 (hex) of a file a valid signed manifest approved, as [`FolderCheck::run`]
+    /// hashed it: callers need not read the file again.
+    pub fn signed_digest(&self, path: &Path) -> Option<&str> {
+        self.signed
+            .get(&file_name(path))
+            .map(|(_, sha256)| sha256.as_str())
     }
 
     /// Reads and verifies every manifest in `dir` against `trust` and hashes the files they
@@ -333,11 +341,14 @@ impl FolderCheck {
                 Ok((size, sha256)) if size == entry.size && sha256 == entry.sha256 => {
                     self.signed.insert(
                         entry.file.clone(),
-                        Approval::Signed {
-                            manifest: manifest_name.clone(),
-                            key_id: key_id.to_string(),
-                            bundle_version: manifest.bundle_version.clone(),
-                        },
+                        (
+                            Approval::Signed {
+                                manifest: manifest_name.clone(),
+                                key_id: key_id.to_string(),
+                                bundle_version: manifest.bundle_version.clone(),
+                            },
+                            sha256,
+                        ),
                     );
                 }
                 Ok((size, sha256)) => {
@@ -365,7 +376,7 @@ impl FolderCheck {
         if let Some(reason) = self.tampered.get(&name) {
             return Err(reason.clone());
         }
-        if let Some(approval) = self.signed.get(&name) {
+        if let Some((approval, _)) = self.signed.get(&name) {
             return Ok(approval.clone());
         }
         if !trust.hashes.is_empty() {

@@ -129,7 +129,8 @@ pub struct PluginSet {
 /// own signed manifest, and the plugins folder's files they replace.
 #[derive(Debug, Clone, Default)]
 pub struct OverlayFiles {
-    pub files: Vec<(PathBuf, bundle::Approval)>,
+    /// Each library with its approval and SHA-256 (hex), as the set's check found them.
+    pub files: Vec<(PathBuf, bundle::Approval, String)>,
     /// File names in the plugins folder that are not loaded because the set replaces them.
     pub replaced_files: std::collections::BTreeSet<String>,
 }
@@ -252,14 +253,11 @@ impl PluginSet {
         let mut loaded = Vec::new();
         // The updated set's libraries first: they were approved by the set's own signed
         // manifest, and their plugins replace the folder's plugins of the same name.
-        for (path, approval) in &self.overlay.files {
+        for (path, approval, sha256) in &self.overlay.files {
             if self.plugins.iter().any(|p| &p.path == path) {
                 continue;
             }
-            let outcome = bundle::file_digest(path)
-                .map_err(|e| format!("cannot read it: {e}"))
-                .and_then(|(_, sha256)| load_plugin(path, approval.clone(), sha256));
-            match outcome {
+            match load_plugin(path, approval.clone(), sha256.clone()) {
                 Ok(plugin) => loaded.push(plugin),
                 Err(reason) => next.refused.push(RefusedPlugin {
                     path: path.clone(),
@@ -273,16 +271,23 @@ impl PluginSet {
             .chain(
                 self.plugins
                     .iter()
-                    .filter(|p| self.overlay.files.iter().any(|(path, _)| *path == p.path))
+                    .filter(|p| self.overlay.files.iter().any(|(path, ..)| *path == p.path))
                     .map(|p| p.name().to_string()),
             )
             .collect();
+        // Signed files were hashed by the check; others are read here.
+        let digest = |path: &Path| match check.signed_digest(path) {
+            Some(sha256) => Ok(sha256.to_string()),
+            None => bundle::file_digest(path)
+                .map(|(_, sha256)| sha256)
+                .map_err(|e| format!("cannot read it: {e}")),
+        };
         for path in files {
             if let Some(kept) = self.plugins.iter().find(|p| p.path == path) {
                 // dlopen of a path already open returns the library already loaded, so a
                 // changed file at the same path can only take effect after a restart.
-                match bundle::file_digest(&path) {
-                    Ok((_, sha256)) if sha256 != kept.sha256 => {
+                match digest(&path) {
+                    Ok(sha256) if sha256 != kept.sha256 => {
                         let version = check
                             .manifest_entry(&path)
                             .map(|entry| format!("version {}", entry.version))
@@ -301,11 +306,9 @@ impl PluginSet {
                 }
                 continue;
             }
-            let outcome = check.approve_file(&path, trust).and_then(|approval| {
-                let (_, sha256) =
-                    bundle::file_digest(&path).map_err(|e| format!("cannot read it: {e}"))?;
-                load_plugin(&path, approval, sha256)
-            });
+            let outcome = check
+                .approve_file(&path, trust)
+                .and_then(|approval| load_plugin(&path, approval, digest(&path)?));
             match outcome {
                 Ok(plugin) if from_overlay.contains(plugin.name()) => {
                     tracing::info!(

@@ -152,8 +152,8 @@ pub struct Overlay {
     pub manifest: BundleManifest,
     /// The ID of the key that signed the set's manifest.
     pub key_id: String,
-    /// The set's libraries that passed the check.
-    pub files: Vec<PathBuf>,
+    /// The set's libraries that passed the check, with their SHA-256 (hex).
+    pub files: Vec<(PathBuf, String)>,
     /// The set's libraries that did not, and why.
     pub refused: Vec<RefusedPlugin>,
 }
@@ -223,7 +223,20 @@ pub fn check_overlay(
             continue;
         }
         match check.approve_file(&path, trust) {
-            Ok(_) => files.push(path),
+            Ok(_) => {
+                // A signed file was hashed by the check; one approved otherwise is read.
+                let sha256 = match check.signed_digest(&path) {
+                    Some(sha256) => Ok(sha256.to_string()),
+                    None => bundle::file_digest(&path).map(|(_, sha256)| sha256),
+                };
+                match sha256 {
+                    Ok(sha256) => files.push((path, sha256)),
+                    Err(e) => refused.push(RefusedPlugin {
+                        path,
+                        reason: format!("cannot read it: {e}"),
+                    }),
+                }
+            }
             Err(reason) => refused.push(RefusedPlugin { path, reason }),
         }
     }
@@ -257,7 +270,7 @@ pub fn load_with_overlay(
         files: overlay
             .files
             .iter()
-            .map(|path| (path.clone(), approval.clone()))
+            .map(|(path, sha256)| (path.clone(), approval.clone(), sha256.clone()))
             .collect(),
         replaced_files: overlay
             .manifest
