@@ -164,6 +164,8 @@ async fn run_inner(
             data_dir.root().display()
         )
     })?;
+    // Held until this run ends: a second agent on the same directory could print twice.
+    let _lock = data_dir.lock()?;
     let stored = data_dir
         .cert_store()
         .load()

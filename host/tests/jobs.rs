@@ -305,6 +305,47 @@ async fn a_print_job_is_printed_once_dot_for_dot_and_reported() {
 }
 
 #[tokio::test]
+async fn a_second_agent_on_the_same_data_directory_is_refused_and_nothing_prints_twice() {
+    let desk = Desk::new();
+    let mut first = desk.run();
+    let job = desk.print_job("indicia.gif", 1);
+    let execution = desk.wait_done(&job, &mut first).await;
+    assert_eq!(execution["status"], "SUCCEEDED", "{execution}");
+
+    let mut second = Agent::start(&desk.config, &desk.data_dir.join("..").join("second.log"));
+    let deadline = Instant::now() + JOB_WAIT;
+    let exit = loop {
+        if let Some(exit) = second.exited() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the second agent kept running:\n{}",
+            second.log()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!exit.success(), "the second agent exited {exit}");
+    let log = second.log();
+    assert!(
+        log.contains("is already running") && log.contains(&format!("(process {})", first.id())),
+        "the refusal names the running agent:\n{log}"
+    );
+
+    // The first agent keeps its session and prints the next job, once.
+    assert!(
+        first.exited().is_none(),
+        "the first agent stopped:\n{}",
+        first.log()
+    );
+    let next = desk.print_job("indicia.gif", 1);
+    let execution = desk.wait_done(&next, &mut first).await;
+    assert_eq!(execution["status"], "SUCCEEDED", "{execution}");
+    let expected = support::render_for_zebra(&support::fixture("indicia.gif"));
+    assert_eq!(desk.sim.labels().await.len(), expected.len() * 2);
+}
+
+#[tokio::test]
 async fn paper_out_fails_the_job_naming_it_and_prints_nothing() {
     let desk = Desk::new();
     desk.sim.set_faults(json!({ "paper_out": true })).await;

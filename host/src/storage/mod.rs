@@ -5,6 +5,7 @@
 //!   certs/                    0700: device certificate, private key, CA bundle, thing name
 //!   shadow.json               the last shadow state (rebuilt from the cloud if lost)
 //!   journal.json              job IDs and states only, never job documents or files
+//!   devicehub.lock            held by the running agent (its process ID inside)
 //!   logs/devicehub.log[.N]    size-capped, rotated logs
 //! ```
 //!
@@ -18,10 +19,12 @@
 //! - [`journal`]: the job journal that enforces "print at most once".
 //! - [`certs`]: the device identity in `certs/`.
 //! - [`rotating_log`]: the size-rotated log writer.
+//! - [`lock`]: one running agent per data directory.
 
 pub mod atomic;
 pub mod certs;
 pub mod journal;
+pub mod lock;
 pub mod rotating_log;
 pub mod state_file;
 
@@ -30,6 +33,7 @@ use std::path::{Path, PathBuf};
 pub use atomic::{write_atomic, Visibility};
 pub use certs::{CertStore, DeviceIdentity};
 pub use journal::{JobJournal, JobState, StartDecision};
+pub use lock::{DataDirLock, LockError};
 pub use rotating_log::RotatingLog;
 pub use state_file::{Loaded, StateFile};
 
@@ -128,6 +132,11 @@ impl DataDir {
 
     pub fn logs_dir(&self) -> PathBuf {
         self.root.join("logs")
+    }
+
+    /// Locks the directory for this process (see [`DataDirLock`]); the directory must exist.
+    pub fn lock(&self) -> Result<DataDirLock, LockError> {
+        DataDirLock::acquire(&self.root)
     }
 }
 
