@@ -17,7 +17,8 @@
 //!   spread over the printers, as jobs per second from the first submission to the last
 //!   SUCCEEDED.
 //!
-//! `DEVICEHUB_BENCH_SMAPS=FILE` saves the idle agent's `/proc/PID/smaps` to FILE.
+//! `DEVICEHUB_BENCH_SMAPS=FILE` saves the idle agent's `/proc/PID/smaps` to FILE, and again to
+//! `FILE.after-jobs` once it is idle after the jobs.
 //!
 //! Run with:
 //! ```sh
@@ -312,7 +313,11 @@ async fn main() {
     let (agent, ready) = start_agent(&config);
     ready_times.push(ready);
     ready_times.sort();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Just after start-up, then idle: once the agent has been quiet long enough to hand
+    // start-up's memory back (devicehub::memory::QUIET), and a little more.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let started_rss = rss_kib(agent.id());
+    tokio::time::sleep(devicehub::memory::QUIET + Duration::from_secs(3)).await;
     let idle_rss = rss_kib(agent.id());
     let idle_split = rss_split_kib(agent.id());
     // For finding what holds the memory: the whole map, when asked for.
@@ -351,6 +356,8 @@ async fn main() {
         }
     }
     let elapsed = all.elapsed();
+    // The first job ran on an agent that had released its memory while idle.
+    let first_after_idle = latencies[0];
 
     // Throughput: everything queued at once, spread over the printers.
     let all_at_once = Instant::now();
@@ -361,6 +368,14 @@ async fn main() {
     let burst_elapsed = all_at_once.elapsed();
     assert_eq!(succeeded, jobs + burst, "every job succeeded");
     let busy_rss = rss_kib(agent.id());
+    tokio::time::sleep(devicehub::memory::QUIET + Duration::from_secs(3)).await;
+    let idle_after_rss = rss_kib(agent.id());
+    if let Some(path) = std::env::var_os("DEVICEHUB_BENCH_SMAPS") {
+        let smaps = std::fs::read(format!("/proc/{}/smaps", agent.id())).expect("read smaps");
+        let mut path = std::path::PathBuf::from(path).into_os_string();
+        path.push(".after-jobs");
+        std::fs::write(path, smaps).expect("write the smaps copy");
+    }
     stop_agent(agent);
     latencies.sort();
     let printed: usize = {
@@ -378,10 +393,13 @@ async fn main() {
         ms(ready_times[0]),
         ms(ready_times[ready_times.len() - 1])
     );
+    let kib = |k: Option<u64>| k.map_or("?".to_string(), |k| k.to_string());
     println!(
-        "resident memory: idle {} KiB, after the jobs {} KiB",
-        idle_rss.map_or("?".to_string(), |k| k.to_string()),
-        busy_rss.map_or("?".to_string(), |k| k.to_string())
+        "resident memory: 1 s after ready {} KiB, idle {} KiB; right after the jobs {} KiB, idle again {} KiB",
+        kib(started_rss),
+        kib(idle_rss),
+        kib(busy_rss),
+        kib(idle_after_rss)
     );
     if let Some((anon, file)) = idle_split {
         println!("idle resident memory split: anonymous {anon} KiB, file pages (code) {file} KiB");
@@ -392,6 +410,10 @@ async fn main() {
         ms(percentile(&latencies, 0.99)),
         ms(latencies[latencies.len() - 1]),
         jobs as f64 / elapsed.as_secs_f64()
+    );
+    println!(
+        "the first of them, on the idle agent after its memory release: {:.1} ms",
+        ms(first_after_idle)
     );
     let median = |values: &mut Vec<u64>| {
         values.sort_unstable();

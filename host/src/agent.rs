@@ -49,6 +49,9 @@ pub struct Agent {
     /// Where the local servers listen once bound, for a caller that shows or opens them (the
     /// sandbox prints the status page's address; with port 0 only the bound socket knows it).
     local_servers: watch::Sender<LocalServers>,
+    /// Told of activity (a job ended, the link connected) so that memory is released once the
+    /// agent is quiet again.
+    quiet: crate::memory::Quiet,
 }
 
 /// The loopback addresses the local servers listen on; `None` while a server is not running
@@ -242,7 +245,13 @@ impl Agent {
             registering: tokio::sync::Mutex::new(()),
             local: broadcast::Sender::new(LOCAL_EVENTS_BACKLOG),
             local_servers: watch::Sender::new(LocalServers::default()),
+            quiet: crate::memory::Quiet::default(),
         }
+    }
+
+    /// The quiet-time memory release this agent tells of its activity; the service runs it.
+    pub fn quiet(&self) -> crate::memory::Quiet {
+        self.quiet.clone()
     }
 
     /// Where the local servers listen now, followed as they start and stop.
@@ -264,6 +273,10 @@ impl Agent {
 
     /// Sends a live event to local subscribers (none listening is fine).
     pub fn publish_local(&self, event: LocalEvent) {
+        // A job's buffers are freed when it ends: they go back to the system once quiet.
+        if matches!(event, LocalEvent::Job(_)) {
+            self.quiet.poke();
+        }
         let _ = self.local.send(event);
     }
 
@@ -409,6 +422,10 @@ impl Agent {
                 let current = state.borrow_and_update().clone();
                 match agent.upgrade() {
                     Some(agent) => {
+                        // Connecting ends start-up's work (TLS handshake, subscriptions).
+                        if matches!(current, LinkState::Connected { .. }) {
+                            agent.quiet.poke();
+                        }
                         agent.link.send_replace(Some(current));
                     }
                     None => return,

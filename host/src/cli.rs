@@ -275,6 +275,8 @@ fn cmd_run(global: &GlobalArgs, mut config: Config) -> anyhow::Result<()> {
     if let Some(dir) = &global.plugins_dir {
         config.plugins_dir = Some(dir.clone());
     }
+    // Before the runtime's threads start, so that they share the allocator's arenas.
+    crate::memory::configure_allocator();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -30,6 +30,7 @@ pub mod config;
 pub mod devices;
 pub mod install;
 pub mod logging;
+pub mod memory;
 pub mod plugins;
 pub mod print;
 pub mod render;

@@ -273,6 +273,10 @@ async fn run_inner(
         }
     };
 
+    // Start-up's code and buffers go back to the system once the agent is quiet, and so do
+    // each run of jobs' afterwards.
+    let quiet_shutdown = shutdown.child_token();
+    let quiet_task = tokio::spawn(agent.quiet().run(quiet_shutdown.clone()));
     // Scanners are polled from the start, so that local tools get scans before registration.
     let scan_poller = ScanPoller::start(agent.clone());
     // Drivers dropped into the plugins folder are picked up while running.
@@ -296,6 +300,8 @@ async fn run_inner(
                 stop_pages(pages).await;
                 scan_poller.stop().await;
                 stop_devices(usb, hid, devices).await;
+                quiet_shutdown.cancel();
+                let _ = quiet_task.await;
                 tracing::info!("DeviceHub stopped");
                 return Ok(false);
             }
@@ -481,6 +487,10 @@ async fn run_inner(
     stop_pages(pages).await;
     scan_poller.stop().await;
     stop_devices(usb, hid, devices).await;
+    quiet_shutdown.cancel();
+    if let Err(e) = quiet_task.await {
+        tracing::error!("the memory release task failed: {e}");
+    }
     let restarting = restart.requested();
     if restarting {
         tracing::info!("DeviceHub stopped to restart with the updated plugins");
