@@ -766,17 +766,57 @@ async fn list_jobs(
     ))
 }
 
+/// The longest `waitMs` a request may ask for.
+pub const MAX_JOB_WAIT_MS: u64 = 60_000;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct JobQuery {
+    /// Answer once the execution has ended (SUCCEEDED, FAILED, REJECTED, TIMED_OUT, CANCELED,
+    /// REMOVED), or after this many milliseconds with its status then, instead of at once.
+    wait_ms: Option<u64>,
+}
+
 async fn get_job(
     State(state): State<Arc<ApiState>>,
     Path((thing, job_id)): Path<(String, String)>,
+    Query(query): Query<JobQuery>,
 ) -> Result<Json<Value>, ApiError> {
+    let wait = match query.wait_ms {
+        Some(ms) if ms > MAX_JOB_WAIT_MS => {
+            return Err(ApiError::BadRequest(format!(
+                "waitMs {ms} is over the {MAX_JOB_WAIT_MS} ms limit"
+            )))
+        }
+        Some(ms) => Duration::from_millis(ms),
+        None => Duration::ZERO,
+    };
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Registered before reading, so that a change between the read and the wait wakes it.
+        let changed = state.services.jobs_changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let execution = current_execution(&state, &thing, &job_id)?;
+        let ended = !matches!(execution["status"].as_str(), Some("QUEUED" | "IN_PROGRESS"));
+        if ended || tokio::time::Instant::now() >= deadline {
+            return Ok(Json(execution));
+        }
+        tokio::select! {
+            _ = changed => {}
+            _ = tokio::time::sleep_until(deadline) => {}
+        }
+    }
+}
+
+/// The execution as the Jobs engine holds it now.
+fn current_execution(state: &ApiState, thing: &str, job_id: &str) -> Result<Value, ApiError> {
     state
         .services
         .jobs
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .execution(&thing, &job_id)
-        .map(Json)
+        .execution(thing, job_id)
         .ok_or_else(|| ApiError::NotFound(format!("no job {job_id} for thing {thing}")))
 }
 
@@ -798,8 +838,9 @@ async fn cancel_job(
         .unwrap_or_else(|e| e.into_inner())
         .cancel_job(&thing_name, &job_id, now)
         .map_err(jobs_error)?;
+    state.services.jobs_changed.notify_waiters();
     publish_all(&state.mqtt, outgoing).await;
-    get_job(State(state), Path((thing_name, job_id))).await
+    current_execution(&state, &thing_name, &job_id).map(Json)
 }
 
 #[derive(Debug, Deserialize)]

@@ -276,6 +276,9 @@ pub struct Services {
     pub provisioning: Arc<Mutex<ProvisioningService>>,
     pub shadow: Arc<Mutex<ShadowService>>,
     pub jobs: Arc<Mutex<JobsService>>,
+    /// Woken after every change the Jobs engine may have made, for API requests that wait for
+    /// an execution to end.
+    pub jobs_changed: Arc<tokio::sync::Notify>,
     pub activity: Arc<ThingActivity>,
 }
 
@@ -309,6 +312,7 @@ impl Services {
         }
         if wants(JobsService::SUBSCRIPTIONS) {
             out.extend(lock(&self.jobs).handle(topic, payload, now));
+            self.jobs_changed.notify_waiters();
         }
         if wants(activity::SUBSCRIPTIONS) {
             self.activity.record(topic, payload, now);
@@ -359,6 +363,7 @@ pub async fn start(config: CloudConfig) -> Result<RunningCloud, CloudError> {
         )?)),
         shadow: Arc::new(Mutex::new(ShadowService::open(&data_dir.join("shadows"))?)),
         jobs: Arc::new(Mutex::new(JobsService::open(&data_dir.join("jobs"))?)),
+        jobs_changed: Arc::new(tokio::sync::Notify::new()),
         activity: Arc::new(ThingActivity::default()),
     };
     if let Some(limit) = config.requests_per_thing_per_second {
@@ -653,6 +658,7 @@ async fn dispatch(
             _ = tick.tick() => {
                 let now = clock.now_epoch_s();
                 let outgoing = lock(&services.jobs).tick(now);
+                services.jobs_changed.notify_waiters();
                 publish_all(&client, outgoing).await;
             }
             _ = shutdown.wait() => break,

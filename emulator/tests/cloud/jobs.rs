@@ -96,6 +96,40 @@ async fn a_signed_print_job_reaches_the_device_which_downloads_the_file_and_repo
     assert_eq!(started["execution"]["status"], "IN_PROGRESS");
     assert_eq!(started["clientToken"], "s-1");
 
+    // The shipping application may wait for the end instead of polling: a short wait ends with
+    // the status then, a long one with the end as soon as it comes; too long a wait is refused.
+    let job_url = emulator.api(&format!("/things/desk-1/jobs/{job_id}"));
+    let waited: Value = emulator
+        .http()
+        .get(format!("{job_url}?waitMs=50"))
+        .send()
+        .await
+        .expect("GET job, waiting")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!(waited["status"], "IN_PROGRESS");
+    let too_long = emulator
+        .http()
+        .get(format!("{job_url}?waitMs=60001"))
+        .send()
+        .await
+        .expect("GET job, waiting too long");
+    assert_eq!(too_long.status(), 400);
+    let waiting = tokio::spawn({
+        let request = emulator.http().get(format!("{job_url}?waitMs=60000"));
+        async move {
+            let answer: Value = request
+                .send()
+                .await
+                .expect("GET job, waiting for the end")
+                .json()
+                .await
+                .expect("JSON");
+            answer
+        }
+    });
+
     let update_topic = format!("$aws/things/desk-1/jobs/{job_id}/update");
     mqtt.publish(
         &update_topic,
@@ -105,6 +139,9 @@ async fn a_signed_print_job_reaches_the_device_which_downloads_the_file_and_repo
     .await;
     let updated = mqtt.expect_json(&format!("{update_topic}/accepted")).await;
     assert_eq!(updated["clientToken"], "u-1");
+    let ended = waiting.await.expect("the waiting request");
+    assert_eq!(ended["status"], "SUCCEEDED", "{ended}");
+    assert_eq!(ended["statusDetails"]["printed"], "2");
 
     mqtt.publish(&update_topic, json!({"status": "IN_PROGRESS"}).to_string())
         .await;
