@@ -14,12 +14,15 @@
 //! - [`protocol`]: message formats shared with the client.
 //! - `server`: the request socket and the methods behind it.
 //! - `publish`: the publish socket, fed from the agent's live events.
+//! - `zmtp_pub`: the PUB socket itself, a small ZMTP 3 publisher of our own (the `zeromq`
+//!   crate's reserves 4 MB up front).
 //! - [`client`]: what `devicehub status` and friends use to talk to the running service.
 
 pub mod client;
 pub mod protocol;
 mod publish;
 mod server;
+mod zmtp_pub;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -49,7 +52,7 @@ pub enum RpcError {
     Bind {
         address: String,
         #[source]
-        source: zeromq::ZmqError,
+        source: BindError,
     },
     #[error("cannot write the local RPC's {what}: {source}")]
     Write {
@@ -57,6 +60,16 @@ pub enum RpcError {
         #[source]
         source: StorageError,
     },
+}
+
+/// Why a socket could not listen: the request socket is the `zeromq` crate's, the publish
+/// socket our own on a plain TCP listener.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error(transparent)]
+    Zmq(#[from] zeromq::ZmqError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
 }
 
 /// Where the running service listens, as written to [`ENDPOINT_FILE`].
@@ -134,8 +147,13 @@ impl LocalRpc {
         let local = &agent.config().local;
         let mut router = zeromq::RouterSocket::new();
         let request_port = bind(&mut router, local.rpc_port).await?;
-        let mut publisher = zeromq::PubSocket::new();
-        let publish_port = bind(&mut publisher, local.rpc_publish_port).await?;
+        let publisher = zmtp_pub::ZmtpPublisher::bind(local.rpc_publish_port)
+            .await
+            .map_err(|source| RpcError::Bind {
+                address: format!("tcp://{LOOPBACK}:{}", local.rpc_publish_port),
+                source: source.into(),
+            })?;
+        let publish_port = publisher.port();
         let endpoint = RpcEndpoint {
             request_port,
             publish_port,
@@ -210,7 +228,7 @@ async fn bind(socket: &mut impl Socket, port: u16) -> Result<u16, RpcError> {
         .await
         .map_err(|source| RpcError::Bind {
             address: address.clone(),
-            source,
+            source: source.into(),
         })?;
     match endpoint {
         zeromq::Endpoint::Tcp(_, port) => Ok(port),

@@ -5,22 +5,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use super::protocol::topic;
+use super::zmtp_pub::ZmtpPublisher;
+use super::RegistrationProgress;
+use crate::agent::{Agent, LocalEvent};
 use serde_json::{json, Value};
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;
-use zeromq::{PubSocket, SocketSend, ZmqMessage};
-
-use super::protocol::topic;
-use super::RegistrationProgress;
-use crate::agent::{Agent, LocalEvent};
 
 /// How often a `health` message is published.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Publishes until `shutdown`.
 pub(super) async fn run(
-    mut socket: PubSocket,
+    socket: ZmtpPublisher,
     agent: Arc<Agent>,
     mut progress: broadcast::Receiver<RegistrationProgress>,
     shutdown: CancellationToken,
@@ -52,18 +50,16 @@ pub(super) async fn run(
                 Err(RecvError::Closed) => break,
             },
         };
-        let frames = vec![
-            Bytes::from_static(name.as_bytes()),
-            Bytes::from(serde_json::to_vec(&body).expect("events are plain JSON")),
-        ];
-        let message = ZmqMessage::try_from(frames).expect("two frames are not empty");
-        // A PUB socket drops messages for slow subscribers instead of blocking, by design.
-        if let Err(e) = socket.send(message).await {
-            tracing::debug!("local RPC publish failed: {e}");
+        // Nobody listening is the usual case: the body is not even encoded then.
+        if socket.subscribers_for(name.as_bytes()) == 0 {
+            continue;
         }
+        let body = serde_json::to_vec(&body).expect("events are plain JSON");
+        // A PUB socket drops messages for slow subscribers instead of blocking, by design.
+        socket.publish(&[name.as_bytes(), &body]);
     }
-    // Dropping the socket closes its listener and every subscriber's connection.
-    drop(socket);
+    // Closing the socket closes its listener and every subscriber's connection.
+    socket.close().await;
 }
 
 /// The topic and body of a live event; `None` for events that are not published here.
