@@ -17,6 +17,7 @@
 //!   spread over the printers, as jobs per second from the first submission to the last
 //!   SUCCEEDED.
 //!
+//! `DEVICEHUB_BENCH_LONG_IDLE_S=N` measures the idle agent's memory again N seconds later.
 //! `DEVICEHUB_BENCH_SMAPS=FILE` saves the idle agent's `/proc/PID/smaps` to FILE, and again to
 //! `FILE.after-jobs` once it is idle after the jobs.
 //!
@@ -323,6 +324,18 @@ async fn main() {
     tokio::time::sleep(devicehub::memory::QUIET + Duration::from_secs(3)).await;
     let idle_rss = rss_kib(agent.id());
     let idle_split = rss_split_kib(agent.id());
+    // Idle for longer (heartbeats, health messages, folder polls run meanwhile), when asked.
+    let long_idle = std::env::var("DEVICEHUB_BENCH_LONG_IDLE_S")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs);
+    let long_idle_rss = match long_idle {
+        Some(wait) => {
+            tokio::time::sleep(wait).await;
+            Some((wait, rss_kib(agent.id())))
+        }
+        None => None,
+    };
     // For finding what holds the memory: the whole map, when asked for.
     if let Some(path) = std::env::var_os("DEVICEHUB_BENCH_SMAPS") {
         let smaps = std::fs::read(format!("/proc/{}/smaps", agent.id())).expect("read smaps");
@@ -404,6 +417,13 @@ async fn main() {
         kib(busy_rss),
         kib(idle_after_rss)
     );
+    if let Some((wait, rss)) = long_idle_rss {
+        println!(
+            "resident memory idle {} s longer: {} KiB",
+            wait.as_secs(),
+            kib(rss)
+        );
+    }
     if let Some((anon, file)) = idle_split {
         println!("idle resident memory split: anonymous {anon} KiB, file pages (code) {file} KiB");
     }

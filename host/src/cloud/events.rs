@@ -289,7 +289,11 @@ impl EventsTask {
                 }
                 _ = poll.tick() => {
                     self.poll_devices();
-                    self.poll_board(connected);
+                    // The link may have come up since `connected` was last updated (the change
+                    // is handled next): readings the scale service left because it saw the
+                    // link up must wait for that, not be dropped as stale.
+                    let up_now = matches!(*state.borrow(), LinkState::Connected { .. });
+                    self.poll_board(connected, up_now);
                     if connected {
                         self.flush().await;
                     }
@@ -329,14 +333,20 @@ impl EventsTask {
     }
 
     /// Queues the job events, scale readings (while `connected`) and a new upgrade notice left
-    /// on the board.
-    fn poll_board(&mut self, connected: bool) {
+    /// on the board. Readings left while the link is down are dropped as stale, unless the link
+    /// is `up_now` (its change not handled yet): then they stay for the next poll.
+    fn poll_board(&mut self, connected: bool, up_now: bool) {
         let (jobs, upgrade, readings, bundle_events) = {
             let mut board = board(&self.health.board);
+            let readings = if connected || !up_now {
+                std::mem::take(&mut board.scale_readings)
+            } else {
+                BTreeMap::new()
+            };
             (
                 std::mem::take(&mut board.job_events),
                 board.upgrade.clone(),
-                std::mem::take(&mut board.scale_readings),
+                readings,
                 std::mem::take(&mut board.bundle_events),
             )
         };
