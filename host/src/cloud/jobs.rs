@@ -32,6 +32,7 @@ mod queue;
 pub use queue::JobsTask;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -895,7 +896,11 @@ struct PreparedPrint {
 /// job still prints only once its start is accepted and the journal allows it. Dropping it
 /// (the start was refused, the job was canceled) stops the work.
 #[derive(Debug)]
-struct Prefetch(tokio::task::JoinHandle<Result<PreparedPrint, JobFailure>>);
+struct Prefetch {
+    task: tokio::task::JoinHandle<Result<PreparedPrint, JobFailure>>,
+    /// Set once the file is downloaded and checked: only rendering is left.
+    downloaded: Arc<AtomicBool>,
+}
 
 impl Prefetch {
     /// Begins preparing a print of `document` on `device`.
@@ -909,13 +914,21 @@ impl Prefetch {
         let job_id = job_id.to_string();
         let document = document.clone();
         let device = device.to_string();
-        Prefetch(tokio::spawn(async move {
-            prepare_print(&context, &job_id, &document, &device).await
-        }))
+        let downloaded = Arc::new(AtomicBool::new(false));
+        let flag = downloaded.clone();
+        let task = tokio::spawn(async move {
+            prepare_print(&context, &job_id, &document, &device, Some(&flag)).await
+        });
+        Prefetch { task, downloaded }
+    }
+
+    /// Whether the file is downloaded and checked, so that only rendering is left.
+    fn downloaded(&self) -> bool {
+        self.downloaded.load(Ordering::Acquire)
     }
 
     async fn wait(mut self) -> Result<PreparedPrint, JobFailure> {
-        match (&mut self.0).await {
+        match (&mut self.task).await {
             Ok(prepared) => prepared,
             Err(e) => Err(JobFailure::BadFile(format!(
                 "preparing the print stopped: {e}"
@@ -926,16 +939,18 @@ impl Prefetch {
 
 impl Drop for Prefetch {
     fn drop(&mut self) {
-        self.0.abort();
+        self.task.abort();
     }
 }
 
-/// Downloads the print file (checking its size and hash) and renders it for `device_id`.
+/// Downloads the print file (checking its size and hash) and renders it for `device_id`;
+/// sets `downloaded` between the two.
 async fn prepare_print(
     context: &JobContext,
     job_id: &str,
     document: &PrintDocument,
     device_id: &str,
+    downloaded: Option<&AtomicBool>,
 ) -> Result<PreparedPrint, JobFailure> {
     let worker = context
         .devices
@@ -951,6 +966,9 @@ async fn prepare_print(
     let file = download(&context.http, &document.file, context.download.max_bytes).await?;
     let download_time = download_started.elapsed();
     let file_bytes = file.len();
+    if let Some(downloaded) = downloaded {
+        downloaded.store(true, Ordering::Release);
+    }
 
     let render_started = Instant::now();
     // Every kind is thresholded (the default): indicia and labels carry barcodes.
@@ -1011,34 +1029,49 @@ async fn print_job(
     prefetch: Option<Prefetch>,
 ) -> Result<JobOutcome, JobFailure> {
     let device_id = device_id.to_string();
+    // Printing is recorded durably before the first byte goes to the printer: from then on a
+    // crash leaves `Printing`, which is never printed again.
+    let printing = || {
+        *lock(phase) = Phase::Printing {
+            device: device_id.clone(),
+        };
+        record(
+            &context.journal,
+            job_id,
+            JobState::Printing {
+                device: device_id.clone(),
+            },
+        )
+    };
+    let (prepared, recorded) = match prefetch {
+        // With the file downloaded and checked, only rendering is left (bounded, and failing
+        // only on a bad file): the record is made while it finishes, which takes the journal's
+        // fsync off the way to the printer. A crash meanwhile is reported "interrupted, may
+        // have printed", the safe side; a stop lets the job finish as a printing one.
+        Some(prefetch) if prefetch.downloaded() => {
+            let (prepared, recorded) = tokio::join!(prefetch.wait(), printing());
+            recorded.map_err(JobFailure::Journal)?;
+            (prepared?, true)
+        }
+        Some(prefetch) => (prefetch.wait().await?, false),
+        None => (
+            prepare_print(context, job_id, document, &device_id, None).await?,
+            false,
+        ),
+    };
     let PreparedPrint {
         job,
         file_bytes,
         download_time,
         render_time,
-    } = match prefetch {
-        Some(prefetch) => prefetch.wait().await?,
-        None => prepare_print(context, job_id, document, &device_id).await?,
-    };
+    } = prepared;
     let worker = context
         .devices
         .get(&device_id)
         .map_err(|_| JobFailure::NoSuchDevice(device_id.clone()))?;
-
-    // Printing is recorded durably before the first byte goes to the printer: from here on a
-    // crash leaves `Printing`, which is never printed again.
-    *lock(phase) = Phase::Printing {
-        device: device_id.clone(),
-    };
-    record(
-        &context.journal,
-        job_id,
-        JobState::Printing {
-            device: device_id.clone(),
-        },
-    )
-    .await
-    .map_err(JobFailure::Journal)?;
+    if !recorded {
+        printing().await.map_err(JobFailure::Journal)?;
+    }
     let print_started = Instant::now();
     let report = worker
         .print_async(job)
