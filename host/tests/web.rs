@@ -447,31 +447,65 @@ const TAB: &str = "\u{E004}";
 /// The window size of every walk, so that the browsers' screenshots compare.
 const WINDOW: (u32, u32) = (1000, 1000);
 
+/// How many times a chromedriver that ends before saying its port is started.
+const CHROMEDRIVER_STARTS: usize = 3;
+
+/// Starts `chromedriver --port=0`; returns it, its port and the rest of its output, or why it
+/// did not start (its exit status and standard error).
+fn start_chromedriver() -> Result<
+    (
+        Child,
+        u16,
+        std::io::Lines<BufReader<std::process::ChildStdout>>,
+    ),
+    String,
+> {
+    let stderr = tempfile::NamedTempFile::new().expect("a file for chromedriver's errors");
+    let mut driver = Command::new("chromedriver")
+        .arg("--port=0")
+        .stdout(Stdio::piped())
+        .stderr(stderr.reopen().expect("chromedriver's error file"))
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!("cannot start chromedriver ({e}): install chromium and chromium-driver (.ci/run does)")
+        });
+    let stdout = driver.stdout.take().expect("chromedriver's output");
+    let mut lines = BufReader::new(stdout).lines();
+    loop {
+        let Some(line) = lines.next() else {
+            let status = driver.wait().expect("wait for chromedriver");
+            let said = std::fs::read_to_string(stderr.path()).unwrap_or_default();
+            return Err(format!(
+                "it ended ({status}) before it said its port: {said}"
+            ));
+        };
+        let line = line.expect("chromedriver's output");
+        if let Some(rest) = line.split("started successfully on port ").nth(1) {
+            let port = rest
+                .trim_end_matches('.')
+                .trim()
+                .parse::<u16>()
+                .expect("chromedriver's port");
+            return Ok((driver, port, lines));
+        }
+    }
+}
+
 impl ChromeDriver {
     async fn start() -> ChromeDriver {
-        let mut driver = Command::new("chromedriver")
-            .arg("--port=0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!("cannot start chromedriver ({e}): install chromium and chromium-driver (.ci/run does)")
-            });
-        let stdout = driver.stdout.take().expect("chromedriver's output");
-        let mut lines = BufReader::new(stdout).lines();
-        let port = loop {
-            let line = lines
-                .next()
-                .expect("chromedriver ended before it said its port")
-                .expect("chromedriver's output");
-            if let Some(rest) = line.split("started successfully on port ").nth(1) {
-                break rest
-                    .trim_end_matches('.')
-                    .trim()
-                    .parse::<u16>()
-                    .expect("chromedriver's port");
+        // chromedriver is an outside program: a start that fails (it has ended at once on a
+        // loaded machine) is tried again, and the last failure is shown with what it said.
+        let mut failure = String::new();
+        let started = (0..CHROMEDRIVER_STARTS).find_map(|_| match start_chromedriver() {
+            Ok(started) => Some(started),
+            Err(why) => {
+                failure = why;
+                None
             }
+        });
+        let Some((driver, port, lines)) = started else {
+            panic!("chromedriver did not start {CHROMEDRIVER_STARTS} times; last: {failure}")
         };
         // The rest of the output is not needed, but the pipe must not fill up.
         std::thread::spawn(move || for _ in lines {});
