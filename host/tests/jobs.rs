@@ -219,10 +219,10 @@ impl Desk {
         let text = std::fs::read_to_string(&log).expect("read the jobs log");
         let mut stored: Value = text
             .lines()
+            .rev()
             .filter_map(|line| line.split_once(' '))
             .map(|(_, record)| serde_json::from_str::<Value>(record).expect("a JSON record"))
-            .filter(|record| record["job_id"] == job_id)
-            .last()
+            .find(|record| record["job_id"] == job_id)
             .unwrap_or_else(|| panic!("no record of job {job_id} in {}", log.display()));
         edit(&mut stored);
         let record = serde_json::to_string(&stored).expect("encode");

@@ -69,6 +69,7 @@ impl ExecutionLog {
     /// break the engine's rules; they count as damaged.
     pub(super) fn open(root: &Path, check: RecordCheck<'_>) -> io::Result<(Self, LoadedLog)> {
         let path = root.join(LOG_FILE_NAME);
+        remove_interrupted_rewrites(root)?;
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
             Err(error) if error.kind() == io::ErrorKind::NotFound => {
@@ -230,6 +231,23 @@ impl ExecutionLog {
     pub(super) fn replace_file_for_test(&mut self, file: File) {
         self.file = Some(file);
     }
+}
+
+/// Removes the temporary files of rewrites that a crash interrupted before their rename
+/// (`.executions.log.tmpPID`): the log beside them is still the last complete one.
+fn remove_interrupted_rewrites(root: &Path) -> io::Result<()> {
+    let prefix = format!(".{LOG_FILE_NAME}.tmp");
+    for entry in fs::read_dir(root)? {
+        let entry = entry?;
+        let is_leftover = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(&prefix));
+        if is_leftover && entry.file_type()?.is_file() {
+            fs::remove_file(entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn open_for_append(path: &Path) -> io::Result<File> {

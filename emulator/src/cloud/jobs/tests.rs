@@ -1198,6 +1198,9 @@ fn a_torn_last_record_is_cut_off_and_the_next_change_appends_after_it() {
         create(&mut service, "job-2", T0);
     }
     let intact = log_bytes(dir.path());
+    // A rewrite interrupted before its rename leaves a temporary file that open removes.
+    let leftover = dir.path().join(format!(".{}.tmp1", log::LOG_FILE_NAME));
+    std::fs::write(&leftover, b"partial").expect("write a leftover temporary file");
     // Half of a record, as a crash in the middle of an append leaves it.
     let last_line = intact[..intact.len() - 1]
         .rsplit(|&b| b == b'\n')
@@ -1208,6 +1211,7 @@ fn a_torn_last_record_is_cut_off_and_the_next_change_appends_after_it() {
         let mut service = open(dir.path());
         assert!(service.quarantined().is_empty());
         assert_eq!(log_bytes(dir.path()), intact, "the torn record is cut off");
+        assert!(!leftover.exists());
         assert_eq!(status_of(&service, "job-1"), json!("QUEUED"));
         assert_eq!(status_of(&service, "job-2"), json!("QUEUED"));
         accepted_update(
