@@ -211,19 +211,27 @@ impl Desk {
         journal.get(job_id).map(|entry| entry.state.clone())
     }
 
-    /// The file of a job execution in the stopped emulator's state directory.
-    fn execution_file(&self, job_id: &str) -> PathBuf {
-        let jobs = self.cloud.dir.path().join("jobs");
-        for thing_dir in std::fs::read_dir(&jobs).expect("jobs state directory") {
-            let candidate = thing_dir
-                .expect("directory entry")
-                .path()
-                .join(format!("{job_id}.json"));
-            if candidate.exists() {
-                return candidate;
-            }
-        }
-        panic!("no state file for job {job_id} under {}", jobs.display());
+    /// Changes a job execution in the stopped emulator's state: the record is appended to the
+    /// jobs log, where the last record of an execution is the one that counts, each line being
+    /// `<crc32 hex> <JSON>` as the emulator writes it.
+    fn edit_execution(&self, job_id: &str, edit: impl FnOnce(&mut Value)) {
+        let log = self.cloud.dir.path().join("jobs").join("executions.log");
+        let text = std::fs::read_to_string(&log).expect("read the jobs log");
+        let mut stored: Value = text
+            .lines()
+            .rev()
+            .filter_map(|line| line.split_once(' '))
+            .map(|(_, record)| serde_json::from_str::<Value>(record).expect("a JSON record"))
+            .find(|record| record["job_id"] == job_id)
+            .unwrap_or_else(|| panic!("no record of job {job_id} in {}", log.display()));
+        edit(&mut stored);
+        let record = serde_json::to_string(&stored).expect("encode");
+        let line = format!("{:08x} {record}\n", crc32fast::hash(record.as_bytes()));
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log)
+            .expect("open the jobs log");
+        std::io::Write::write_all(&mut file, line.as_bytes()).expect("append to the jobs log");
     }
 }
 
@@ -454,12 +462,7 @@ async fn unknown_operations_and_scale_reads_without_a_scale_are_rejected() {
     let elsewhere = desk.scale_job();
     desk.cloud.kill();
     let edit = |job: &str, document: Value| {
-        let file = desk.execution_file(job);
-        let mut stored: Value =
-            serde_json::from_slice(&std::fs::read(&file).expect("read execution")).expect("JSON");
-        stored["job_document"] = document;
-        std::fs::write(&file, serde_json::to_vec(&stored).expect("encode"))
-            .expect("write execution");
+        desk.edit_execution(job, |stored| stored["job_document"] = document);
     };
     edit(
         &unknown,
@@ -662,12 +665,10 @@ async fn a_job_redelivered_after_success_is_answered_from_the_journal_not_printe
     // The cloud comes back without the status: the execution is in progress again, as if the
     // report had never arrived, and the job is delivered again.
     desk.cloud.kill();
-    let file = desk.execution_file(&job);
-    let mut stored: Value =
-        serde_json::from_slice(&std::fs::read(&file).expect("read execution")).expect("JSON");
-    stored["status"] = json!("IN_PROGRESS");
-    stored["status_details"] = json!({});
-    std::fs::write(&file, serde_json::to_vec(&stored).expect("encode")).expect("write execution");
+    desk.edit_execution(&job, |stored| {
+        stored["status"] = json!("IN_PROGRESS");
+        stored["status_details"] = json!({});
+    });
     desk.cloud.restart();
 
     let execution = desk.wait_done(&job, &mut agent).await;

@@ -38,23 +38,34 @@
 //! the requests beyond that are answered with `RequestThrottled`.
 //!
 //! # Persistence
-//! One file per execution, `STATE_DIR/{thing}/{jobId}.json`, written atomically before the
-//! change is taken into memory; a failed write is answered with `InternalError` and changes
-//! nothing. A damaged file is moved aside at [`JobsService::open`] and listed by
-//! [`JobsService::quarantined`].
+//! An append-only log, `STATE_DIR/executions.log` (module `log`): every change appends the
+//! whole current record of its execution, `<crc32 hex> <compact JSON>\n`, and syncs it with one
+//! `fdatasync` (no rename, no directory sync) before the change is taken into memory; a failed
+//! write or sync is answered with `InternalError` and changes nothing. At
+//! [`JobsService::open`] the last record of each execution wins; a torn last record (a crash
+//! mid-append) is cut off, and a log with a damaged record in its middle is moved aside, listed
+//! by [`JobsService::quarantined`], and rewritten from its good records. When the log holds over
+//! 1024 records and over four per execution, it is rewritten atomically with one record per
+//! execution.
+//!
+//! Earlier versions kept one file per execution, `STATE_DIR/{thing}/{jobId}.json`. Such files
+//! still load (a damaged one is moved aside and listed as before); they are written into the log
+//! by a rewrite and removed once that is durable.
 
+mod log;
 #[cfg(test)]
 mod tests;
 
 use crate::cloud::throttle::PerThingThrottle;
 use std::collections::BTreeMap;
+use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
-use super::files::{write_atomic, Visibility};
+use self::log::ExecutionLog;
 use super::shadow::state_file::{encode_file_name, load_records, QuarantinedFile};
 use super::shadow::{error_chain, is_valid_thing_name};
 use super::Outgoing;
@@ -415,19 +426,20 @@ struct RequestBody {
     client_token: Option<String>,
 }
 
-/// The Jobs engine: every execution of every thing, persisted one file per execution as
-/// `STATE_DIR/{thing}/{jobId}.json`.
+/// The Jobs engine: every execution of every thing, persisted in an append-only log,
+/// `STATE_DIR/executions.log`.
 #[derive(Debug)]
 pub struct JobsService {
-    /// The directory given to [`JobsService::open`], which the service has to itself.
-    root: PathBuf,
+    /// The log every change is appended to before it is taken into memory.
+    log: ExecutionLog,
     /// Executions by thing, then by job ID.
     executions: BTreeMap<String, BTreeMap<String, StoredExecution>>,
     /// The `sequence` of the next execution created.
     next_sequence: u64,
     /// Per-thing request counts for `RequestThrottled`.
     throttle: PerThingThrottle,
-    /// Damaged files found by [`JobsService::open`].
+    /// Damaged files found by [`JobsService::open`]: per-execution files of earlier versions,
+    /// and the log itself when a record in its middle was damaged.
     quarantined: Vec<QuarantinedFile>,
 }
 
@@ -438,43 +450,86 @@ impl JobsService {
     pub const SUBSCRIPTIONS: &'static [&'static str] = &["$aws/things/+/jobs/#"];
 
     /// Opens (creating when missing) the jobs state in `state_dir`, a directory the service has
-    /// to itself (the runtime gives it `DATA_DIR/jobs`). A damaged
-    /// execution file is renamed to `*.corrupt`, logged and listed by
-    /// [`JobsService::quarantined`]; the others load normally.
+    /// to itself (the runtime gives it `DATA_DIR/jobs`). A torn last record of the log is cut
+    /// off; a log with a damaged record in its middle, and a damaged execution file of an
+    /// earlier version, are moved aside (`*.corrupt`), logged and listed by
+    /// [`JobsService::quarantined`], and the good records load normally. Execution files of
+    /// earlier versions are written into the log and then removed.
     pub fn open(state_dir: &Path) -> Result<Self, JobsError> {
         let root = state_dir.to_path_buf();
-        let loaded = load_records::<StoredExecution>(&root, |path, record| {
-            if !is_valid_thing_name(&record.thing_name) {
-                return Err(format!("invalid thing name {:?}", record.thing_name));
-            }
-            if !is_valid_job_id(&record.job_id) {
-                return Err(format!("invalid job ID {:?}", record.job_id));
-            }
-            if execution_path(&root, &record.thing_name, &record.job_id) != path {
+        let load_error = |source| JobsError::Load {
+            path: root.clone(),
+            source,
+        };
+        let legacy = load_records::<StoredExecution>(&root, |path, record| {
+            check_record(record)?;
+            if legacy_execution_path(&root, &record.thing_name, &record.job_id) != path {
                 return Err("the record names another execution than its file does".into());
             }
             Ok(())
         })
-        .map_err(|source| JobsError::Load {
-            path: root.clone(),
-            source,
-        })?;
+        .map_err(load_error)?;
+        let (log, loaded) = ExecutionLog::open(&root, &check_record).map_err(load_error)?;
+        let mut quarantined = legacy.quarantined;
+        quarantined.extend(loaded.quarantined);
+        let legacy_files: Vec<PathBuf> = legacy
+            .records
+            .iter()
+            .map(|(path, _)| path.clone())
+            .collect();
+        // The log is newer than any execution file: once it exists, changes go only to it.
+        let records = legacy
+            .records
+            .into_iter()
+            .map(|(_, record)| record)
+            .chain(loaded.records);
         let mut executions: BTreeMap<String, BTreeMap<String, StoredExecution>> = BTreeMap::new();
         let mut next_sequence = 0;
-        for (_, record) in loaded.records {
+        for record in records {
             next_sequence = next_sequence.max(record.sequence + 1);
             executions
                 .entry(record.thing_name.clone())
                 .or_default()
                 .insert(record.job_id.clone(), record);
         }
-        Ok(JobsService {
-            root,
+        let mut service = JobsService {
+            log,
             executions,
             next_sequence,
             throttle: PerThingThrottle::new(DEFAULT_REQUESTS_PER_THING_PER_SECOND),
-            quarantined: loaded.quarantined,
-        })
+            quarantined,
+        };
+        if !legacy_files.is_empty() {
+            service.migrate(&root, &legacy_files).map_err(load_error)?;
+        }
+        Ok(service)
+    }
+
+    /// Writes the executions loaded from the per-execution files of an earlier version into
+    /// the log, then removes those files. They are removed only after the rewritten log is
+    /// durable: a crash in between loads them again, and the log's records win over them.
+    fn migrate(&mut self, root: &Path, legacy_files: &[PathBuf]) -> io::Result<()> {
+        let all = all_executions(&self.executions);
+        self.log.rewrite(all)?;
+        for file in legacy_files {
+            fs::remove_file(file)?;
+        }
+        // A thing's directory goes when it is empty; one that still holds a damaged file
+        // moved aside stays, so that its bytes remain available.
+        let mut dirs: Vec<&Path> = legacy_files
+            .iter()
+            .filter_map(|file| file.parent())
+            .collect();
+        dirs.dedup();
+        for dir in dirs {
+            let _ = fs::remove_dir(dir);
+        }
+        tracing::info!(
+            root = %root.display(),
+            executions = legacy_files.len(),
+            "job execution files moved into the jobs log"
+        );
+        Ok(())
     }
 
     /// Damaged state files that [`JobsService::open`] moved aside.
@@ -741,17 +796,34 @@ impl JobsService {
     ) -> Result<Vec<Outgoing>, JobsError> {
         let thing_name = execution.thing_name.clone();
         let before = self.pending_view(&thing_name);
-        let path = execution_path(&self.root, &thing_name, &execution.job_id);
-        let bytes = serde_json::to_vec(&execution).map_err(|error| JobsError::Save {
-            path: path.clone(),
-            source: io::Error::other(error),
-        })?;
-        write_atomic(&path, &bytes, Visibility::Public)
-            .map_err(|source| JobsError::Save { path, source })?;
+        let executions = &self.executions;
+        // When the log has to be rewritten before this append, it is rewritten with every
+        // execution as it will be once this change is in.
+        let snapshot = || {
+            executions
+                .values()
+                .flat_map(BTreeMap::values)
+                .filter(|stored| {
+                    stored.thing_name != execution.thing_name || stored.job_id != execution.job_id
+                })
+                .chain(std::iter::once(&execution))
+                .collect()
+        };
+        self.log
+            .append(&execution, snapshot)
+            .map_err(|source| JobsError::Save {
+                path: self.log.path().to_path_buf(),
+                source,
+            })?;
         self.executions
             .entry(thing_name.clone())
             .or_default()
             .insert(execution.job_id.clone(), execution);
+        let count = self.executions.values().map(BTreeMap::len).sum();
+        if self.log.wants_compaction(count) {
+            let all = all_executions(&self.executions);
+            self.log.compact(all);
+        }
         Ok(self.notifications(&thing_name, &before, now_epoch_s))
     }
 
@@ -1206,9 +1278,28 @@ pub fn is_valid_job_id(job_id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-'))
 }
 
-fn execution_path(root: &Path, thing_name: &str, job_id: &str) -> PathBuf {
+/// Every execution of every thing.
+fn all_executions(
+    executions: &BTreeMap<String, BTreeMap<String, StoredExecution>>,
+) -> Vec<&StoredExecution> {
+    executions.values().flat_map(BTreeMap::values).collect()
+}
+
+/// Where an earlier version kept an execution: `STATE_DIR/{thing}/{jobId}.json`.
+fn legacy_execution_path(root: &Path, thing_name: &str, job_id: &str) -> PathBuf {
     root.join(encode_file_name(thing_name))
         .join(format!("{}.json", encode_file_name(job_id)))
+}
+
+/// The rules every stored execution must meet, wherever it was read from.
+fn check_record(record: &StoredExecution) -> Result<(), String> {
+    if !is_valid_thing_name(&record.thing_name) {
+        return Err(format!("invalid thing name {:?}", record.thing_name));
+    }
+    if !is_valid_job_id(&record.job_id) {
+        return Err(format!("invalid job ID {:?}", record.job_id));
+    }
+    Ok(())
 }
 
 /// A failed save, as the device sees it: logged here with its cause, answered as InternalError.

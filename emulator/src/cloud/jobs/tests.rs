@@ -1101,34 +1101,328 @@ fn executions_and_timers_survive_a_restart() {
     assert_eq!(queued, [json!("job-a"), json!("job-0")]);
 }
 
+/// The jobs log of a state directory.
+fn log_path(dir: &Path) -> std::path::PathBuf {
+    dir.join(log::LOG_FILE_NAME)
+}
+
+fn log_bytes(dir: &Path) -> Vec<u8> {
+    std::fs::read(log_path(dir)).expect("read the jobs log")
+}
+
+fn append_to_log(dir: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(log_path(dir))
+        .expect("open the jobs log");
+    file.write_all(bytes).expect("append to the jobs log");
+}
+
 #[test]
-fn a_corrupt_execution_file_is_moved_aside_and_reported() {
+fn reopening_gives_back_every_execution_of_every_thing_in_its_latest_state() {
+    let dir = TempDir::new().expect("temp dir");
+    {
+        let mut service = open(dir.path());
+        create(&mut service, "job-1", T0);
+        decode(
+            service
+                .create_job("desk-2", "job-1", json!({"n": 2}), None, T0 + 1)
+                .expect("created"),
+        );
+        create(&mut service, "job-2", T0 + 2);
+        accepted_update(
+            &mut service,
+            "job-1",
+            json!({"status": "IN_PROGRESS", "statusDetails": {"step": "1"}}),
+            T0 + 3,
+        );
+        accepted_update(
+            &mut service,
+            "job-1",
+            json!({"status": "IN_PROGRESS", "statusDetails": {"step": "2"}}),
+            T0 + 4,
+        );
+        accepted_update(
+            &mut service,
+            "job-1",
+            json!({"status": "SUCCEEDED", "statusDetails": {"step": "3"}}),
+            T0 + 5,
+        );
+        decode(
+            service
+                .cancel_job("desk-2", "job-1", T0 + 6)
+                .expect("canceled"),
+        );
+    }
+    for round in 0..2 {
+        let mut service = open(dir.path());
+        assert!(service.quarantined().is_empty());
+        let execution = service.execution(THING, "job-1").expect("exists");
+        assert_eq!(execution["status"], json!("SUCCEEDED"));
+        assert_eq!(execution["statusDetails"], json!({"step": "3"}));
+        assert_eq!(execution["versionNumber"], json!(4));
+        assert_eq!(status_of(&service, "job-2"), json!("QUEUED"));
+        let other = service.execution("desk-2", "job-1").expect("exists");
+        assert_eq!(other["status"], json!("CANCELED"));
+        assert_eq!(other["jobDocument"], json!({"n": 2}));
+        let ids: Vec<Value> = service
+            .list(THING)
+            .iter()
+            .map(|execution| execution["jobId"].clone())
+            .collect();
+        let expected = [json!("job-1"), json!("job-2"), json!("job-3")];
+        assert_eq!(ids, expected[..2 + round]);
+        // A job created after the restart is ordered after every earlier one.
+        let sequence = |service: &JobsService, thing: &str, job: &str| {
+            service.find(thing, job).expect("exists").sequence
+        };
+        assert!(sequence(&service, THING, "job-2") > sequence(&service, "desk-2", "job-1"));
+        if round == 0 {
+            create(&mut service, "job-3", T0 + 7);
+        }
+        assert!(sequence(&service, THING, "job-3") > sequence(&service, THING, "job-2"));
+    }
+    assert!(
+        !dir.path().join("desk-1").exists(),
+        "nothing but the log is written"
+    );
+}
+
+#[test]
+fn a_torn_last_record_is_cut_off_and_the_next_change_appends_after_it() {
     let dir = TempDir::new().expect("temp dir");
     {
         let mut service = open(dir.path());
         create(&mut service, "job-1", T0);
         create(&mut service, "job-2", T0);
     }
-    let damaged = dir.path().join("desk-1/job-1.json");
-    std::fs::write(&damaged, b"{\"job_id\":").expect("damage the file");
+    let intact = log_bytes(dir.path());
+    // A rewrite interrupted before its rename leaves a temporary file that open removes.
+    let leftover = dir.path().join(format!(".{}.tmp1", log::LOG_FILE_NAME));
+    std::fs::write(&leftover, b"partial").expect("write a leftover temporary file");
+    // Half of a record, as a crash in the middle of an append leaves it.
+    let last_line = intact[..intact.len() - 1]
+        .rsplit(|&b| b == b'\n')
+        .next()
+        .expect("a record");
+    append_to_log(dir.path(), &last_line[..last_line.len() / 2]);
+    {
+        let mut service = open(dir.path());
+        assert!(service.quarantined().is_empty());
+        assert_eq!(log_bytes(dir.path()), intact, "the torn record is cut off");
+        assert!(!leftover.exists());
+        assert_eq!(status_of(&service, "job-1"), json!("QUEUED"));
+        assert_eq!(status_of(&service, "job-2"), json!("QUEUED"));
+        accepted_update(
+            &mut service,
+            "job-2",
+            json!({"status": "IN_PROGRESS"}),
+            T0 + 1,
+        );
+    }
+    // A complete last line whose checksum fails is a torn record too.
+    let before_damage = log_bytes(dir.path());
+    append_to_log(dir.path(), b"00000000 {\"thing_name\":\"desk-1\"}\n");
+    {
+        let mut service = open(dir.path());
+        assert!(service.quarantined().is_empty());
+        assert_eq!(log_bytes(dir.path()), before_damage);
+        assert_eq!(status_of(&service, "job-2"), json!("IN_PROGRESS"));
+        accepted_update(&mut service, "job-1", json!({"status": "FAILED"}), T0 + 2);
+    }
     let service = open(dir.path());
+    assert!(service.quarantined().is_empty());
+    assert_eq!(status_of(&service, "job-1"), json!("FAILED"));
+    assert_eq!(status_of(&service, "job-2"), json!("IN_PROGRESS"));
+}
+
+#[test]
+fn a_damaged_record_in_the_middle_moves_the_log_aside_and_keeps_the_good_records() {
+    let dir = TempDir::new().expect("temp dir");
+    {
+        let mut service = open(dir.path());
+        create(&mut service, "job-1", T0);
+        create(&mut service, "job-2", T0);
+        create(&mut service, "job-3", T0);
+        accepted_update(
+            &mut service,
+            "job-2",
+            json!({"status": "IN_PROGRESS"}),
+            T0 + 1,
+        );
+        create(&mut service, "job-4", T0 + 2);
+    }
+    // One byte of the second record (the creation of job-2) changes on disk.
+    let mut bytes = log_bytes(dir.path());
+    let second = bytes
+        .iter()
+        .position(|&b| b == b'\n')
+        .expect("a first record")
+        + 1;
+    let target = second + 20;
+    bytes[target] = if bytes[target] == b'x' { b'y' } else { b'x' };
+    std::fs::write(log_path(dir.path()), &bytes).expect("damage the log");
+
+    let service = open(dir.path());
+    assert_eq!(service.quarantined().len(), 1);
+    let quarantined = &service.quarantined()[0];
+    assert_eq!(quarantined.original, log_path(dir.path()));
+    assert_eq!(
+        std::fs::read(&quarantined.moved_to).expect("the damaged log is kept"),
+        bytes
+    );
+    assert!(
+        quarantined.reason.contains("checksum"),
+        "{}",
+        quarantined.reason
+    );
+    // The records before and after the damaged one are all there; job-2 comes back from its
+    // later record.
+    assert_eq!(status_of(&service, "job-1"), json!("QUEUED"));
+    assert_eq!(status_of(&service, "job-2"), json!("IN_PROGRESS"));
+    assert_eq!(status_of(&service, "job-3"), json!("QUEUED"));
+    assert_eq!(status_of(&service, "job-4"), json!("QUEUED"));
+    drop(service);
+    // The rewritten log is clean.
+    let mut service = open(dir.path());
+    assert!(service.quarantined().is_empty());
+    assert_eq!(service.list(THING).len(), 4);
+    accepted_update(
+        &mut service,
+        "job-1",
+        json!({"status": "IN_PROGRESS"}),
+        T0 + 3,
+    );
+    let service = open(dir.path());
+    assert!(service.quarantined().is_empty());
+    assert_eq!(status_of(&service, "job-1"), json!("IN_PROGRESS"));
+}
+
+#[test]
+fn many_updates_of_few_executions_compact_the_log_and_keep_everything() {
+    let dir = TempDir::new().expect("temp dir");
+    let mut service = open(dir.path());
+    service.set_requests_per_thing_per_second(u32::MAX);
+    create(&mut service, "job-1", T0);
+    create(&mut service, "job-2", T0);
+    let mut largest = 0;
+    let updates = 1200;
+    for step in 0..updates {
+        let job = if step % 2 == 0 { "job-1" } else { "job-2" };
+        accepted_update(
+            &mut service,
+            job,
+            json!({"status": "IN_PROGRESS", "statusDetails": {"step": step.to_string()}}),
+            T0 + 1,
+        );
+        largest = largest.max(log_bytes(dir.path()).len());
+    }
+    // 1202 records were appended; a compaction after the 1025th left one per execution.
+    assert_eq!(service.log.records(), 2 + 1202 - 1025);
+    let size = log_bytes(dir.path()).len();
+    assert!(
+        size * 4 < largest,
+        "{size} bytes after compaction, {largest} at most before"
+    );
+    drop(service);
+    let service = open(dir.path());
+    assert!(service.quarantined().is_empty());
+    let one = service.execution(THING, "job-1").expect("exists");
+    let two = service.execution(THING, "job-2").expect("exists");
+    assert_eq!(
+        one["statusDetails"],
+        json!({"step": (updates - 2).to_string()})
+    );
+    assert_eq!(
+        two["statusDetails"],
+        json!({"step": (updates - 1).to_string()})
+    );
+    assert_eq!(one["versionNumber"], json!(updates / 2 + 1));
+    assert_eq!(two["versionNumber"], json!(updates / 2 + 1));
+}
+
+#[test]
+fn execution_files_of_an_earlier_version_are_moved_into_the_log() {
+    let earlier = TempDir::new().expect("temp dir");
+    let dir = TempDir::new().expect("temp dir");
+    {
+        // The executions are made by the engine and then written one file per execution, the
+        // way earlier versions stored them.
+        let mut service = open(earlier.path());
+        create(&mut service, "job-1", T0);
+        decode(
+            service
+                .create_job("Desk-2", "job-2", json!({"n": 2}), None, T0 + 1)
+                .expect("created"),
+        );
+        accepted_update(
+            &mut service,
+            "job-1",
+            json!({"status": "IN_PROGRESS"}),
+            T0 + 2,
+        );
+        for execution in all_executions(&service.executions) {
+            let path = legacy_execution_path(dir.path(), &execution.thing_name, &execution.job_id);
+            std::fs::create_dir_all(path.parent().expect("a thing directory"))
+                .expect("create the thing directory");
+            std::fs::write(&path, serde_json::to_vec(execution).expect("encode"))
+                .expect("write an execution file");
+        }
+    }
+    let damaged = dir.path().join("desk-1/job-3.json");
+    std::fs::write(&damaged, b"{\"job_id\":").expect("write a damaged execution file");
+
+    let mut service = open(dir.path());
     assert_eq!(service.quarantined().len(), 1);
     assert_eq!(service.quarantined()[0].original, damaged);
     assert!(service.quarantined()[0].moved_to.exists());
-    assert!(!damaged.exists());
-    assert_eq!(service.execution(THING, "job-1"), None);
-    assert!(service.execution(THING, "job-2").is_some());
+    let execution = service.execution(THING, "job-1").expect("migrated");
+    assert_eq!(execution["status"], json!("IN_PROGRESS"));
+    assert_eq!(execution["versionNumber"], json!(2));
+    assert_eq!(
+        service.execution("Desk-2", "job-2").expect("migrated")["jobDocument"],
+        json!({"n": 2})
+    );
+    assert!(!dir.path().join("desk-1/job-1.json").exists());
+    assert!(
+        !dir.path().join("%44esk-2").exists(),
+        "an emptied thing directory is removed"
+    );
+    assert!(dir.path().join("desk-1").exists(), "the damaged file stays");
+    assert_eq!(service.log.records(), 2);
+    create(&mut service, "job-4", T0 + 3);
+    drop(service);
+
+    let service = open(dir.path());
+    assert!(service.quarantined().is_empty());
+    assert_eq!(status_of(&service, "job-1"), json!("IN_PROGRESS"));
+    assert!(service.execution("Desk-2", "job-2").is_some());
+    let ids: Vec<Value> = service
+        .list(THING)
+        .iter()
+        .map(|execution| execution["jobId"].clone())
+        .collect();
+    assert_eq!(ids, [json!("job-1"), json!("job-4")]);
 }
 
+/// A file that answers every write with "no space left on device", as a full disk does.
+#[cfg(target_os = "linux")]
+fn full_device() -> std::fs::File {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .expect("/dev/full exists on Linux")
+}
+
+#[cfg(target_os = "linux")]
 #[test]
 fn a_failed_save_is_internal_error_and_changes_nothing() {
     let dir = TempDir::new().expect("temp dir");
     let mut service = open(dir.path());
     create(&mut service, "job-1", T0);
-    // Replacing the thing's directory with a plain file makes every later save fail.
-    let thing_dir = dir.path().join("desk-1");
-    std::fs::remove_dir_all(&thing_dir).expect("remove the directory");
-    std::fs::write(&thing_dir, b"in the way").expect("block the directory");
+    let saved = log_bytes(dir.path());
+    service.log.replace_file_for_test(full_device());
     let answer = rejected_update(
         &mut service,
         "job-1",
@@ -1138,6 +1432,11 @@ fn a_failed_save_is_internal_error_and_changes_nothing() {
     assert_eq!(answer["code"], json!("InternalError"));
     assert_eq!(answer["clientToken"], json!("ie"));
     assert_eq!(status_of(&service, "job-1"), json!("QUEUED"));
+
+    // The failed append could not be cut back (a device has no length), so the next change
+    // rewrites the log; a directory where the log should be makes that fail too.
+    std::fs::remove_file(log_path(dir.path())).expect("remove the log");
+    std::fs::create_dir(log_path(dir.path())).expect("block the log");
     assert!(matches!(
         service.create_job(THING, "job-2", json!({}), None, T0),
         Err(JobsError::Save { .. })
@@ -1148,8 +1447,25 @@ fn a_failed_save_is_internal_error_and_changes_nothing() {
         Err(JobsError::Save { .. })
     ));
     assert_eq!(status_of(&service, "job-1"), json!("QUEUED"));
+
+    // Once the log can be written again, the next change rewrites it with everything.
+    std::fs::remove_dir(log_path(dir.path())).expect("unblock the log");
+    accepted_update(
+        &mut service,
+        "job-1",
+        json!({"status": "IN_PROGRESS"}),
+        T0 + 2,
+    );
+    create(&mut service, "job-2", T0 + 3);
+    drop(service);
+    let service = open(dir.path());
+    assert!(service.quarantined().is_empty());
+    assert_eq!(status_of(&service, "job-1"), json!("IN_PROGRESS"));
+    assert_eq!(status_of(&service, "job-2"), json!("QUEUED"));
+    assert_ne!(log_bytes(dir.path()), saved);
 }
 
+#[cfg(target_os = "linux")]
 #[test]
 fn a_timeout_that_cannot_be_saved_is_retried_on_the_next_tick() {
     let dir = TempDir::new().expect("temp dir");
@@ -1160,16 +1476,13 @@ fn a_timeout_that_cannot_be_saved_is_retried_on_the_next_tick() {
             .expect("created"),
     );
     send(&mut service, &format!("{JOBS}/start-next"), json!({}), T0);
-    let thing_dir = dir.path().join("desk-1");
-    let parked = dir.path().join("parked");
-    std::fs::rename(&thing_dir, &parked).expect("move the directory away");
-    std::fs::write(&thing_dir, b"in the way").expect("block the directory");
+    service.log.replace_file_for_test(full_device());
     assert!(service.tick(T0 + 60).is_empty());
     assert_eq!(status_of(&service, "job-1"), json!("IN_PROGRESS"));
-    std::fs::remove_file(&thing_dir).expect("unblock");
-    std::fs::rename(&parked, &thing_dir).expect("restore the directory");
     assert!(!service.tick(T0 + 61).is_empty());
     assert_eq!(status_of(&service, "job-1"), json!("TIMED_OUT"));
+    drop(service);
+    assert_eq!(status_of(&open(dir.path()), "job-1"), json!("TIMED_OUT"));
 }
 
 #[test]

@@ -2,10 +2,11 @@
 //! directory of JSON records in which a damaged file is moved aside and reported instead of being
 //! dropped.
 //!
-//! Both the Device Shadow and the Jobs engines keep one small JSON file per record under
+//! The Device Shadow engine keeps one small JSON file per record under
 //! `ROOT/{thing}/{record}.json`, written with [`crate::cloud::files::write_atomic`] (temporary
 //! file, fsync, rename), so that a crash leaves either the old or the new record, never a torn
-//! one.
+//! one. The Jobs engine kept its executions the same way in earlier versions and still loads
+//! such files; it now appends to a log, and moves a damaged log aside with [`quarantine`] too.
 
 use std::fs;
 use std::io;
@@ -132,7 +133,7 @@ pub(crate) fn load_records<T: DeserializeOwned>(
 }
 
 /// Renames a damaged record out of the way without overwriting an earlier damaged copy.
-fn quarantine(path: &Path) -> io::Result<PathBuf> {
+pub(crate) fn quarantine(path: &Path) -> io::Result<PathBuf> {
     let mut base = path.as_os_str().to_os_string();
     base.push(CORRUPT_SUFFIX);
     let mut candidate = PathBuf::from(&base);
