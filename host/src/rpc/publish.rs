@@ -5,13 +5,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde_json::{json, Value};
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_util::sync::CancellationToken;
+
 use super::protocol::topic;
 use super::zmtp_pub::ZmtpPublisher;
 use super::RegistrationProgress;
 use crate::agent::{Agent, LocalEvent};
-use serde_json::{json, Value};
-use tokio::sync::broadcast::{self, error::RecvError};
-use tokio_util::sync::CancellationToken;
 
 /// How often a `health` message is published.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
@@ -29,7 +30,13 @@ pub(super) async fn run(
     loop {
         let (name, body) = tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = health.tick() => (topic::HEALTH, health_message(&agent)),
+            _ = health.tick() => {
+                // The agent's snapshot is the costly part: none is taken for nobody.
+                if socket.subscribers_for(topic::HEALTH.as_bytes()) == 0 {
+                    continue;
+                }
+                (topic::HEALTH, health_message(&agent))
+            }
             event = events.recv() => match event {
                 Ok(event) => match event_message(event) {
                     Some(message) => message,

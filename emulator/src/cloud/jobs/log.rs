@@ -165,12 +165,14 @@ impl ExecutionLog {
     }
 
     /// Whether the log holds enough superseded records for a compaction to pay, given how many
-    /// executions there are.
-    pub(super) fn wants_compaction(&self, executions: usize) -> bool {
-        let executions = u64::try_from(executions).unwrap_or(u64::MAX);
+    /// executions there are (counted only once the log is past its floor).
+    pub(super) fn wants_compaction(&self, executions: impl FnOnce() -> usize) -> bool {
         self.file.is_some()
             && self.records > self.compaction_floor
-            && self.records > executions.saturating_mul(COMPACTION_RECORDS_PER_EXECUTION)
+            && self.records
+                > u64::try_from(executions())
+                    .unwrap_or(u64::MAX)
+                    .saturating_mul(COMPACTION_RECORDS_PER_EXECUTION)
     }
 
     /// Rewrites the log as one record per execution. A failure leaves the current log in use

@@ -819,8 +819,11 @@ impl JobsService {
             .entry(thing_name.clone())
             .or_default()
             .insert(execution.job_id.clone(), execution);
-        let count = self.executions.values().map(BTreeMap::len).sum();
-        if self.log.wants_compaction(count) {
+        let executions = &self.executions;
+        if self
+            .log
+            .wants_compaction(|| executions.values().map(BTreeMap::len).sum())
+        {
             let all = all_executions(&self.executions);
             self.log.compact(all);
         }
