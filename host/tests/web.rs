@@ -447,7 +447,7 @@ const TAB: &str = "\u{E004}";
 /// The window size of every walk, so that the browsers' screenshots compare.
 const WINDOW: (u32, u32) = (1000, 1000);
 
-/// How many times a chromedriver that ends before saying its port is started.
+/// How many times chromedriver is started when it, or the Chromium it starts, fails to.
 const CHROMEDRIVER_STARTS: usize = 3;
 
 /// Starts `chromedriver --port=0`; returns it, its port and the rest of its output, or why it
@@ -494,19 +494,22 @@ fn start_chromedriver() -> Result<
 
 impl ChromeDriver {
     async fn start() -> ChromeDriver {
-        // chromedriver is an outside program: a start that fails (it has ended at once on a
-        // loaded machine) is tried again, and the last failure is shown with what it said.
+        // chromedriver and Chromium are outside programs: a start that fails (chromedriver has
+        // ended at once on a loaded machine) is tried again, and the last failure is shown
+        // with what it said.
         let mut failure = String::new();
-        let started = (0..CHROMEDRIVER_STARTS).find_map(|_| match start_chromedriver() {
-            Ok(started) => Some(started),
-            Err(why) => {
-                failure = why;
-                None
+        for _ in 0..CHROMEDRIVER_STARTS {
+            match ChromeDriver::try_start().await {
+                Ok(started) => return started,
+                Err(why) => failure = why,
             }
-        });
-        let Some((driver, port, lines)) = started else {
-            panic!("chromedriver did not start {CHROMEDRIVER_STARTS} times; last: {failure}")
-        };
+        }
+        panic!("Chromium did not start {CHROMEDRIVER_STARTS} times; last: {failure}")
+    }
+
+    /// chromedriver with a headless Chromium session, or why either did not start.
+    async fn try_start() -> Result<ChromeDriver, String> {
+        let (mut driver, port, lines) = start_chromedriver()?;
         // The rest of the output is not needed, but the pipe must not fill up.
         std::thread::spawn(move || for _ in lines {});
         let profile = tempfile::tempdir().expect("browser profile folder");
@@ -523,30 +526,53 @@ impl ChromeDriver {
                 ],
             },
         }}});
-        let answer: Value = http
-            .post(format!("{base}/session"))
-            .json(&capabilities)
-            .send()
-            .await
-            .expect("ask chromedriver for a session")
-            .json()
-            .await
-            .expect("chromedriver's answer");
-        let session = answer["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no browser session: {answer}"))
-            .to_string();
-        ChromeDriver {
-            driver,
-            base,
-            session,
-            http,
-            _profile: profile,
+        let answer = async {
+            let response = http
+                .post(format!("{base}/session"))
+                .json(&capabilities)
+                .send()
+                .await
+                .map_err(|e| format!("chromedriver did not answer the session request: {e}"))?;
+            let answer: Value = response
+                .json()
+                .await
+                .map_err(|e| format!("chromedriver's session answer: {e}"))?;
+            match answer["value"]["sessionId"].as_str() {
+                Some(session) => Ok(session.to_string()),
+                None => Err(format!("no browser session: {answer}")),
+            }
+        }
+        .await;
+        match answer {
+            Ok(session) => Ok(ChromeDriver {
+                driver,
+                base,
+                session,
+                http,
+                _profile: profile,
+            }),
+            Err(why) => {
+                let _ = driver.kill();
+                let _ = driver.wait();
+                Err(why)
+            }
         }
     }
 
     /// One WebDriver command; returns its `value`, panicking on a WebDriver error.
     async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        self.try_command(method.clone(), path, body)
+            .await
+            .unwrap_or_else(|error| panic!("WebDriver {method} {path} failed: {error}"))
+    }
+
+    /// One WebDriver command; the WebDriver error object is `Err`.
+    async fn try_command(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Value> {
         let url = format!("{}/session/{}{path}", self.base, self.session);
         let mut request = self.http.request(method.clone(), &url);
         if let Some(body) = body {
@@ -562,9 +588,9 @@ impl ChromeDriver {
             .await
             .expect("WebDriver's answer");
         if answer["value"]["error"].is_string() {
-            panic!("WebDriver {method} {path} failed: {answer}");
+            return Err(answer["value"].clone());
         }
-        answer["value"].clone()
+        Ok(answer["value"].clone())
     }
 }
 
@@ -691,23 +717,35 @@ impl Browser {
 
     /// Runs `script` in the page and returns its value.
     async fn script(&self, script: &str) -> Value {
+        self.try_script(script)
+            .await
+            .unwrap_or_else(|error| panic!("{:?}: script {script} failed: {error}", self.kind()))
+    }
+
+    /// Runs `script` in the page; the WebDriver error object is `Err`.
+    async fn try_script(&self, script: &str) -> Result<Value, Value> {
         let call = json!({ "script": script, "args": [] });
         match self {
             Browser::Chromium(c) => {
-                c.command(reqwest::Method::POST, "/execute/sync", Some(call))
+                c.try_command(reqwest::Method::POST, "/execute/sync", Some(call))
                     .await
             }
-            Browser::Firefox(f) => f.command("WebDriver:ExecuteScript", call).await,
+            Browser::Firefox(f) => f.try_command("WebDriver:ExecuteScript", call).await,
         }
     }
 
-    /// Waits until `script` returns true in the page.
+    /// Waits until `script` returns true in the page. A script that fails counts as "not yet":
+    /// while a page is being replaced, the browser can drop a script that ran in the old one.
     async fn wait_for(&self, what: &str, script: &str) {
         let deadline = Instant::now() + WAIT;
-        while self.script(script).await != Value::Bool(true) {
+        loop {
+            let outcome = self.try_script(script).await;
+            if outcome == Ok(Value::Bool(true)) {
+                return;
+            }
             assert!(
                 Instant::now() < deadline,
-                "{:?}: the page never showed {what}; it shows:\n{}",
+                "{:?}: the page never showed {what} (last answer: {outcome:?}); it shows:\n{}",
                 self.kind(),
                 self.text("body").await
             );
@@ -959,11 +997,14 @@ async fn walk_the_registration_and_see_the_printer(kind: BrowserKind) {
         .assert_readable_at_200_percent("the refused code")
         .await;
 
-    // Reloading just after pressing Register leaves a usable form. The submit handler disables
-    // the button at once; the reload is queued behind it, long before the registration can end.
+    // Reloading while a registration request is on its way leaves a usable form. The submit
+    // handler disables the button at once; the request is held in the page (whether a request
+    // cut short by the reload reaches the agent is the browser's race, and a late one would
+    // make the next registration "already under way"), and the reload is queued behind it.
     let disabled_before = browser
         .script(
             "window.beforeReload = true; \
+             window.fetch = () => new Promise(() => {}); \
              document.getElementById('code').value = 'WRONG-CODE-0000'; \
              document.getElementById('register-form').requestSubmit(); \
              setTimeout(() => location.reload(), 0); \
