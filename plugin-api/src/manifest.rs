@@ -79,6 +79,39 @@ pub struct Ieee1284Match {
     pub profile: RString,
 }
 
+impl UsbModel {
+    /// One vendor's USB ID table from `(product ID, model, support level, profile)` rows, as
+    /// a plugin writes it in a `const`.
+    pub fn table(vendor_id: u16, rows: &[(u16, &str, SupportLevel, &str)]) -> RVec<UsbModel> {
+        rows.iter()
+            .map(|&(product_id, model, support, profile)| UsbModel {
+                vendor_id,
+                product_id,
+                model: model.into(),
+                support,
+                profile: profile.into(),
+            })
+            .collect()
+    }
+}
+
+impl Ieee1284Match {
+    /// IEEE-1284 rules from `(manufacturer, model prefix, command set, profile)` rows, in the
+    /// order the host tries them.
+    pub fn table(rows: &[(&str, &str, &str, &str)]) -> RVec<Ieee1284Match> {
+        rows.iter()
+            .map(
+                |&(manufacturer, model_prefix, command_set, profile)| Ieee1284Match {
+                    manufacturer: manufacturer.into(),
+                    model_prefix: model_prefix.into(),
+                    command_set: command_set.into(),
+                    profile: profile.into(),
+                },
+            )
+            .collect()
+    }
+}
+
 /// Media a printer can take.
 #[repr(u8)]
 #[derive(StableAbi, Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -160,5 +193,59 @@ impl PluginManifest {
         self.usb_models
             .iter()
             .find(|m| m.vendor_id == vendor_id && m.product_id == product_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_keep_every_row_in_order() {
+        let models = UsbModel::table(
+            0x0A5F,
+            &[
+                (0x0100, "ZD620", SupportLevel::Supported, "zpl-203"),
+                (0x0101, "ZD420", SupportLevel::Experimental, "zpl-300"),
+            ],
+        );
+        assert_eq!(
+            models.as_slice(),
+            [
+                UsbModel {
+                    vendor_id: 0x0A5F,
+                    product_id: 0x0100,
+                    model: "ZD620".into(),
+                    support: SupportLevel::Supported,
+                    profile: "zpl-203".into(),
+                },
+                UsbModel {
+                    vendor_id: 0x0A5F,
+                    product_id: 0x0101,
+                    model: "ZD420".into(),
+                    support: SupportLevel::Experimental,
+                    profile: "zpl-300".into(),
+                },
+            ]
+        );
+        let rules =
+            Ieee1284Match::table(&[("Brother", "QL-8", "", "ql-810w"), ("", "", "ZPL", "z")]);
+        assert_eq!(
+            rules.as_slice(),
+            [
+                Ieee1284Match {
+                    manufacturer: "Brother".into(),
+                    model_prefix: "QL-8".into(),
+                    command_set: "".into(),
+                    profile: "ql-810w".into(),
+                },
+                Ieee1284Match {
+                    manufacturer: "".into(),
+                    model_prefix: "".into(),
+                    command_set: "ZPL".into(),
+                    profile: "z".into(),
+                },
+            ]
+        );
     }
 }

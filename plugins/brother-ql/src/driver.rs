@@ -114,13 +114,13 @@ const PROFILES: &[(&str, HeadModel)] = &[
 
 /// IEEE-1284 model prefixes for printers whose USB ID is not in the table, most specific
 /// first: the host takes the first rule that matches.
-const IEEE1284_MODELS: &[(&str, &str)] = &[
-    ("QL-11", "ql-1100"),
-    ("QL-10", "ql-1100"),
-    ("QL-800", "ql-800"),
-    ("QL-8", "ql-810w"),
-    ("QL-700", "ql-700"),
-    ("QL-7", "ql-710w"),
+const IEEE1284_RULES: &[(&str, &str, &str, &str)] = &[
+    ("Brother", "QL-11", "", "ql-1100"),
+    ("Brother", "QL-10", "", "ql-1100"),
+    ("Brother", "QL-800", "", "ql-800"),
+    ("Brother", "QL-8", "", "ql-810w"),
+    ("Brother", "QL-700", "", "ql-700"),
+    ("Brother", "QL-7", "", "ql-710w"),
 ];
 
 const LANGUAGE: &str = "Brother QL raster";
@@ -154,29 +154,8 @@ pub fn manifest() -> PluginManifest {
         required_features: vec!["printer.raster".into(), "transport.stream".into()].into(),
         kind: DeviceKind::Printer,
         description: "Brother QL label printers (raster command protocol, DK rolls)".into(),
-        usb_models: MODELS
-            .iter()
-            .map(|&(product_id, model, support, profile)| UsbModel {
-                vendor_id: VENDOR_BROTHER,
-                product_id,
-                model: model.into(),
-                support,
-                profile: profile.into(),
-            })
-            .collect::<Vec<_>>()
-            .into(),
-        ieee1284_matches: IEEE1284_MODELS
-            .iter()
-            .map(
-                |&(model_prefix, profile)| devicehub_plugin_api::Ieee1284Match {
-                    manufacturer: "Brother".into(),
-                    model_prefix: model_prefix.into(),
-                    command_set: "".into(),
-                    profile: profile.into(),
-                },
-            )
-            .collect::<Vec<_>>()
-            .into(),
+        usb_models: UsbModel::table(VENDOR_BROTHER, MODELS),
+        ieee1284_matches: devicehub_plugin_api::Ieee1284Match::table(IEEE1284_RULES),
         printer_profiles: PROFILES
             .iter()
             .map(|(name, head)| PrinterProfile {

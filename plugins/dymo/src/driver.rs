@@ -117,36 +117,15 @@ pub fn manifest() -> PluginManifest {
         required_features: vec!["printer.raster".into(), "transport.stream".into()].into(),
         kind: DeviceKind::Printer,
         description: "DYMO LabelWriter printers: 450 series raster and 550 series".into(),
-        usb_models: MODELS
-            .iter()
-            .map(|&(product_id, model, support, profile)| UsbModel {
-                vendor_id: VENDOR_DYMO,
-                product_id,
-                model: model.into(),
-                support,
-                profile: profile.into(),
-            })
-            .collect::<Vec<_>>()
-            .into(),
+        usb_models: UsbModel::table(VENDOR_DYMO, MODELS),
         // The host takes the first rule that matches, so the specific models come before the
         // catch-all for the 450 series' raster protocol.
-        ieee1284_matches: [
-            ("LabelWriter 550", "lw550"),
-            ("LabelWriter 5XL", "lw5xl"),
-            ("LabelWriter 4XL", "lw4xl"),
-            ("LabelWriter", "lw450"),
-        ]
-        .iter()
-        .map(
-            |&(model_prefix, profile)| devicehub_plugin_api::Ieee1284Match {
-                manufacturer: "DYMO".into(),
-                model_prefix: model_prefix.into(),
-                command_set: "".into(),
-                profile: profile.into(),
-            },
-        )
-        .collect::<Vec<_>>()
-        .into(),
+        ieee1284_matches: devicehub_plugin_api::Ieee1284Match::table(&[
+            ("DYMO", "LabelWriter 550", "", "lw550"),
+            ("DYMO", "LabelWriter 5XL", "", "lw5xl"),
+            ("DYMO", "LabelWriter 4XL", "", "lw4xl"),
+            ("DYMO", "LabelWriter", "", "lw450"),
+        ]),
         printer_profiles: vec![
             profile("lw450", LANGUAGE_450, NARROW_HEAD),
             profile("lw4xl", LANGUAGE_450, WIDE_HEAD),

@@ -88,29 +88,8 @@ pub fn manifest() -> PluginManifest {
         description:
             "ESC/POS raster label and receipt printers: Epson TM-L100, TM-T20 and compatibles"
                 .into(),
-        usb_models: MODELS
-            .iter()
-            .map(|&(product_id, model, support, profile)| UsbModel {
-                vendor_id: VENDOR_EPSON,
-                product_id,
-                model: model.into(),
-                support,
-                profile: profile.into(),
-            })
-            .collect::<Vec<_>>()
-            .into(),
-        ieee1284_matches: IEEE1284_RULES
-            .iter()
-            .map(
-                |&(manufacturer, model_prefix, command_set, profile)| Ieee1284Match {
-                    manufacturer: manufacturer.into(),
-                    model_prefix: model_prefix.into(),
-                    command_set: command_set.into(),
-                    profile: profile.into(),
-                },
-            )
-            .collect::<Vec<_>>()
-            .into(),
+        usb_models: UsbModel::table(VENDOR_EPSON, MODELS),
+        ieee1284_matches: Ieee1284Match::table(IEEE1284_RULES),
         // 203 dpi heads: 72 mm (576 dots) printable on 80 mm paper, 48 mm (384 dots) on 58 mm.
         printer_profiles: vec![profile("escpos-80mm", 576), profile("escpos-58mm", 384)].into(),
         default_profile: Some("escpos-80mm".into()).into(),

@@ -22,15 +22,13 @@ pub const PLUGIN_NAME: &str = "template";
 /// The one profile: 80 mm paper at 203 dpi, 72 mm (576 dots) printable.
 pub const PROFILE: &str = "template-80mm";
 
-/// The USB ID table: (vendor, product, model, support, profile). Every row needs a public
+/// Seiko Epson's USB vendor ID.
+const VENDOR_EPSON: u16 = 0x04B8;
+
+/// The USB ID table: (product ID, model, support level, profile). Every row needs a public
 /// source; this one is in the Linux usb.ids database ("Thermal Receipt Printer [TM-T20]").
-const MODELS: &[(u16, u16, &str, SupportLevel, &str)] = &[(
-    0x04B8,
-    0x0E03,
-    "TM-T20",
-    SupportLevel::Experimental,
-    PROFILE,
-)];
+const MODELS: &[(u16, &str, SupportLevel, &str)] =
+    &[(0x0E03, "TM-T20", SupportLevel::Experimental, PROFILE)];
 
 /// The longest label taken, 1 m: a runaway page is better refused than fed out.
 const MAX_LENGTH_DOTS: u32 = 8000;
@@ -47,19 +45,7 @@ pub fn manifest() -> PluginManifest {
         kind: DeviceKind::Printer,
         description: "Template driver: ESC/POS raster receipt printers (copy it to start a driver)"
             .into(),
-        usb_models: MODELS
-            .iter()
-            .map(
-                |&(vendor_id, product_id, model, support, profile)| UsbModel {
-                    vendor_id,
-                    product_id,
-                    model: model.into(),
-                    support,
-                    profile: profile.into(),
-                },
-            )
-            .collect::<Vec<_>>()
-            .into(),
+        usb_models: UsbModel::table(VENDOR_EPSON, MODELS),
         ieee1284_matches: Vec::new().into(),
         printer_profiles: vec![PrinterProfile {
             name: PROFILE.into(),

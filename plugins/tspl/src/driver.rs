@@ -94,29 +94,8 @@ pub fn manifest() -> PluginManifest {
         .into(),
         kind: DeviceKind::Printer,
         description: "TSPL/TSPL2 label printers: TSC, Rollo and other 4x6 desktop printers".into(),
-        usb_models: MODELS
-            .iter()
-            .map(|&(product_id, model, support, profile)| UsbModel {
-                vendor_id: VENDOR_TSC,
-                product_id,
-                model: model.into(),
-                support,
-                profile: profile.into(),
-            })
-            .collect::<Vec<_>>()
-            .into(),
-        ieee1284_matches: IEEE1284_RULES
-            .iter()
-            .map(
-                |&(manufacturer, model_prefix, command_set, profile)| Ieee1284Match {
-                    manufacturer: manufacturer.into(),
-                    model_prefix: model_prefix.into(),
-                    command_set: command_set.into(),
-                    profile: profile.into(),
-                },
-            )
-            .collect::<Vec<_>>()
-            .into(),
+        usb_models: UsbModel::table(VENDOR_TSC, MODELS),
+        ieee1284_matches: Ieee1284Match::table(IEEE1284_RULES),
         // 4 in heads: 832 dots at 203 dpi (104 mm), 1248 dots at 300 dpi (105.7 mm). TSC's
         // 4 in models print 104 to 108 mm wide; the narrower figure fits all of them.
         printer_profiles: vec![

@@ -85,24 +85,13 @@ pub fn manifest() -> PluginManifest {
         required_features: vec!["printer.raster".into(), "transport.stream".into()].into(),
         kind: DeviceKind::Printer,
         description: "Zebra label printers: ZPL II (Z64/ACS graphics) and EPL2".into(),
-        usb_models: MODELS
-            .iter()
-            .map(|&(product_id, model, support, profile)| UsbModel {
-                vendor_id: VENDOR_ZEBRA,
-                product_id,
-                model: model.into(),
-                support,
-                profile: profile.into(),
-            })
-            .collect::<Vec<_>>()
-            .into(),
-        ieee1284_matches: vec![devicehub_plugin_api::Ieee1284Match {
-            manufacturer: "Zebra Technologies".into(),
-            model_prefix: "".into(),
-            command_set: "ZPL".into(),
-            profile: "zpl-203".into(),
-        }]
-        .into(),
+        usb_models: UsbModel::table(VENDOR_ZEBRA, MODELS),
+        ieee1284_matches: devicehub_plugin_api::Ieee1284Match::table(&[(
+            "Zebra Technologies",
+            "",
+            "ZPL",
+            "zpl-203",
+        )]),
         printer_profiles: vec![
             profile("zpl-203", "ZPL II", 203, 832),
             profile("zpl-300", "ZPL II", 300, 1248),
