@@ -10,11 +10,14 @@
 //! - [`scales`]: a serial scale on a pseudo-terminal (MT-SICS, NCI) with a control API, and a
 //!   model of a USB HID point-of-sale scale.
 //! - [`scanners`]: a text scanner on a pseudo-terminal that sends address blocks on request.
+//! - [`pty`]: what the serial simulators share: the pseudo-terminal and its control API.
 //!
 //! The emulator shares no code with DeviceHub itself: the two meet only on the wire.
 
 pub mod cloud;
 pub mod printers;
+#[cfg(unix)]
+pub mod pty;
 pub mod scales;
 pub mod scanners;
 pub mod stop;

@@ -25,16 +25,14 @@ use std::{
     fs::File,
     io::{Read, Write},
     net::SocketAddr,
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
-    path::PathBuf,
+    os::fd::{AsRawFd, OwnedFd},
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc, Mutex,
     },
-    thread::JoinHandle,
 };
 
-use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+use crate::pty::{PtySimulator, PtyStartError};
 
 use super::{control, Condition, DisplayNumber, LoadError, ScaleLoad, ScaleUpdate, ScaleView};
 
@@ -294,20 +292,8 @@ impl SerialScaleShared {
 /// Why a serial scale simulator could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SerialScaleStartError {
-    #[error(
-        "control address {0} is not a loopback address; simulators listen on 127.0.0.1 or ::1 only"
-    )]
-    NotLoopback(SocketAddr),
-    #[error("binding the control API on {addr} failed")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("creating the pseudo-terminal failed")]
-    Pty(#[source] std::io::Error),
-    #[error("starting the pseudo-terminal thread failed")]
-    Thread(#[source] std::io::Error),
+    #[error(transparent)]
+    Start(#[from] PtyStartError),
     #[error("the initial weight is not usable")]
     Load(#[from] LoadError),
 }
@@ -325,81 +311,38 @@ pub struct SerialScaleConfig {
 /// A started serial scale. Dropping it stops the pseudo-terminal thread and the control API.
 #[derive(Debug)]
 pub struct SerialScaleSimulator {
-    pty_path: PathBuf,
-    control_addr: SocketAddr,
+    simulator: PtySimulator,
     shared: Arc<SerialScaleShared>,
-    stop: Arc<AtomicBool>,
-    pty_thread: Option<JoinHandle<()>>,
-    shutdown: watch::Sender<bool>,
-    tasks: JoinSet<()>,
 }
 
 impl SerialScaleSimulator {
     /// Creates the pseudo-terminal and starts serving; must be called inside a tokio runtime.
     pub async fn start(config: SerialScaleConfig) -> Result<Self, SerialScaleStartError> {
-        if !config.control.ip().is_loopback() {
-            return Err(SerialScaleStartError::NotLoopback(config.control));
-        }
         let mut load = config.protocol.empty_scale();
         load.update(config.initial)?;
         let shared = Arc::new(SerialScaleShared {
             protocol: config.protocol,
             load: Mutex::new(load),
         });
-        let listener = TcpListener::bind(config.control).await.map_err(|source| {
-            SerialScaleStartError::Bind {
-                addr: config.control,
-                source,
-            }
-        })?;
-        let control_addr = listener
-            .local_addr()
-            .map_err(|source| SerialScaleStartError::Bind {
-                addr: config.control,
-                source,
-            })?;
-        let (master, slave, pty_path) = open_pty().map_err(SerialScaleStartError::Pty)?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let pty_thread = {
-            let (shared, stop) = (Arc::clone(&shared), Arc::clone(&stop));
-            std::thread::Builder::new()
-                .name("scale-pty".into())
-                .spawn(move || serve_pty(master, slave, &shared, &stop))
-                .map_err(SerialScaleStartError::Thread)?
-        };
-        let (shutdown, mut shutdown_rx) = watch::channel(false);
-        let mut tasks = JoinSet::new();
         let app = control::router(Arc::clone(&shared));
-        tasks.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = shutdown_rx.wait_for(|stop| *stop).await;
-                })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "the scale control API stopped");
-            }
-        });
-        tracing::info!(pty = %pty_path.display(), %control_addr, protocol = config.protocol.name(), "serial scale simulator started");
-        Ok(SerialScaleSimulator {
-            pty_path,
-            control_addr,
-            shared,
-            stop,
-            pty_thread: Some(pty_thread),
-            shutdown,
-            tasks,
-        })
+        let serving = Arc::clone(&shared);
+        let simulator =
+            PtySimulator::start("scale", config.control, app, move |master, slave, stop| {
+                serve_pty(master, slave, &serving, stop)
+            })
+            .await?;
+        tracing::info!(pty = %simulator.pty_path().display(), control_addr = %simulator.control_addr(), protocol = config.protocol.name(), "serial scale simulator started");
+        Ok(SerialScaleSimulator { simulator, shared })
     }
 
     /// The pseudo-terminal DeviceHub opens, e.g. `/dev/pts/5`.
     pub fn pty_path(&self) -> &std::path::Path {
-        &self.pty_path
+        self.simulator.pty_path()
     }
 
     /// The control API's base URL.
     pub fn control_url(&self) -> String {
-        format!("http://{}", self.control_addr)
+        format!("http://{}", self.simulator.control_addr())
     }
 
     /// The shared scale state.
@@ -408,77 +351,9 @@ impl SerialScaleSimulator {
     }
 
     /// Stops the control API and the pseudo-terminal thread and waits for both.
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        while let Some(joined) = self.tasks.join_next().await {
-            if let Err(error) = joined {
-                tracing::error!(%error, "the scale control task failed");
-            }
-        }
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.pty_thread.take() {
-            // The thread wakes at least every 50 ms to look at the stop flag.
-            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
-            if !matches!(joined, Ok(Ok(()))) {
-                tracing::error!("the scale pseudo-terminal thread failed");
-            }
-        }
+    pub async fn shutdown(self) {
+        self.simulator.shutdown().await;
     }
-}
-
-impl Drop for SerialScaleSimulator {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.shutdown.send(true);
-    }
-}
-
-/// Opens a pseudo-terminal pair in raw mode; returns master, slave and the slave's path.
-/// The scanner simulator opens its terminal the same way.
-pub(crate) fn open_pty() -> std::io::Result<(OwnedFd, OwnedFd, PathBuf)> {
-    let mut master: libc::c_int = -1;
-    let mut slave: libc::c_int = -1;
-    // SAFETY: openpty writes one descriptor into each of the two integers it is given; the
-    // name, terminal settings and window size pointers may be null, and are.
-    let rc = unsafe {
-        libc::openpty(
-            &mut master,
-            &mut slave,
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-            std::ptr::null_mut(),
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: openpty succeeded, so both are fresh descriptors nothing else owns.
-    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
-    // SAFETY: termios is plain data; tcgetattr fills it before it is read.
-    let mut termios: libc::termios = unsafe { std::mem::zeroed() };
-    // SAFETY: `slave` is an open terminal descriptor and `termios` a valid place to write.
-    if unsafe { libc::tcgetattr(slave.as_raw_fd(), &mut termios) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: cfmakeraw only edits the structure it is given.
-    unsafe { libc::cfmakeraw(&mut termios) };
-    // SAFETY: as for tcgetattr; the structure was filled by tcgetattr.
-    if unsafe { libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &termios) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let mut name = [0 as libc::c_char; 256];
-    // SAFETY: the buffer is valid for its whole length, which is passed.
-    let rc = unsafe { libc::ttyname_r(slave.as_raw_fd(), name.as_mut_ptr(), name.len()) };
-    if rc != 0 {
-        return Err(std::io::Error::from_raw_os_error(rc));
-    }
-    // SAFETY: ttyname_r succeeded, so the buffer holds a NUL-terminated string.
-    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
-    Ok((
-        master,
-        slave,
-        PathBuf::from(path.to_string_lossy().into_owned()),
-    ))
 }
 
 /// Answers commands on the master side until `stop` is set. `_slave` is held so the terminal

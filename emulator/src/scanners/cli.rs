@@ -36,7 +36,7 @@ pub enum ScannerCliError {
     Runtime(#[source] std::io::Error),
     #[cfg(unix)]
     #[error("starting the scanner simulator failed")]
-    Start(#[from] super::serial::ScannerStartError),
+    Start(#[from] crate::pty::PtyStartError),
     #[error("writing the announcement line to standard output failed")]
     Announce(#[source] std::io::Error),
     #[error("waiting for the stop signal failed")]

@@ -16,12 +16,10 @@ use std::{
     io::{Read, Write},
     net::SocketAddr,
     os::fd::{AsRawFd, OwnedFd},
-    path::PathBuf,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         mpsc, Arc, Mutex,
     },
-    thread::JoinHandle,
     time::Duration,
 };
 
@@ -34,7 +32,8 @@ use axum::{
 };
 use serde::Serialize;
 use serde_json::json;
-use tokio::{net::TcpListener, sync::watch, task::JoinSet};
+
+use crate::pty::{PtySimulator, PtyStartError};
 
 use super::{encode, ScanRequest};
 
@@ -67,133 +66,48 @@ impl ScannerShared {
     }
 }
 
-/// Why a scanner simulator could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum ScannerStartError {
-    #[error(
-        "control address {0} is not a loopback address; simulators listen on 127.0.0.1 or ::1 only"
-    )]
-    NotLoopback(SocketAddr),
-    #[error("binding the control API on {addr} failed")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("creating the pseudo-terminal failed")]
-    Pty(#[source] std::io::Error),
-    #[error("starting the pseudo-terminal thread failed")]
-    Thread(#[source] std::io::Error),
-}
-
 /// A started text scanner. Dropping it stops the writer thread and the control API.
 #[derive(Debug)]
 pub struct SerialScannerSimulator {
-    pty_path: PathBuf,
-    control_addr: SocketAddr,
+    simulator: PtySimulator,
     shared: Arc<ScannerShared>,
-    stop: Arc<AtomicBool>,
-    pty_thread: Option<JoinHandle<()>>,
-    shutdown: watch::Sender<bool>,
-    tasks: JoinSet<()>,
 }
 
 impl SerialScannerSimulator {
     /// Creates the pseudo-terminal and starts serving; must be called inside a tokio runtime.
-    pub async fn start(control: SocketAddr) -> Result<Self, ScannerStartError> {
-        if !control.ip().is_loopback() {
-            return Err(ScannerStartError::NotLoopback(control));
-        }
-        let listener =
-            TcpListener::bind(control)
-                .await
-                .map_err(|source| ScannerStartError::Bind {
-                    addr: control,
-                    source,
-                })?;
-        let control_addr = listener
-            .local_addr()
-            .map_err(|source| ScannerStartError::Bind {
-                addr: control,
-                source,
-            })?;
-        let (master, slave, pty_path) =
-            crate::scales::serial::open_pty().map_err(ScannerStartError::Pty)?;
+    pub async fn start(control: SocketAddr) -> Result<Self, PtyStartError> {
         let (tx, rx) = mpsc::channel();
         let shared = Arc::new(ScannerShared {
             outgoing: Mutex::new(tx),
             blocks_sent: AtomicU64::new(0),
         });
-        let stop = Arc::new(AtomicBool::new(false));
-        let pty_thread = {
-            let stop = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name("scanner-pty".into())
-                .spawn(move || serve_pty(master, slave, &rx, &stop))
-                .map_err(ScannerStartError::Thread)?
-        };
-        let (shutdown, mut shutdown_rx) = watch::channel(false);
-        let mut tasks = JoinSet::new();
         let app = router(Arc::clone(&shared));
-        tasks.spawn(async move {
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = shutdown_rx.wait_for(|stop| *stop).await;
-                })
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "the scanner control API stopped");
-            }
-        });
-        tracing::info!(pty = %pty_path.display(), %control_addr, "text scanner simulator started");
-        Ok(SerialScannerSimulator {
-            pty_path,
-            control_addr,
-            shared,
-            stop,
-            pty_thread: Some(pty_thread),
-            shutdown,
-            tasks,
+        let simulator = PtySimulator::start("scanner", control, app, move |master, slave, stop| {
+            serve_pty(master, slave, &rx, stop)
         })
+        .await?;
+        tracing::info!(pty = %simulator.pty_path().display(), control_addr = %simulator.control_addr(), "text scanner simulator started");
+        Ok(SerialScannerSimulator { simulator, shared })
     }
 
     /// The pseudo-terminal DeviceHub opens, e.g. `/dev/pts/5`.
     pub fn pty_path(&self) -> &std::path::Path {
-        &self.pty_path
+        self.simulator.pty_path()
     }
 
     /// The control API's base URL.
     pub fn control_url(&self) -> String {
-        format!("http://{}", self.control_addr)
+        format!("http://{}", self.simulator.control_addr())
     }
 
+    /// The shared scanner state.
     pub fn shared(&self) -> &Arc<ScannerShared> {
         &self.shared
     }
 
     /// Stops the control API and the writer thread and waits for both.
-    pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        while let Some(joined) = self.tasks.join_next().await {
-            if let Err(error) = joined {
-                tracing::error!(%error, "the scanner control task failed");
-            }
-        }
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(thread) = self.pty_thread.take() {
-            // The thread wakes at least every 50 ms to look at the stop flag.
-            let joined = tokio::task::spawn_blocking(move || thread.join()).await;
-            if !matches!(joined, Ok(Ok(()))) {
-                tracing::error!("the scanner pseudo-terminal thread failed");
-            }
-        }
-    }
-}
-
-impl Drop for SerialScannerSimulator {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.shutdown.send(true);
+    pub async fn shutdown(self) {
+        self.simulator.shutdown().await;
     }
 }
 
