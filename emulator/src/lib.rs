@@ -15,6 +15,7 @@
 //! The emulator shares no code with DeviceHub itself: the two meet only on the wire.
 
 pub mod cloud;
+mod command;
 pub mod printers;
 #[cfg(unix)]
 pub mod pty;

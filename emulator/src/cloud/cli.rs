@@ -207,10 +207,7 @@ pub struct ThingsArgs {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(CliError::Runtime)
+    crate::command::runtime(None).map_err(CliError::Runtime)
 }
 
 fn print_json(value: &Value) {
@@ -222,13 +219,7 @@ fn print_json(value: &Value) {
 
 /// Runs `serve`.
 pub fn serve(args: ServeArgs) -> Result<(), CliError> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::command::log_to_stderr();
     let data_dir = args.common.data_dir();
     let mut config = CloudConfig::new(data_dir);
     config.http_port = args.http_port;

@@ -5,7 +5,6 @@
 //! The announcement line is an interface other tests rely on:
 //! `{"family":"zebra","language":"zpl","print":"127.0.0.1:PORT","control":"http://127.0.0.1:PORT"}`
 
-use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -15,7 +14,7 @@ use serde::Serialize;
 use super::brother::{BrotherConfig, BrotherModel, BrotherSimulator};
 use super::tspl::{TsplConfig, TsplSimulator};
 use super::zebra::{ZebraConfig, ZebraLanguage, ZebraSimulator};
-use super::{RunningPrinter, StartError};
+use super::StartError;
 
 /// Printer simulators.
 #[derive(Debug, Subcommand)]
@@ -189,30 +188,17 @@ struct Announcement<'a> {
 /// Runs a printer subcommand to completion on its own runtime. Call it from a plain `main`,
 /// not from inside a tokio runtime (use [`run_async`] there).
 pub fn run(command: PrinterCommand) -> Result<(), PrinterCliError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(PrinterCliError::Runtime)?;
+    let runtime = crate::command::runtime(Some(2)).map_err(PrinterCliError::Runtime)?;
     runtime.block_on(run_async(command))
 }
 
 /// Runs a printer subcommand inside an existing runtime.
 pub async fn run_async(command: PrinterCommand) -> Result<(), PrinterCliError> {
-    // Logs go to standard error: standard output carries only the announcement line. A
-    // subscriber installed by the caller is kept.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
-    match command {
+    crate::command::log_to_stderr();
+    let (family, language, ignore_stdin, printer) = match command {
         PrinterCommand::Zebra(args) => {
-            let language = args.language;
             let printer = ZebraSimulator::start(ZebraConfig {
-                language,
+                language: args.language,
                 dpi: args.dpi,
                 width_dots: args.width_dots,
                 listen: args.listen,
@@ -220,12 +206,7 @@ pub async fn run_async(command: PrinterCommand) -> Result<(), PrinterCliError> {
                 out_dir: args.out_dir,
             })
             .await?;
-            announce("zebra", language.name(), &printer)?;
-            crate::stop::wait_for_stop(args.ignore_stdin)
-                .await
-                .map_err(PrinterCliError::Signal)?;
-            printer.shutdown().await;
-            Ok(())
+            ("zebra", args.language.name(), args.ignore_stdin, printer)
         }
         PrinterCommand::Escpos(args) => {
             let printer = super::escpos::EscPosSimulator::start(super::escpos::EscPosConfig {
@@ -235,12 +216,12 @@ pub async fn run_async(command: PrinterCommand) -> Result<(), PrinterCliError> {
                 out_dir: args.out_dir,
             })
             .await?;
-            announce("escpos", super::escpos::LANGUAGE, &printer)?;
-            crate::stop::wait_for_stop(args.ignore_stdin)
-                .await
-                .map_err(PrinterCliError::Signal)?;
-            printer.shutdown().await;
-            Ok(())
+            (
+                "escpos",
+                super::escpos::LANGUAGE,
+                args.ignore_stdin,
+                printer,
+            )
         }
         PrinterCommand::Tspl(args) => {
             let printer = TsplSimulator::start(TsplConfig {
@@ -251,12 +232,7 @@ pub async fn run_async(command: PrinterCommand) -> Result<(), PrinterCliError> {
                 out_dir: args.out_dir,
             })
             .await?;
-            announce("tspl", super::tspl::LANGUAGE, &printer)?;
-            crate::stop::wait_for_stop(args.ignore_stdin)
-                .await
-                .map_err(PrinterCliError::Signal)?;
-            printer.shutdown().await;
-            Ok(())
+            ("tspl", super::tspl::LANGUAGE, args.ignore_stdin, printer)
         }
         PrinterCommand::BrotherQl(args) => {
             let printer = BrotherSimulator::start(BrotherConfig {
@@ -268,12 +244,12 @@ pub async fn run_async(command: PrinterCommand) -> Result<(), PrinterCliError> {
                 out_dir: args.out_dir,
             })
             .await?;
-            announce("brother-ql", "brother-ql-raster", &printer)?;
-            crate::stop::wait_for_stop(args.ignore_stdin)
-                .await
-                .map_err(PrinterCliError::Signal)?;
-            printer.shutdown().await;
-            Ok(())
+            (
+                "brother-ql",
+                "brother-ql-raster",
+                args.ignore_stdin,
+                printer,
+            )
         }
         PrinterCommand::Dymo(args) => {
             let printer = super::dymo::DymoSimulator::start(super::dymo::DymoConfig {
@@ -283,25 +259,19 @@ pub async fn run_async(command: PrinterCommand) -> Result<(), PrinterCliError> {
                 out_dir: args.out_dir,
             })
             .await?;
-            announce("dymo", args.model.language(), &printer)?;
-            crate::stop::wait_for_stop(args.ignore_stdin)
-                .await
-                .map_err(PrinterCliError::Signal)?;
-            printer.shutdown().await;
-            Ok(())
+            ("dymo", args.model.language(), args.ignore_stdin, printer)
         }
-    }
-}
-
-fn announce(family: &str, language: &str, printer: &RunningPrinter) -> Result<(), PrinterCliError> {
-    let line = serde_json::to_string(&Announcement {
+    };
+    crate::command::announce(&Announcement {
         family,
         language,
         print: printer.print_addr().to_string(),
         control: printer.control_url(),
     })
-    .map_err(|error| PrinterCliError::Announce(error.into()))?;
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{line}").map_err(PrinterCliError::Announce)?;
-    stdout.flush().map_err(PrinterCliError::Announce)
+    .map_err(PrinterCliError::Announce)?;
+    crate::stop::wait_for_stop(ignore_stdin)
+        .await
+        .map_err(PrinterCliError::Signal)?;
+    printer.shutdown().await;
+    Ok(())
 }

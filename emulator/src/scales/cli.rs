@@ -5,7 +5,7 @@
 //! The announcement line is an interface tests rely on:
 //! `{"kind":"scale","protocol":"nci","pty":"/dev/pts/5","control":"http://127.0.0.1:PORT"}`
 
-use std::{io::Write, net::SocketAddr};
+use std::net::SocketAddr;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -64,24 +64,13 @@ struct Announcement<'a> {
 
 /// Runs a scale subcommand to completion on its own runtime (call it from a plain `main`).
 pub fn run(command: ScaleCommand) -> Result<(), ScaleCliError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(ScaleCliError::Runtime)?;
+    let runtime = crate::command::runtime(Some(1)).map_err(ScaleCliError::Runtime)?;
     runtime.block_on(run_async(command))
 }
 
 /// Runs a scale subcommand inside an existing runtime.
 pub async fn run_async(command: ScaleCommand) -> Result<(), ScaleCliError> {
-    // Logs go to standard error: standard output carries only the announcement line.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::command::log_to_stderr();
     match command {
         #[cfg(unix)]
         ScaleCommand::Serial(args) => {
@@ -96,12 +85,13 @@ pub async fn run_async(command: ScaleCommand) -> Result<(), ScaleCliError> {
                 },
             })
             .await?;
-            announce(&Announcement {
+            crate::command::announce(&Announcement {
                 kind: "scale",
                 protocol: args.protocol.name(),
                 pty: scale.pty_path().display().to_string(),
                 control: scale.control_url(),
-            })?;
+            })
+            .map_err(ScaleCliError::Announce)?;
             crate::stop::wait_for_stop(args.ignore_stdin)
                 .await
                 .map_err(ScaleCliError::Signal)?;
@@ -109,12 +99,4 @@ pub async fn run_async(command: ScaleCommand) -> Result<(), ScaleCliError> {
             Ok(())
         }
     }
-}
-
-fn announce(announcement: &Announcement<'_>) -> Result<(), ScaleCliError> {
-    let line = serde_json::to_string(announcement)
-        .map_err(|error| ScaleCliError::Announce(error.into()))?;
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{line}").map_err(ScaleCliError::Announce)?;
-    stdout.flush().map_err(ScaleCliError::Announce)
 }

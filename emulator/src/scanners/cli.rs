@@ -5,7 +5,7 @@
 //! The announcement line is an interface tests rely on:
 //! `{"kind":"scanner","pty":"/dev/pts/5","control":"http://127.0.0.1:PORT"}`
 
-use std::{io::Write, net::SocketAddr};
+use std::net::SocketAddr;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -52,39 +52,23 @@ struct Announcement<'a> {
 
 /// Runs a scanner subcommand to completion on its own runtime (call it from a plain `main`).
 pub fn run(command: ScannerCommand) -> Result<(), ScannerCliError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .map_err(ScannerCliError::Runtime)?;
+    let runtime = crate::command::runtime(Some(1)).map_err(ScannerCliError::Runtime)?;
     runtime.block_on(run_async(command))
 }
 
 /// Runs a scanner subcommand inside an existing runtime.
 pub async fn run_async(command: ScannerCommand) -> Result<(), ScannerCliError> {
-    // Logs go to standard error: standard output carries only the announcement line.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    crate::command::log_to_stderr();
     match command {
         #[cfg(unix)]
         ScannerCommand::Serial(args) => {
             let scanner = super::serial::SerialScannerSimulator::start(args.control).await?;
-            let line = serde_json::to_string(&Announcement {
+            crate::command::announce(&Announcement {
                 kind: "scanner",
                 pty: scanner.pty_path().display().to_string(),
                 control: scanner.control_url(),
             })
-            .map_err(|error| ScannerCliError::Announce(error.into()))?;
-            let mut stdout = std::io::stdout().lock();
-            writeln!(stdout, "{line}")
-                .and_then(|()| stdout.flush())
-                .map_err(ScannerCliError::Announce)?;
-            drop(stdout);
+            .map_err(ScannerCliError::Announce)?;
             crate::stop::wait_for_stop(args.ignore_stdin)
                 .await
                 .map_err(ScannerCliError::Stop)?;
