@@ -386,25 +386,7 @@ fn mqtt_options(config: &LinkConfig) -> Result<MqttOptions, LinkError> {
     )
     .map_err(tls_err)?;
     let tls_config = TlsConfiguration::Rustls(tls_config);
-    let mut options = match &config.transport {
-        LinkTransport::MutualTls { port } | LinkTransport::Alpn { port } => {
-            let mut options = MqttOptions::new(thing.clone(), endpoint.clone(), *port);
-            options.set_transport(Transport::tls_with_config(tls_config));
-            options
-        }
-        LinkTransport::WebSocket { port, path } => {
-            let path = if path.starts_with('/') {
-                path.clone()
-            } else {
-                format!("/{path}")
-            };
-            // rumqttc takes the WebSocket URL in place of the host.
-            let url = format!("wss://{endpoint}:{port}{path}");
-            let mut options = MqttOptions::new(thing.clone(), url, *port);
-            options.set_transport(Transport::wss_with_config(tls_config));
-            options
-        }
-    };
+    let mut options = transport_options(thing, endpoint, &config.transport, tls_config);
     options
         .set_keep_alive(config.keep_alive)
         .set_clean_session(false)
@@ -417,6 +399,31 @@ fn mqtt_options(config: &LinkConfig) -> Result<MqttOptions, LinkError> {
             false,
         ));
     Ok(options)
+}
+
+/// MQTT options for `client_id` reaching `endpoint` over `transport`: TLS on the transport's
+/// port, or MQTT over a WebSocket at `wss://ENDPOINT:PORT/PATH`.
+pub(crate) fn transport_options(
+    client_id: &str,
+    endpoint: &str,
+    transport: &LinkTransport,
+    tls_config: TlsConfiguration,
+) -> MqttOptions {
+    match transport {
+        LinkTransport::MutualTls { port } | LinkTransport::Alpn { port } => {
+            let mut options = MqttOptions::new(client_id, endpoint, *port);
+            options.set_transport(Transport::tls_with_config(tls_config));
+            options
+        }
+        LinkTransport::WebSocket { port, path } => {
+            let slash = if path.starts_with('/') { "" } else { "/" };
+            // rumqttc takes the WebSocket URL in place of the host.
+            let url = format!("wss://{endpoint}:{port}{slash}{path}");
+            let mut options = MqttOptions::new(client_id, url, *port);
+            options.set_transport(Transport::wss_with_config(tls_config));
+            options
+        }
+    }
 }
 
 impl LinkHandle {
@@ -738,6 +745,36 @@ mod tests {
         assert_eq!(backoff.delay(10, 1.0), Duration::from_secs(60));
         assert_eq!(backoff.delay(u32::MAX, 1.0), Duration::from_secs(60));
         assert_eq!(backoff.delay(20, 0.25), Duration::from_secs(15));
+    }
+
+    #[test]
+    fn transports_reach_the_endpoint_on_their_port_and_websockets_by_url() {
+        let tls = || TlsConfiguration::Simple {
+            ca: Vec::new(),
+            alpn: None,
+            client_auth: None,
+        };
+        let endpoint = "a1b2c3-ats.iot.eu-west-1.amazonaws.com";
+        let tls_options = transport_options(
+            "desk-1",
+            endpoint,
+            &LinkTransport::Alpn { port: 443 },
+            tls(),
+        );
+        assert_eq!(tls_options.client_id(), "desk-1");
+        assert_eq!(tls_options.broker_address(), (endpoint.to_string(), 443));
+        for path in ["/mqtt", "mqtt"] {
+            let transport = LinkTransport::WebSocket {
+                port: 443,
+                path: path.to_string(),
+            };
+            let options = transport_options("desk-1", endpoint, &transport, tls());
+            assert_eq!(
+                options.broker_address(),
+                (format!("wss://{endpoint}:443/mqtt"), 443),
+                "{path}"
+            );
+        }
     }
 
     #[test]

@@ -41,8 +41,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, NetworkOptions, Outgoing, Packet,
-    QoS, SubscribeFilter, SubscribeReasonCode, TlsConfiguration, Transport,
+    AsyncClient, ConnectionError, Event, EventLoop, NetworkOptions, Outgoing, Packet, QoS,
+    SubscribeFilter, SubscribeReasonCode, TlsConfiguration,
 };
 use rustls::pki_types::UnixTime;
 use rustls::time_provider::{DefaultTimeProvider, TimeProvider};
@@ -50,7 +50,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
-use super::link::{LinkConfig, LinkState, LinkTransport, MqttLink, MAX_PACKET};
+use super::link::{self, LinkConfig, LinkState, LinkTransport, MqttLink, MAX_PACKET};
 use super::tls::{self, TlsError};
 use crate::config::{CloudConfig, CloudTransport};
 use crate::storage::atomic::ensure_dir;
@@ -836,25 +836,8 @@ impl ClaimSession {
         let mut config = (*config).clone();
         config.time_provider = settings.clock.clone();
         let tls_config = TlsConfiguration::Rustls(Arc::new(config));
-        let mut options = match &settings.transport {
-            LinkTransport::MutualTls { port } | LinkTransport::Alpn { port } => {
-                let mut options = MqttOptions::new(client_id, endpoint.clone(), *port);
-                options.set_transport(Transport::tls_with_config(tls_config));
-                options
-            }
-            LinkTransport::WebSocket { port, path } => {
-                let path = if path.starts_with('/') {
-                    path.clone()
-                } else {
-                    format!("/{path}")
-                };
-                // rumqttc takes the WebSocket URL in place of the host.
-                let url = format!("wss://{endpoint}:{port}{path}");
-                let mut options = MqttOptions::new(client_id, url, *port);
-                options.set_transport(Transport::wss_with_config(tls_config));
-                options
-            }
-        };
+        let mut options =
+            link::transport_options(client_id, &endpoint, &settings.transport, tls_config);
         options
             .set_keep_alive(CLAIM_KEEP_ALIVE)
             .set_clean_session(true)
