@@ -34,6 +34,52 @@ pub fn setting<'a>(settings: &'a [Setting], key: &str) -> Option<&'a str> {
         .map(|s| s.value.as_str())
 }
 
+/// A setting's value as a number, surrounding spaces ignored: `Ok(None)` when the setting is
+/// absent, an [`ErrorKind::InvalidJob`](crate::ErrorKind::InvalidJob) error naming the setting
+/// and its value when it is not a number.
+pub fn number_setting<T: std::str::FromStr>(
+    key: &str,
+    value: Option<&str>,
+) -> Result<Option<T>, PluginError> {
+    value
+        .map(|v| {
+            v.trim().parse::<T>().map_err(|_| {
+                PluginError::new(
+                    crate::ErrorKind::InvalidJob,
+                    format!("setting {key} = {v:?} is not a number"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// A setting's value as one of `choices`, `(word, value)`: `Ok(None)` when the setting is
+/// absent, an [`ErrorKind::InvalidJob`](crate::ErrorKind::InvalidJob) error naming the setting,
+/// its value and the words allowed when it is another word.
+pub fn choice_setting<T: Copy>(
+    key: &str,
+    value: Option<&str>,
+    choices: &[(&str, T)],
+) -> Result<Option<T>, PluginError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    match choices.iter().find(|(word, _)| *word == value) {
+        Some(&(_, chosen)) => Ok(Some(chosen)),
+        None => {
+            let words = choices
+                .iter()
+                .map(|(word, _)| *word)
+                .collect::<Vec<_>>()
+                .join(", ");
+            Err(PluginError::new(
+                crate::ErrorKind::InvalidJob,
+                format!("setting {key} = {value:?} is not one of {words}"),
+            ))
+        }
+    }
+}
+
 /// What the host tells a plugin when it opens a device.
 ///
 /// Opening does no I/O: a plugin may talk to the device first in a later call, so a device
@@ -303,3 +349,41 @@ pub trait ScannerDevice: Send {
 
 /// An owned scanner trait object.
 pub type ScannerBox = ScannerDevice_TO<'static, RBox<()>>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ErrorKind;
+
+    #[test]
+    fn number_settings_are_parsed_or_named_when_wrong() {
+        assert_eq!(number_setting::<u32>("speed", None).unwrap(), None);
+        assert_eq!(
+            number_setting::<u32>("speed", Some(" 4 ")).unwrap(),
+            Some(4)
+        );
+        assert_eq!(
+            number_setting::<f32>("gap_mm", Some("2.5")).unwrap(),
+            Some(2.5)
+        );
+        let err = number_setting::<u8>("darkness", Some("300")).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidJob);
+        assert_eq!(err.message, "setting darkness = \"300\" is not a number");
+    }
+
+    #[test]
+    fn choice_settings_take_only_their_words_and_list_them_when_wrong() {
+        let choices = [("gap", 1), ("mark", 2), ("continuous", 3)];
+        assert_eq!(choice_setting("media", None, &choices).unwrap(), None);
+        assert_eq!(
+            choice_setting("media", Some("mark"), &choices).unwrap(),
+            Some(2)
+        );
+        let err = choice_setting("media", Some("Mark"), &choices).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidJob);
+        assert_eq!(
+            err.message,
+            "setting media = \"Mark\" is not one of gap, mark, continuous"
+        );
+    }
+}

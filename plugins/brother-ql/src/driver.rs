@@ -25,9 +25,10 @@
 //! checked before and after every job.
 
 use devicehub_plugin_api::{
-    setting, DeviceKind, ErrorKind, InputKind, MediaKind, OpenRequest, PluginError, PluginManifest,
-    PrintInput, PrintJob, PrintReport, Printer, PrinterProfile, PrinterState, PrinterStatus,
-    Setting, SupportLevel, TransportBox, TransportErrorKind, TransportKind, UsbModel, API_VERSION,
+    choice_setting, number_setting, setting, DeviceKind, ErrorKind, InputKind, MediaKind,
+    OpenRequest, PluginError, PluginManifest, PrintInput, PrintJob, PrintReport, Printer,
+    PrinterProfile, PrinterState, PrinterStatus, Setting, SupportLevel, TransportBox,
+    TransportErrorKind, TransportKind, UsbModel, API_VERSION,
 };
 
 use crate::{
@@ -227,36 +228,37 @@ impl BrotherPrinter {
     }
 
     fn millis(&self, key: &str, default: u32) -> Result<u32, PluginError> {
-        match self.setting(None, key) {
-            None => Ok(default),
-            Some(v) => v
-                .trim()
-                .parse()
-                .map_err(|_| invalid(format!("setting {key} = {v:?} is not a number"))),
-        }
+        Ok(number_setting(key, self.setting(None, key))?.unwrap_or(default))
     }
 
     fn options(&self, job: &PrintJob) -> Result<RasterOptions, PluginError> {
-        let bad = |key: &str, value: &str, allowed: &str| {
-            invalid(format!("setting {key} = {value:?} is not one of {allowed}"))
-        };
-        let compression = match self.setting(Some(job), "compression") {
-            None | Some("auto") => Compression::Auto,
-            Some("packbits") => Compression::PackBits,
-            Some("none") => Compression::None,
-            Some(other) => return Err(bad("compression", other, "auto, packbits, none")),
-        };
-        let cut = match self.setting(Some(job), "cut") {
-            None | Some("each") => CutMode::EachLabel,
-            Some("end") => CutMode::EndOfJob,
-            Some("none") => CutMode::Never,
-            Some(other) => return Err(bad("cut", other, "each, end, none")),
-        };
-        let quality = match self.setting(Some(job), "priority") {
-            None | Some("quality") => true,
-            Some("speed") => false,
-            Some(other) => return Err(bad("priority", other, "quality, speed")),
-        };
+        let choice = |key| self.setting(Some(job), key);
+        let compression = choice_setting(
+            "compression",
+            choice("compression"),
+            &[
+                ("auto", Compression::Auto),
+                ("packbits", Compression::PackBits),
+                ("none", Compression::None),
+            ],
+        )?
+        .unwrap_or(Compression::Auto);
+        let cut = choice_setting(
+            "cut",
+            choice("cut"),
+            &[
+                ("each", CutMode::EachLabel),
+                ("end", CutMode::EndOfJob),
+                ("none", CutMode::Never),
+            ],
+        )?
+        .unwrap_or(CutMode::EachLabel);
+        let quality = choice_setting(
+            "priority",
+            choice("priority"),
+            &[("quality", true), ("speed", false)],
+        )?
+        .unwrap_or(true);
         Ok(RasterOptions {
             compression,
             cut,

@@ -15,10 +15,10 @@
 //! - `check_status`: `false` to skip status and media checks for links with no way back.
 
 use devicehub_plugin_api::{
-    setting, DeviceKind, ErrorKind, InputKind, LoadedMedia, MediaKind, OpenRequest, PluginError,
-    PluginManifest, PrintInput, PrintJob, PrintReport, Printer, PrinterProfile, PrinterState,
-    PrinterStatus, RasterPage, Setting, SupportLevel, TransportBox, TransportErrorKind, UsbModel,
-    API_VERSION,
+    choice_setting, number_setting, setting, DeviceKind, ErrorKind, InputKind, LoadedMedia,
+    MediaKind, OpenRequest, PluginError, PluginManifest, PrintInput, PrintJob, PrintReport,
+    Printer, PrinterProfile, PrinterState, PrinterStatus, RasterPage, Setting, SupportLevel,
+    TransportBox, TransportErrorKind, UsbModel, API_VERSION,
 };
 
 use crate::{
@@ -218,41 +218,31 @@ impl DymoPrinter {
     }
 
     fn status_timeout_ms(&self) -> Result<u32, PluginError> {
-        match self.setting(None, "status_timeout_ms") {
-            None => Ok(2000),
-            Some(value) => value.trim().parse().map_err(|_| {
-                Self::invalid(format!(
-                    "setting status_timeout_ms = {value:?} is not a number"
-                ))
-            }),
-        }
+        let key = "status_timeout_ms";
+        Ok(number_setting(key, self.setting(None, key))?.unwrap_or(2000))
     }
 
     fn quality(&self, job: &PrintJob) -> Result<Quality, PluginError> {
-        match self.setting(Some(job), "quality") {
-            None | Some("graphics") => Ok(Quality::Graphics),
-            Some("text") => Ok(Quality::Text),
-            Some(other) => Err(Self::invalid(format!(
-                "setting quality = {other:?} is not one of graphics, text"
-            ))),
-        }
+        let choices = [("graphics", Quality::Graphics), ("text", Quality::Text)];
+        Ok(
+            choice_setting("quality", self.setting(Some(job), "quality"), &choices)?
+                .unwrap_or(Quality::Graphics),
+        )
     }
 
     fn encode_pages(&self, pages: &[RasterPage], job: &PrintJob) -> Result<Vec<u8>, PluginError> {
         let quality = self.quality(job)?;
         let encoded = match self.protocol {
             Protocol::Lw450 => {
-                let density = match self.setting(Some(job), "density") {
-                    None | Some("normal") => Density::Normal,
-                    Some("light") => Density::Light,
-                    Some("medium") => Density::Medium,
-                    Some("dark") => Density::Dark,
-                    Some(other) => {
-                        return Err(Self::invalid(format!(
-                            "setting density = {other:?} is not one of light, medium, normal, dark"
-                        )))
-                    }
-                };
+                let choices = [
+                    ("light", Density::Light),
+                    ("medium", Density::Medium),
+                    ("normal", Density::Normal),
+                    ("dark", Density::Dark),
+                ];
+                let density =
+                    choice_setting("density", self.setting(Some(job), "density"), &choices)?
+                        .unwrap_or(Density::Normal);
                 raster::encode_job(
                     pages,
                     self.head_dots,

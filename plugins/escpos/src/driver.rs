@@ -12,9 +12,10 @@
 //! - `check_status`: `false` for printers with no way back (output-only connections).
 
 use devicehub_plugin_api::{
-    setting, DeviceKind, ErrorKind, Ieee1284Match, InputKind, MediaKind, OpenRequest, PluginError,
-    PluginManifest, PrintInput, PrintJob, PrintReport, Printer, PrinterProfile, PrinterState,
-    PrinterStatus, Setting, SupportLevel, TransportBox, TransportErrorKind, UsbModel, API_VERSION,
+    choice_setting, number_setting, setting, DeviceKind, ErrorKind, Ieee1284Match, InputKind,
+    MediaKind, OpenRequest, PluginError, PluginManifest, PrintInput, PrintJob, PrintReport,
+    Printer, PrinterProfile, PrinterState, PrinterStatus, Setting, SupportLevel, TransportBox,
+    TransportErrorKind, UsbModel, API_VERSION,
 };
 
 use crate::{
@@ -142,27 +143,21 @@ impl EscPosPrinter {
         job: Option<&PrintJob>,
         key: &str,
     ) -> Result<Option<T>, PluginError> {
-        self.setting(job, key)
-            .map(|v| {
-                v.trim()
-                    .parse::<T>()
-                    .map_err(|_| invalid(format!("setting {key} = {v:?} is not a number")))
-            })
-            .transpose()
+        number_setting(key, self.setting(job, key))
     }
 
     fn job_options(&self, job: &PrintJob) -> Result<JobOptions, PluginError> {
-        let cut = match self.setting(Some(job), "cut") {
-            None | Some("each") => Cut::Each,
-            Some("partial") => Cut::Partial,
-            Some("end") => Cut::End,
-            Some("none") => Cut::None,
-            Some(other) => {
-                return Err(invalid(format!(
-                    "setting cut = {other:?} is not one of each, partial, end, none"
-                )))
-            }
-        };
+        let cut = choice_setting(
+            "cut",
+            self.setting(Some(job), "cut"),
+            &[
+                ("each", Cut::Each),
+                ("partial", Cut::Partial),
+                ("end", Cut::End),
+                ("none", Cut::None),
+            ],
+        )?
+        .unwrap_or(Cut::Each);
         let band_rows = self
             .number::<u16>(Some(job), "band_rows")?
             .unwrap_or(DEFAULT_BAND_ROWS);

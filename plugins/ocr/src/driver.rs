@@ -26,8 +26,8 @@
 //! What is read is an address: nothing here logs it, and errors never quote it.
 
 use devicehub_plugin_api::{
-    setting, DeviceKind, ErrorKind, GrayImage, OpenRequest, PluginError, PluginManifest,
-    ScannedText, Scanner, TransportBox, API_VERSION,
+    number_setting, setting, DeviceKind, ErrorKind, GrayImage, OpenRequest, PluginError,
+    PluginManifest, ScannedText, Scanner, TransportBox, API_VERSION,
 };
 use tesseract::{PageSegMode, Tesseract};
 
@@ -104,11 +104,7 @@ pub fn open(request: &OpenRequest, transport: TransportBox) -> Result<OcrScanner
         )));
     }
     let number = |key: &str, default: i64| -> Result<i64, PluginError> {
-        setting(&request.settings, key).map_or(Ok(default), |v| {
-            v.trim()
-                .parse()
-                .map_err(|_| invalid(format!("setting {key} = {v:?} is not a number")))
-        })
+        Ok(number_setting(key, setting(&request.settings, key))?.unwrap_or(default))
     };
     let dpi = number("dpi", 300)?;
     if !(70..=2400).contains(&dpi) {

@@ -87,11 +87,10 @@ fn invalid(message: String) -> PluginError {
 }
 
 fn number_setting(request: &OpenRequest, key: &str, default: u32) -> Result<u32, PluginError> {
-    setting(&request.settings, key).map_or(Ok(default), |v| {
-        v.trim()
-            .parse()
-            .map_err(|_| invalid(format!("setting {key} = {v:?} is not a number")))
-    })
+    Ok(
+        devicehub_plugin_api::number_setting(key, setting(&request.settings, key))?
+            .unwrap_or(default),
+    )
 }
 
 /// Opens a serial scale (no I/O happens here).

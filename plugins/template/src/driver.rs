@@ -6,9 +6,9 @@
 //! - `status_timeout_ms`: how long to wait for the status byte (default 2000).
 
 use devicehub_plugin_api::{
-    setting, DeviceKind, ErrorKind, InputKind, MediaKind, OpenRequest, PluginError, PluginManifest,
-    PrintInput, PrintJob, PrintReport, Printer, PrinterProfile, PrinterState, PrinterStatus,
-    Setting, SupportLevel, TransportBox, TransportErrorKind, UsbModel, API_VERSION,
+    number_setting, setting, DeviceKind, ErrorKind, InputKind, MediaKind, OpenRequest, PluginError,
+    PluginManifest, PrintInput, PrintJob, PrintReport, Printer, PrinterProfile, PrinterState,
+    PrinterStatus, Setting, SupportLevel, TransportBox, TransportErrorKind, UsbModel, API_VERSION,
 };
 
 use crate::{
@@ -101,16 +101,11 @@ fn invalid(message: impl Into<String>) -> PluginError {
 
 impl TemplatePrinter {
     fn status_timeout_ms(&self, job: Option<&PrintJob>) -> Result<u32, PluginError> {
+        let key = "status_timeout_ms";
         let value = job
-            .and_then(|j| setting(&j.settings, "status_timeout_ms"))
-            .or_else(|| setting(&self.settings, "status_timeout_ms"));
-        match value {
-            None => Ok(DEFAULT_STATUS_TIMEOUT_MS),
-            Some(v) => v
-                .trim()
-                .parse()
-                .map_err(|_| invalid(format!("setting status_timeout_ms = {v:?} is not a number"))),
-        }
+            .and_then(|j| setting(&j.settings, key))
+            .or_else(|| setting(&self.settings, key));
+        Ok(number_setting(key, value)?.unwrap_or(DEFAULT_STATUS_TIMEOUT_MS))
     }
 
     fn encode_job(&self, job: &PrintJob) -> Result<Vec<u8>, PluginError> {

@@ -102,11 +102,10 @@ fn invalid(message: String) -> PluginError {
 }
 
 fn number_setting(request: &OpenRequest, key: &str, default: usize) -> Result<usize, PluginError> {
-    setting(&request.settings, key).map_or(Ok(default), |v| {
-        v.trim()
-            .parse()
-            .map_err(|_| invalid(format!("setting {key} = {v:?} is not a number")))
-    })
+    Ok(
+        devicehub_plugin_api::number_setting(key, setting(&request.settings, key))?
+            .unwrap_or(default),
+    )
 }
 
 /// Parses the `terminator` setting.

@@ -19,10 +19,10 @@
 //!   endpoint and are detected as such without this setting).
 
 use devicehub_plugin_api::{
-    setting, DeviceKind, ErrorKind, Ieee1284Match, InputKind, MediaKind, OpenRequest, PluginError,
-    PluginManifest, PrintInput, PrintJob, PrintReport, Printer, PrinterProfile, PrinterState,
-    PrinterStatus, RasterPage, Setting, SupportLevel, TransportBox, TransportErrorKind, UsbModel,
-    API_VERSION,
+    choice_setting, number_setting, setting, DeviceKind, ErrorKind, Ieee1284Match, InputKind,
+    MediaKind, OpenRequest, PluginError, PluginManifest, PrintInput, PrintJob, PrintReport,
+    Printer, PrinterProfile, PrinterState, PrinterStatus, RasterPage, Setting, SupportLevel,
+    TransportBox, TransportErrorKind, UsbModel, API_VERSION,
 };
 
 use crate::{
@@ -167,13 +167,7 @@ impl TsplPrinter {
         job: Option<&PrintJob>,
         key: &str,
     ) -> Result<Option<T>, PluginError> {
-        self.setting(job, key)
-            .map(|v| {
-                v.trim()
-                    .parse::<T>()
-                    .map_err(|_| invalid(format!("setting {key} = {v:?} is not a number")))
-            })
-            .transpose()
+        number_setting(key, self.setting(job, key))
     }
 
     fn mm_to_dots(&self, mm: f32) -> u32 {
@@ -215,16 +209,17 @@ impl TsplPrinter {
             MediaKind::BlackMark => "mark",
             MediaKind::DieCut | MediaKind::Sheet => "gap",
         });
-        Ok(match self.setting(Some(job), "media").or(from_job) {
-            None | Some("gap") => MediaSensing::Gap { gap_mm: distance },
-            Some("mark") => MediaSensing::BlackMark { mark_mm: distance },
-            Some("continuous") => MediaSensing::Continuous,
-            Some(other) => {
-                return Err(invalid(format!(
-                    "setting media = {other:?} is not one of gap, mark, continuous"
-                )))
-            }
-        })
+        let gap = MediaSensing::Gap { gap_mm: distance };
+        let sensing = choice_setting(
+            "media",
+            self.setting(Some(job), "media").or(from_job),
+            &[
+                ("gap", gap),
+                ("mark", MediaSensing::BlackMark { mark_mm: distance }),
+                ("continuous", MediaSensing::Continuous),
+            ],
+        )?;
+        Ok(sensing.unwrap_or(gap))
     }
 
     fn label_options(

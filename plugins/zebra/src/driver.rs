@@ -12,10 +12,10 @@
 //! - `check_status`: `false` to skip status checks for printers with no back channel.
 
 use devicehub_plugin_api::{
-    setting, DeviceKind, ErrorKind, InputKind, LoadedMedia, MediaKind, OpenRequest, PluginError,
-    PluginManifest, PrintInput, PrintJob, PrintReport, Printer, PrinterProfile, PrinterState,
-    PrinterStatus, RasterPage, Setting, SupportLevel, TransportBox, TransportErrorKind, UsbModel,
-    API_VERSION,
+    choice_setting, number_setting, setting, DeviceKind, ErrorKind, InputKind, LoadedMedia,
+    MediaKind, OpenRequest, PluginError, PluginManifest, PrintInput, PrintJob, PrintReport,
+    Printer, PrinterProfile, PrinterState, PrinterStatus, RasterPage, Setting, SupportLevel,
+    TransportBox, TransportErrorKind, UsbModel, API_VERSION,
 };
 
 use crate::{
@@ -156,16 +156,16 @@ impl ZebraPrinter {
         job: Option<&PrintJob>,
         key: &str,
     ) -> Result<Option<T>, PluginError> {
-        self.setting(job, key)
-            .map(|v| {
-                v.trim().parse::<T>().map_err(|_| {
-                    PluginError::new(
-                        ErrorKind::InvalidJob,
-                        format!("setting {key} = {v:?} is not a number"),
-                    )
-                })
-            })
-            .transpose()
+        number_setting(key, self.setting(job, key))
+    }
+
+    fn choice<T: Copy>(
+        &self,
+        job: &PrintJob,
+        key: &str,
+        choices: &[(&str, T)],
+    ) -> Result<Option<T>, PluginError> {
+        choice_setting(key, self.setting(Some(job), key), choices)
     }
 
     fn status_timeout_ms(&self) -> Result<u32, PluginError> {
@@ -173,33 +173,36 @@ impl ZebraPrinter {
     }
 
     fn zpl_options(&self, job: &PrintJob) -> Result<ZplOptions, PluginError> {
-        let bad = |key: &str, value: &str, allowed: &str| {
-            PluginError::new(
-                ErrorKind::InvalidJob,
-                format!("setting {key} = {value:?} is not one of {allowed}"),
-            )
-        };
-        let compression = match self.setting(Some(job), "compression") {
-            None | Some("auto") => ZplCompression::Auto,
-            Some("z64") => ZplCompression::Z64,
-            Some("acs") => ZplCompression::Acs,
-            Some(other) => return Err(bad("compression", other, "auto, z64, acs")),
-        };
-        let media = match self.setting(Some(job), "media") {
-            None => None,
-            Some("gap") => Some(MediaTracking::Gap),
-            Some("mark") => Some(MediaTracking::BlackMark),
-            Some("continuous") => Some(MediaTracking::Continuous),
-            Some(other) => return Err(bad("media", other, "gap, mark, continuous")),
-        };
-        let print_mode = match self.setting(Some(job), "print_mode") {
-            None => None,
-            Some("tear") => Some(PrintMode::TearOff),
-            Some("peel") => Some(PrintMode::PeelOff),
-            Some("cut") => Some(PrintMode::Cutter),
-            Some("rewind") => Some(PrintMode::Rewind),
-            Some(other) => return Err(bad("print_mode", other, "tear, peel, cut, rewind")),
-        };
+        let compression = self
+            .choice(
+                job,
+                "compression",
+                &[
+                    ("auto", ZplCompression::Auto),
+                    ("z64", ZplCompression::Z64),
+                    ("acs", ZplCompression::Acs),
+                ],
+            )?
+            .unwrap_or(ZplCompression::Auto);
+        let media = self.choice(
+            job,
+            "media",
+            &[
+                ("gap", MediaTracking::Gap),
+                ("mark", MediaTracking::BlackMark),
+                ("continuous", MediaTracking::Continuous),
+            ],
+        )?;
+        let print_mode = self.choice(
+            job,
+            "print_mode",
+            &[
+                ("tear", PrintMode::TearOff),
+                ("peel", PrintMode::PeelOff),
+                ("cut", PrintMode::Cutter),
+                ("rewind", PrintMode::Rewind),
+            ],
+        )?;
         Ok(ZplOptions {
             copies: job.copies,
             compression,
@@ -213,17 +216,17 @@ impl ZebraPrinter {
     }
 
     fn epl_options(&self, job: &PrintJob) -> Result<EplOptions, PluginError> {
-        let media = match self.setting(Some(job), "media") {
-            None | Some("gap") => EplMedia::Gap(24),
-            Some("mark") => EplMedia::BlackMark(24),
-            Some("continuous") => EplMedia::Continuous,
-            Some(other) => {
-                return Err(PluginError::new(
-                    ErrorKind::InvalidJob,
-                    format!("setting media = {other:?} is not one of gap, mark, continuous"),
-                ))
-            }
-        };
+        let media = self
+            .choice(
+                job,
+                "media",
+                &[
+                    ("gap", EplMedia::Gap(24)),
+                    ("mark", EplMedia::BlackMark(24)),
+                    ("continuous", EplMedia::Continuous),
+                ],
+            )?
+            .unwrap_or(EplMedia::Gap(24));
         Ok(EplOptions {
             copies: job.copies,
             media,
