@@ -232,10 +232,10 @@ impl BrotherPrinter {
     }
 
     fn options(&self, job: &PrintJob) -> Result<RasterOptions, PluginError> {
-        let choice = |key| self.setting(Some(job), key);
+        let job_setting = |key| self.setting(Some(job), key);
         let compression = choice_setting(
             "compression",
-            choice("compression"),
+            job_setting("compression"),
             &[
                 ("auto", Compression::Auto),
                 ("packbits", Compression::PackBits),
@@ -245,7 +245,7 @@ impl BrotherPrinter {
         .unwrap_or(Compression::Auto);
         let cut = choice_setting(
             "cut",
-            choice("cut"),
+            job_setting("cut"),
             &[
                 ("each", CutMode::EachLabel),
                 ("end", CutMode::EndOfJob),
@@ -255,7 +255,7 @@ impl BrotherPrinter {
         .unwrap_or(CutMode::EachLabel);
         let quality = choice_setting(
             "priority",
-            choice("priority"),
+            job_setting("priority"),
             &[("quality", true), ("speed", false)],
         )?
         .unwrap_or(true);
