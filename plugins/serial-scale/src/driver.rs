@@ -26,8 +26,9 @@
 use std::time::{Duration, Instant};
 
 use devicehub_plugin_api::{
-    abi_stable::std_types::RSlice, setting, DeviceKind, ErrorKind, OpenRequest, PluginError,
-    PluginManifest, Scale, ScaleReading, ScaleState, TransportBox, TransportErrorKind, API_VERSION,
+    abi_stable::std_types::RSlice, number_setting, setting, DeviceKind, ErrorKind, OpenRequest,
+    PluginError, PluginManifest, Scale, ScaleReading, ScaleState, TransportBox, TransportErrorKind,
+    API_VERSION,
 };
 
 use crate::{
@@ -86,11 +87,9 @@ fn invalid(message: String) -> PluginError {
     PluginError::new(ErrorKind::InvalidJob, message)
 }
 
-fn number_setting(request: &OpenRequest, key: &str, default: u32) -> Result<u32, PluginError> {
-    Ok(
-        devicehub_plugin_api::number_setting(key, setting(&request.settings, key))?
-            .unwrap_or(default),
-    )
+/// The number setting `key` of the device, or `default` when it is not set.
+fn number_or(request: &OpenRequest, key: &str, default: u32) -> Result<u32, PluginError> {
+    Ok(number_setting(key, setting(&request.settings, key))?.unwrap_or(default))
 }
 
 /// Opens a serial scale (no I/O happens here).
@@ -117,11 +116,9 @@ pub fn open(request: &OpenRequest, transport: TransportBox) -> Result<SerialScal
         device_id: request.device_id.to_string(),
         protocol,
         transport,
-        poll_interval: Duration::from_millis(
-            number_setting(request, "poll_interval_ms", 100)?.into(),
-        ),
-        answer_timeout_ms: number_setting(request, "answer_timeout_ms", 1000)?.max(1),
-        zero_timeout_ms: number_setting(request, "zero_timeout_ms", 5000)?.max(1),
+        poll_interval: Duration::from_millis(number_or(request, "poll_interval_ms", 100)?.into()),
+        answer_timeout_ms: number_or(request, "answer_timeout_ms", 1000)?.max(1),
+        zero_timeout_ms: number_or(request, "zero_timeout_ms", 5000)?.max(1),
         high_resolution,
         last_unit: None,
     })

@@ -37,8 +37,9 @@ use std::{
 };
 
 use devicehub_plugin_api::{
-    setting, DeviceKind, ErrorKind, GrayImage, OpenRequest, PluginError, PluginManifest,
-    ScannedText, Scanner, TransportBox, TransportErrorKind, TransportKind, API_VERSION,
+    number_setting, setting, DeviceKind, ErrorKind, GrayImage, OpenRequest, PluginError,
+    PluginManifest, ScannedText, Scanner, TransportBox, TransportErrorKind, TransportKind,
+    API_VERSION,
 };
 
 use crate::{
@@ -101,11 +102,9 @@ fn invalid(message: String) -> PluginError {
     PluginError::new(ErrorKind::InvalidJob, message)
 }
 
-fn number_setting(request: &OpenRequest, key: &str, default: usize) -> Result<usize, PluginError> {
-    Ok(
-        devicehub_plugin_api::number_setting(key, setting(&request.settings, key))?
-            .unwrap_or(default),
-    )
+/// The number setting `key` of the device, or `default` when it is not set.
+fn number_or(request: &OpenRequest, key: &str, default: usize) -> Result<usize, PluginError> {
+    Ok(number_setting(key, setting(&request.settings, key))?.unwrap_or(default))
 }
 
 /// Parses the `terminator` setting.
@@ -149,11 +148,10 @@ pub fn open(request: &OpenRequest, transport: TransportBox) -> Result<TextScanne
         None => None,
     };
     let limits = Limits {
-        max_lines: number_setting(request, "max_lines", Limits::default().max_lines)?.max(1),
-        max_line_len: number_setting(request, "max_line_length", Limits::default().max_line_len)?
-            .max(1),
+        max_lines: number_or(request, "max_lines", Limits::default().max_lines)?.max(1),
+        max_line_len: number_or(request, "max_line_length", Limits::default().max_line_len)?.max(1),
     };
-    let idle_ms = number_setting(request, "idle_ms", 500)?;
+    let idle_ms = number_or(request, "idle_ms", 500)?;
     Ok(TextScanner {
         device_id: request.device_id.to_string(),
         delivery,
